@@ -1,0 +1,2 @@
+"""PosMLP backbone for MMDetection 3.x."""
+__version__ = "0.1.0"
