@@ -1,0 +1,533 @@
+"""PosMLP: gated MLPs whose token mixing comes from relative positional encodings.
+
+Wang et al., "Parameterization of Cross-Token Relations with Relative Positional Encoding
+for Vision MLP", ACM MM 2022. This file is the whole architecture, top to bottom:
+
+    ConvStem (stride 4)
+    -> 4 x PosMLPStage:   Downsample (stages 2-4)  -> window_partition
+                          -> depth x PosMLPBlock   -> window_reverse
+    (classifier only: final LayerNorm, global average pool, head)
+
+    PosMLPBlock:  x + DropPath(Dropout(Linear(PosSGU(GELU(Linear(LayerNorm(x)))))))
+    PosSGU:       split hidden channels into u, v;   TokenMix(u) * v
+    TokenMix:     per channel group g, a window-sized matrix P_g mixes the tokens of every
+                  window; P_g comes from GQPE (default), LRPE, or a dense learned matrix (SGU).
+
+Parameter names follow the reference implementation so its checkpoints load as they are.
+
+Layout inside a stage (why it looks unusual): activations are kept channel-major, as a
+(C, T) matrix whose T = batch * windows * window_tokens columns have the token of a window
+innermost. Then LayerNorm reduces over rows, both Linear layers are one GEMM each, splitting
+u / v is a free row slice, and the grouped token mixing is one batched matrix product on a
+free view of u: no permutes inside a block. Channel groups are interleaved in the reference
+(channel c is in group c % groups); the rows of the expansion Linear are gathered so that each
+group is contiguous, and the columns of the output Linear are gathered the same way, which
+leaves the function unchanged while the stored parameters keep the reference layout.
+"""
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+
+LN_EPS = 1e-6
+
+# Settings of the published variants. B is not in the reference code; the paper's 82M fits it.
+ARCH_SETTINGS = {
+    'tiny': dict(embed_dims=(96, 192, 384, 768), depths=(2, 2, 18, 2), windows=(14, 14, 14, 7),
+                 groups=(8, 16, 32, 64), mlp_ratios=(4, 4, 4, 2)),
+    'small': dict(embed_dims=(128, 256, 512, 1024), depths=(2, 2, 18, 2), windows=(14, 14, 14, 7),
+                  groups=(8, 16, 32, 64), mlp_ratios=(4, 4, 4, 2)),
+    'base': dict(embed_dims=(192, 384, 768, 1536), depths=(2, 2, 18, 2), windows=(14, 14, 14, 7),
+                 groups=(8, 16, 32, 64), mlp_ratios=(4, 4, 4, 2)),
+}
+ARCH_ALIASES = {'t': 'tiny', 's': 'small', 'b': 'base'}
+MIXERS = ('gqpe', 'lrpe', 'sgu')
+
+
+def resolve_arch(arch) -> dict:
+    """Return the full setting dict for an arch name ('tiny'|'small'|'base') or a dict."""
+    if isinstance(arch, str):
+        name = ARCH_ALIASES.get(arch.lower(), arch.lower())
+        if name not in ARCH_SETTINGS:
+            raise KeyError(f"PosMLP: unknown arch '{arch}'; choose one of "
+                           f"{sorted(ARCH_SETTINGS)} or pass a dict with keys "
+                           f"{sorted(ARCH_SETTINGS['tiny'])}")
+        return dict(ARCH_SETTINGS[name])
+    if not isinstance(arch, dict):
+        raise TypeError(f'PosMLP: arch must be a str or a dict, got {type(arch).__name__}')
+    missing = set(ARCH_SETTINGS['tiny']) - set(arch)
+    unknown = set(arch) - set(ARCH_SETTINGS['tiny'])
+    if missing or unknown:
+        raise KeyError(f'PosMLP: arch dict has missing keys {sorted(missing)} and unknown keys '
+                       f'{sorted(unknown)}; expected {sorted(ARCH_SETTINGS["tiny"])}')
+    setting = {k: tuple(v) for k, v in arch.items()}
+    lengths = {k: len(v) for k, v in setting.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f'PosMLP: arch entries must all have one value per stage, got lengths {lengths}')
+    for i, (dim, ratio, g) in enumerate(zip(setting['embed_dims'], setting['mlp_ratios'],
+                                            setting['groups'])):
+        hidden = int(dim * ratio)
+        if hidden % 2 or (hidden // 2) % g:
+            raise ValueError(f'PosMLP: stage {i}: groups={g} does not divide the {hidden // 2} '
+                             f'gated channels (embed_dim {dim} x mlp_ratio {ratio} / 2)')
+    for i in range(1, len(setting['embed_dims'])):
+        if setting['embed_dims'][i] % setting['embed_dims'][i - 1]:
+            raise ValueError(f'PosMLP: embed_dims[{i}]={setting["embed_dims"][i]} must be a multiple '
+                             f'of embed_dims[{i - 1}]={setting["embed_dims"][i - 1]} '
+                             '(the downsampling conv is depthwise)')
+    if any(w < 1 for w in setting['windows']):
+        raise ValueError(f'PosMLP: windows must be positive, got {setting["windows"]}')
+    return setting
+
+
+# --------------------------------------------------------------------------- windows
+
+class WindowGrid(NamedTuple):
+    """How a (B, C, H, W) map is cut into windows: padded at the bottom and right only."""
+    batch: int
+    height: int
+    width: int
+    window: int
+
+    @property
+    def rows(self) -> int:  # windows per column
+        return -(-self.height // self.window)
+
+    @property
+    def cols(self) -> int:  # windows per row
+        return -(-self.width // self.window)
+
+    @property
+    def pad_h(self) -> int:
+        return self.rows * self.window - self.height
+
+    @property
+    def pad_w(self) -> int:
+        return self.cols * self.window - self.width
+
+    @property
+    def tokens(self) -> int:  # columns of the channel-major matrix, padding included
+        return self.batch * self.rows * self.cols * self.window ** 2
+
+
+def pad_to_windows(x: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
+    """Zero-pad a (B, C, H, W) map at the bottom and right to whole windows."""
+    if grid.pad_h or grid.pad_w:
+        x = F.pad(x, (0, grid.pad_w, 0, grid.pad_h))
+    return x
+
+
+def window_partition(x: torch.Tensor, window: int) -> Tuple[torch.Tensor, WindowGrid]:
+    """(B, C, H, W) -> channel-major (C, B * rows * cols * window**2), tokens innermost."""
+    B, C, H, W = x.shape
+    grid = WindowGrid(B, H, W, window)
+    x = pad_to_windows(x, grid)
+    x = x.view(B, C, grid.rows, window, grid.cols, window).permute(1, 0, 2, 4, 3, 5)
+    return x.reshape(C, grid.tokens), grid
+
+
+def window_reverse(x: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
+    """Inverse of window_partition: (C, T) -> (B, C, H, W), padding cropped."""
+    w = grid.window
+    x = x.view(-1, grid.batch, grid.rows, grid.cols, w, w).permute(1, 0, 2, 4, 3, 5)
+    x = x.reshape(grid.batch, -1, grid.rows * w, grid.cols * w)
+    if grid.pad_h or grid.pad_w:
+        x = x[:, :, :grid.height, :grid.width]
+    return x.contiguous()
+
+
+def valid_token_mask(window: int, valid_rows: int, valid_cols: int,
+                     device=None) -> torch.Tensor:
+    """(N,) bool: which tokens of a window (row-major) lie inside the image."""
+    rows = torch.arange(window, device=device)
+    return ((rows[:, None] < valid_rows) & (rows[None, :] < valid_cols)).flatten()
+
+
+# --------------------------------------------------------------------------- token mixers
+# Each mixer owns the per-token bias (named as in the reference) and returns its mixing
+# matrices P of shape (groups, N, N), out[m] = sum_n P[m, n] * u[n] + bias[m].
+
+class GQPE(nn.Module):
+    """Generalized quadratic positional encoding (the default of the released models).
+
+    score[m, n] = -1/2 (d - delta)^T A (d - delta),  d = (col_n - col_m, row_m - row_n),
+    A = S S^T;  P[m, :] = softmax over n. Six parameters per group, whatever the window.
+    """
+    init_std = 0.01
+
+    def __init__(self, window: int, groups: int):
+        super().__init__()
+        self.window, self.groups, self.num_tokens = window, groups, window * window
+        self.attention_centers = nn.Parameter(torch.zeros(groups, 2).normal_(0.0, self.init_std))
+        self.attention_spreads = nn.Parameter(
+            torch.eye(2).repeat(groups, 1, 1) + torch.zeros(groups, 2, 2).normal_(0.0, self.init_std))
+        self.token_proj_n_bias = nn.Parameter(torch.zeros(1, self.num_tokens, 1))
+        # [dx, dy, dx^2, dy^2, dx*dy] for every (m, n): derived from the window, never stored.
+        self.register_buffer('rel_indices', self.relative_offsets(window), persistent=False)
+
+    @staticmethod
+    def relative_offsets(window: int) -> torch.Tensor:
+        rows, cols = torch.meshgrid(torch.arange(window), torch.arange(window), indexing='ij')
+        rows, cols = rows.flatten().float(), cols.flatten().float()
+        dx = cols[None, :] - cols[:, None]  # col_n - col_m
+        dy = rows[:, None] - rows[None, :]  # row_m - row_n (the reference's opposite sign)
+        return torch.stack([dx, dy, dx * dx, dy * dy, dx * dy], dim=-1)
+
+    def scores(self) -> torch.Tensor:
+        """(groups, N, N) logits; the constant -1/2 delta^T A delta drops out of the softmax."""
+        S = self.attention_spreads
+        A = S @ S.transpose(1, 2)
+        a, b, c = A[:, 0, 0], A[:, 0, 1], A[:, 1, 1]
+        d1, d2 = self.attention_centers[:, 0], self.attention_centers[:, 1]
+        coef = torch.stack([a * d1 + b * d2, b * d1 + c * d2, -0.5 * a, -0.5 * c, -b], dim=-1)
+        return torch.einsum('mnk,gk->gmn', self.rel_indices.to(coef.dtype), coef)
+
+    def matrices(self) -> torch.Tensor:
+        return self.scores().softmax(dim=-1)
+
+    def masked_matrices(self, mask: torch.Tensor) -> torch.Tensor:
+        return self.scores().masked_fill(~mask, float('-inf')).softmax(dim=-1)
+
+
+class LRPE(nn.Module):
+    """Learned relative positional encoding: one table entry per relative offset and group."""
+
+    def __init__(self, window: int, groups: int):
+        super().__init__()
+        self.window, self.groups, self.num_tokens = window, groups, window * window
+        self.window_relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window - 1) ** 2, groups))
+        self.token_proj_n_bias = nn.Parameter(torch.zeros(1, self.num_tokens, 1))
+        self.register_buffer('window_relative_position_index', self.relative_index(window),
+                             persistent=False)
+
+    @staticmethod
+    def relative_index(window: int) -> torch.Tensor:
+        rows, cols = torch.meshgrid(torch.arange(window), torch.arange(window), indexing='ij')
+        rows, cols = rows.flatten(), cols.flatten()
+        drow = rows[:, None] - rows[None, :] + window - 1
+        dcol = cols[:, None] - cols[None, :] + window - 1
+        return drow * (2 * window - 1) + dcol
+
+    def matrices(self) -> torch.Tensor:
+        N = self.num_tokens
+        table = self.window_relative_position_bias_table
+        return table[self.window_relative_position_index.view(-1)].view(N, N, -1).permute(2, 0, 1)
+
+    def masked_matrices(self, mask: torch.Tensor) -> torch.Tensor:
+        return self.matrices() * mask
+
+
+class DenseTokenMixer(nn.Module):
+    """gMLP's spatial gating FC inside a window (the paper's 'SGU' ablation): a dense learned
+    N x N matrix per group, initialised near zero with a bias of one so the gate starts as v."""
+
+    def __init__(self, window: int, groups: int):
+        super().__init__()
+        self.window, self.groups, self.num_tokens = window, groups, window * window
+        N = self.num_tokens
+        self.token_proj_n_weight = nn.Parameter(torch.zeros(groups, N, N).normal_(0.0, 1e-6))
+        self.token_proj_n_bias = nn.Parameter(torch.ones(1, N, 1))
+
+    def matrices(self) -> torch.Tensor:
+        return self.token_proj_n_weight
+
+    def masked_matrices(self, mask: torch.Tensor) -> torch.Tensor:
+        return self.token_proj_n_weight * mask
+
+
+MIXER_CLASSES = {'gqpe': GQPE, 'lrpe': LRPE, 'sgu': DenseTokenMixer}
+
+# A padded border window is renormalised from the full softmax while the probability mass left
+# on its valid tokens is above this; below it the masked matrix is computed exactly instead.
+_MIN_VALID_MASS = 1e-6
+
+
+class PosSGU(nn.Module):
+    """Positional spatial gating unit: TokenMix(u) * v, with no norm inside the gate."""
+
+    def __init__(self, dim: int, window: int, groups: int, mixer: str = 'gqpe'):
+        super().__init__()
+        if mixer not in MIXER_CLASSES:
+            raise KeyError(f"PosMLP: unknown mixer '{mixer}', choose one of {MIXERS}")
+        self.gate_dim, self.groups, self.window = dim // 2, groups, window
+        self.pos = MIXER_CLASSES[mixer](window, groups)
+        self.softmax = mixer == 'gqpe'
+
+    def forward(self, u: torch.Tensor, v: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
+        """u, v: (gate_dim, T) channel-major with groups contiguous. Returns TokenMix(u) * v."""
+        return self.token_mix(u, grid) * v
+
+    def token_mix(self, u: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
+        G, N, w = self.groups, self.pos.num_tokens, self.window
+        P = self.pos.matrices()                          # once per block and forward
+        bias = self.pos.token_proj_n_bias.view(N).to(u.dtype)
+        pad_h, pad_w = grid.pad_h, grid.pad_w
+        if pad_h or pad_w:
+            # Padded tokens must not feed any output: zero them in u, in place (a strided fill
+            # over the border windows only), so one product serves every window.
+            u7 = u.view(G, -1, grid.batch, grid.rows, grid.cols, w, w)
+            if pad_w:
+                u7[..., -1, :, w - pad_w:] = 0
+            if pad_h:
+                u7[..., -1, :, w - pad_h:, :] = 0
+        out = torch.baddbmm(bias.view(1, 1, N), u.view(G, -1, N), P.to(u.dtype).transpose(1, 2))
+        if (pad_h or pad_w) and self.softmax:
+            self._renormalise_border(out, u, P, grid)
+        return out.view(u.shape)
+
+    def _renormalise_border(self, out, u, P, grid: WindowGrid) -> None:
+        """Softmax over valid tokens only: rescale each border window's rows by the mass the
+        full softmax left on its valid tokens, or recompute them exactly when that is tiny."""
+        G, N, w = self.groups, self.pos.num_tokens, self.window
+        bias = self.pos.token_proj_n_bias.view(N).to(u.dtype)
+        out7 = out.view(G, -1, grid.batch, grid.rows, grid.cols, N)
+        u7 = u.view(G, -1, grid.batch, grid.rows, grid.cols, N)
+        vr, vc = w - grid.pad_h, w - grid.pad_w
+        # (window-row slice, window-col slice, valid rows, valid cols) of each border region
+        regions = []
+        if grid.pad_w:
+            regions.append((slice(0, grid.rows - 1 if grid.pad_h else grid.rows),
+                            slice(grid.cols - 1, grid.cols), w, vc))
+        if grid.pad_h:
+            regions.append((slice(grid.rows - 1, grid.rows),
+                            slice(0, grid.cols - 1 if grid.pad_w else grid.cols), vr, w))
+        if grid.pad_h and grid.pad_w:
+            regions.append((slice(grid.rows - 1, grid.rows), slice(grid.cols - 1, grid.cols), vr, vc))
+        for rows, cols, valid_rows, valid_cols in regions:
+            if rows.start >= rows.stop or cols.start >= cols.stop:
+                continue
+            mask = valid_token_mask(w, valid_rows, valid_cols, device=P.device)
+            mass = (P * mask).sum(-1)                      # (G, N)
+            valid_mass = mass[:, mask]
+            if bool((valid_mass > _MIN_VALID_MASS).all()):
+                scale = (1.0 / mass.clamp_min(_MIN_VALID_MASS)).to(out.dtype).view(G, 1, 1, 1, 1, N)
+                region = out7[:, :, :, rows, cols]
+                out7[:, :, :, rows, cols] = (region - bias) * scale + bias
+            else:
+                Pm = self.pos.masked_matrices(mask).to(u.dtype)
+                ur = u7[:, :, :, rows, cols]
+                exact = torch.baddbmm(bias.view(1, 1, N), ur.reshape(G, -1, N), Pm.transpose(1, 2))
+                out7[:, :, :, rows, cols] = exact.view(ur.shape)
+
+
+# --------------------------------------------------------------------------- block and stage
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample, for channel-major (C, B * tokens) activations."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty(1, batch, 1).bernoulli_(keep).div_(keep)
+        return (x.view(x.shape[0], batch, -1) * mask).view(x.shape)
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob}'
+
+
+def _group_contiguous_order(channels: int, groups: int) -> torch.Tensor:
+    """Index list that sorts interleaved groups (c in group c % groups) into contiguous blocks."""
+    return torch.arange(channels).view(channels // groups, groups).t().flatten()
+
+
+class PosMLPBlock(nn.Module):
+    """One gated MLP: x + DropPath(Dropout(proj_c_s(PosSGU(GELU(proj_c_e(norm(x)))))))."""
+
+    def __init__(self, dim: int, window: int, groups: int, mlp_ratio: float, mixer: str = 'gqpe',
+                 drop: float = 0.0, drop_path: float = 0.0):
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.dim, self.hidden = dim, hidden
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.proj_c_e = nn.Linear(dim, hidden)
+        self.gate_unit = PosSGU(hidden, window, groups, mixer)
+        self.proj_c_s = nn.Linear(hidden // 2, dim)
+        self.drop = nn.Dropout(drop)
+        self.drop_path = DropPath(drop_path)
+        half = _group_contiguous_order(hidden // 2, groups)
+        self.register_buffer('_gate_order', half, persistent=False)
+        self.register_buffer('_hidden_order', torch.cat([half, half + hidden // 2]), persistent=False)
+
+    def fused_weights(self):
+        """Expansion weights with the LayerNorm affine folded in and rows grouped; output
+        weights with columns grouped the same way. Tiny next to the activations."""
+        w_e = self.proj_c_e.weight[self._hidden_order]
+        b_e = self.proj_c_e.bias[self._hidden_order] + w_e @ self.norm.bias
+        w_e = w_e * self.norm.weight
+        w_s = self.proj_c_s.weight[:, self._gate_order]
+        return w_e, b_e, w_s
+
+    def forward(self, x: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
+        """x: (C, T) channel-major."""
+        w_e, b_e, w_s = self.fused_weights()
+        var, mean = torch.var_mean(x, dim=0, unbiased=False)
+        rstd = torch.rsqrt(var + LN_EPS)
+        h = torch.addmm(b_e[:, None], w_e, (x - mean) * rstd)
+        h = F.gelu(h)
+        u, v = h[:self.hidden // 2], h[self.hidden // 2:]
+        y = self.gate_unit(u, v, grid)
+        y = torch.addmm(self.proj_c_s.bias[:, None], w_s, y)
+        return x + self.drop_path(self.drop(y), grid.batch)
+
+
+class Downsample(nn.Module):
+    """Depthwise 3x3 stride-2 conv with channel multiplier, then LayerNorm over channels."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_dim, out_dim, 3, stride=2, padding=1, groups=in_dim)
+        self.norm = nn.LayerNorm(out_dim, eps=LN_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvStem(nn.Module):
+    """Stride-4 stem: conv3x3/2 + BN + GELU, conv3x3/2 + BN + GELU, conv1x1 + BN."""
+
+    def __init__(self, in_chans: int, dim: int):
+        super().__init__()
+        chans = [in_chans, dim // 2, dim, dim]
+        self.projs = nn.Sequential(
+            nn.Conv2d(chans[0], chans[1], 3, stride=2, padding=1),
+            nn.Conv2d(chans[1], chans[2], 3, stride=2, padding=1),
+            nn.Conv2d(chans[2], chans[3], 1))
+        self.norms = nn.Sequential(*[nn.BatchNorm2d(c, eps=LN_EPS) for c in chans[1:]])
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, (proj, norm) in enumerate(zip(self.projs, self.norms)):
+            x = norm(proj(x))
+            if i < len(self.projs) - 1:
+                x = self.act(x)
+        return x
+
+
+class PosMLPStage(nn.Module):
+    """Optional downsampling, then `depth` blocks that share one window partition."""
+
+    def __init__(self, in_dim: Optional[int], dim: int, depth: int, window: int, groups: int,
+                 mlp_ratio: float, mixer: str = 'gqpe', drop: float = 0.0,
+                 drop_path: Sequence[float] = (), with_cp: bool = False):
+        super().__init__()
+        self.window = window
+        self.with_cp = with_cp
+        self.pool = Downsample(in_dim, dim) if in_dim is not None else nn.Identity()
+        drop_path = list(drop_path) or [0.0] * depth
+        self.encoder = nn.Sequential(*[
+            PosMLPBlock(dim, window, groups, mlp_ratio, mixer, drop, drop_path[i])
+            for i in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) -> (B, C, H', W')."""
+        x = self.pool(x)
+        t, grid = window_partition(x, self.window)
+        for block in self.encoder:
+            if self.with_cp and t.requires_grad:
+                t = cp.checkpoint(block, t, grid, use_reentrant=False)
+            else:
+                t = block(t, grid)
+        return window_reverse(t, grid)
+
+
+def build_stages(setting: dict, mixer: str = 'gqpe', drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, with_cp: bool = False) -> nn.Sequential:
+    """The four stages ('levels' in the reference), drop path ramped linearly over all blocks."""
+    if mixer not in MIXERS:
+        raise KeyError(f"PosMLP: unknown mixer '{mixer}', choose one of {MIXERS}")
+    depths = setting['depths']
+    rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+    stages, start, prev = [], 0, None
+    for i, depth in enumerate(depths):
+        dim = setting['embed_dims'][i]
+        stages.append(PosMLPStage(
+            prev, dim, depth, setting['windows'][i], setting['groups'][i],
+            setting['mlp_ratios'][i], mixer, drop_rate, rates[start:start + depth], with_cp))
+        start += depth
+        prev = dim
+    return nn.Sequential(*stages)
+
+
+def init_posmlp_weights(module: nn.Module) -> None:
+    """The reference's initialisation: truncated normal 0.02 for Linear and Conv, zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.trunc_normal_(m.weight, std=0.02, a=-2, b=2)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class PosMLPClassifier(nn.Module):
+    """The ImageNet classifier, with the reference's parameter names (timm: posmlp_t/s/b)."""
+
+    def __init__(self, arch='tiny', in_chans: int = 3, num_classes: int = 1000,
+                 mixer: str = 'gqpe', drop_rate: float = 0.0, drop_path_rate: float = 0.1,
+                 global_pool: str = 'avg', with_cp: bool = False, **kwargs):
+        super().__init__()
+        if kwargs:
+            raise TypeError(f'PosMLPClassifier: unexpected arguments {sorted(kwargs)}')
+        setting = resolve_arch(arch)
+        self.setting = setting
+        self.num_classes = num_classes
+        self.num_features = setting['embed_dims'][-1]
+        self.drop_rate = drop_rate
+        self.global_pool = global_pool
+        self.patch_embed = ConvStem(in_chans, setting['embed_dims'][0])
+        self.levels = build_stages(setting, mixer, drop_rate, drop_path_rate, with_cp)
+        self.norm = nn.LayerNorm(self.num_features, eps=LN_EPS)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        init_posmlp_weights(self)
+
+    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """The (B, C, H, W) output of every stage, before the final norm."""
+        x = self.patch_embed(x)
+        outs = []
+        for stage in self.levels:
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_stages(x)[-1]
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == 'avg':
+            x = x.mean(dim=(2, 3))
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.head(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = ['ARCH_SETTINGS', 'MIXERS', 'resolve_arch', 'WindowGrid', 'window_partition',
+           'window_reverse', 'pad_to_windows', 'valid_token_mask', 'GQPE', 'LRPE',
+           'DenseTokenMixer', 'PosSGU', 'PosMLPBlock', 'PosMLPStage', 'Downsample', 'ConvStem',
+           'build_stages', 'init_posmlp_weights', 'PosMLPClassifier', 'count_parameters']

@@ -1,0 +1,116 @@
+"""PosMLP written the plain way, straight from the paper's equations: the oracle.
+
+Token-major (B, windows, N, C) activations, interleaved channel groups, the GQPE score
+written as -1/2 (d - delta)^T A (d - delta) with its constant, and an einsum per window.
+Windows that hold padding get their own matrix, softmax taken over their valid tokens only.
+Nothing is shared with `posmlp.py` but the checkpoint key names, so the tests compare two
+independent implementations, and the benchmark uses this as the plain-math baseline.
+
+It reads a state dict in the reference layout (timm `posmlp_*` or the original checkpoints)
+and runs in whatever dtype the weights are given in (the tests use float64).
+"""
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-6
+
+
+def _gelu(x):
+    return F.gelu(x)
+
+
+def _stem(sd: Dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    for i, (stride, pad) in enumerate([(2, 1), (2, 1), (1, 0)]):
+        x = F.conv2d(x, sd[f'patch_embed.projs.{i}.weight'], sd[f'patch_embed.projs.{i}.bias'],
+                     stride=stride, padding=pad)
+        p = f'patch_embed.norms.{i}.'
+        x = F.batch_norm(x, sd[p + 'running_mean'], sd[p + 'running_var'], sd[p + 'weight'],
+                         sd[p + 'bias'], training=False, eps=EPS)
+        if i < 2:
+            x = _gelu(x)
+    return x
+
+
+def gqpe_matrix(centers: torch.Tensor, spreads: torch.Tensor, window: int,
+                valid: torch.Tensor = None) -> torch.Tensor:
+    """(G, N, N) GQPE mixing matrices; `valid` (N,) bool limits the softmax to those sources."""
+    coords = [(r, c) for r in range(window) for c in range(window)]
+    r = torch.tensor([p[0] for p in coords], dtype=centers.dtype, device=centers.device)
+    c = torch.tensor([p[1] for p in coords], dtype=centers.dtype, device=centers.device)
+    dx = c[None, :] - c[:, None]           # [m, n] = col_n - col_m
+    dy = r[:, None] - r[None, :]           # [m, n] = row_m - row_n
+    d = torch.stack([dx, dy], dim=-1)      # (N, N, 2)
+    A = spreads @ spreads.transpose(1, 2)  # (G, 2, 2)
+    e = d[None] - centers[:, None, None, :]  # (G, N, N, 2)
+    score = -0.5 * torch.einsum('gmni,gij,gmnj->gmn', e, A, e)
+    if valid is not None:
+        score = score.masked_fill(~valid, float('-inf'))
+    return score.softmax(dim=-1)
+
+
+def lrpe_matrix(table: torch.Tensor, window: int, valid: torch.Tensor = None) -> torch.Tensor:
+    """(G, N, N): P_g[m, n] = table[(row_m - row_n + w - 1) * (2w - 1) + col_m - col_n + w - 1, g]."""
+    N = window * window
+    P = table.new_empty(table.shape[1], N, N)
+    for m in range(N):
+        for n in range(N):
+            rm, cm, rn, cn = m // window, m % window, n // window, n % window
+            P[:, m, n] = table[(rm - rn + window - 1) * (2 * window - 1) + (cm - cn + window - 1)]
+    if valid is not None:
+        P = P * valid
+    return P
+
+
+def _mixing(sd, prefix, mixer, window, valid):
+    if mixer == 'gqpe':
+        return gqpe_matrix(sd[prefix + 'attention_centers'], sd[prefix + 'attention_spreads'],
+                           window, valid)
+    if mixer == 'lrpe':
+        return lrpe_matrix(sd[prefix + 'window_relative_position_bias_table'], window, valid)
+    W = sd[prefix + 'token_proj_n_weight']
+    return W if valid is None else W * valid
+
+
+def reference_stages(sd: Dict[str, torch.Tensor], setting: dict, x: torch.Tensor,
+                     mixer: str = 'gqpe') -> List[torch.Tensor]:
+    """The (B, C, H, W) output of every stage for image batch x (eval mode)."""
+    x = _stem(sd, x)
+    outs = []
+    lrpe_cache = {}
+    for i, depth in enumerate(setting['depths']):
+        w, G = setting['windows'][i], setting['groups'][i]
+        if i > 0:
+            p = f'levels.{i}.pool.'
+            x = F.conv2d(x, sd[p + 'conv.weight'], sd[p + 'conv.bias'], stride=2, padding=1,
+                         groups=x.shape[1])
+            x = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), sd[p + 'norm.weight'],
+                             sd[p + 'norm.bias'], EPS).permute(0, 3, 1, 2)
+        B, C, H, W = x.shape
+        Hp, Wp = -(-H // w) * w, -(-W // w) * w
+        t = F.pad(x, (0, Wp - W, 0, Hp - H)).permute(0, 2, 3, 1)          # B, Hp, Wp, C
+        t = t.reshape(B, Hp // w, w, Wp // w, w, C).permute(0, 1, 3, 2, 4, 5)
+        t = t.reshape(B, -1, w * w, C)                                     # B, nW, N, C
+        inside = torch.zeros(Hp, Wp, dtype=torch.bool, device=x.device)
+        inside[:H, :W] = True
+        valid = inside.view(Hp // w, w, Wp // w, w).permute(0, 2, 1, 3).reshape(-1, w * w)
+        kinds, kind_of_window = torch.unique(valid, dim=0, return_inverse=True)
+        for j in range(depth):
+            p = f'levels.{i}.encoder.{j}.'
+            h = F.layer_norm(t, (C,), sd[p + 'norm.weight'], sd[p + 'norm.bias'], EPS)
+            h = _gelu(F.linear(h, sd[p + 'proj_c_e.weight'], sd[p + 'proj_c_e.bias']))
+            u, v = h.chunk(2, dim=-1)
+            u = u.reshape(B, -1, w * w, u.shape[-1] // G, G)                # channel = v * G + g
+            mixed = torch.empty_like(u)
+            for k, kind in enumerate(kinds):
+                sel = kind_of_window == k
+                P = _mixing(sd, p + 'gate_unit.pos.', mixer, w, None if kind.all() else kind)
+                mixed[:, sel] = torch.einsum('gmn,bwnvg->bwmvg', P, u[:, sel])
+            mixed = mixed + sd[p + 'gate_unit.pos.token_proj_n_bias'].view(1, 1, -1, 1, 1)
+            y = mixed.reshape(v.shape) * v
+            t = t + F.linear(y, sd[p + 'proj_c_s.weight'], sd[p + 'proj_c_s.bias'])
+        t = t.view(B, Hp // w, Wp // w, w, w, C).permute(0, 5, 1, 3, 2, 4).reshape(B, C, Hp, Wp)
+        x = t[:, :, :H, :W].contiguous()
+        outs.append(x)
+    return outs
