@@ -486,6 +486,8 @@ class PosMLPClassifier(nn.Module):
         self.global_pool = global_pool
         self.patch_embed = ConvStem(in_chans, setting['embed_dims'][0])
         self.levels = build_stages(setting, mixer, drop_rate, drop_path_rate, with_cp)
+        self.feature_info = [dict(num_chs=d, reduction=4 * 2 ** i, module=f'levels.{i}')
+                             for i, d in enumerate(setting['embed_dims'])]
         self.norm = nn.LayerNorm(self.num_features, eps=LN_EPS)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         init_posmlp_weights(self)

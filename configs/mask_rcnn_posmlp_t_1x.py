@@ -1,0 +1,13 @@
+# Mask R-CNN with a PosMLP-T backbone, 1x schedule on COCO 2017 (paper Table 3: 41.6 AP, 40.5M).
+_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', './_posmlp_det_recipe.py']
+
+pretrained = 'checkpoints/posmlp_t_in1k.pth'  # see checkpoints/README.md
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='PosMLP',
+        arch='tiny',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[96, 192, 384, 768]))

@@ -1,0 +1,13 @@
+# RetinaNet with a PosMLP-T backbone, 1x schedule on COCO 2017 (paper Table 3: 41.9 AP, 31.1M).
+_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', './_posmlp_det_recipe.py']
+
+pretrained = 'checkpoints/posmlp_t_in1k.pth'  # see checkpoints/README.md
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='PosMLP',
+        arch='tiny',
+        out_indices=(1, 2, 3),
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[192, 384, 768], start_level=0, num_outs=5))

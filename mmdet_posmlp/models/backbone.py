@@ -1,0 +1,173 @@
+"""PosMLP as an MMDetection backbone: multi-scale NCHW features for FPN."""
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmdet.registry import MODELS
+
+from ..checkpoint import load_backbone_weights
+from .posmlp import LN_EPS, MIXERS, ConvStem, build_stages, init_posmlp_weights, resolve_arch
+
+
+def _per_stage(value, name: str, num_stages: int) -> Optional[tuple]:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return (value,) * num_stages
+    value = tuple(value)
+    if len(value) != num_stages:
+        raise ValueError(f'PosMLP: {name} needs one value per stage ({num_stages}), got {value}')
+    return value
+
+
+@MODELS.register_module()
+class PosMLP(BaseModule):
+    """PosMLP backbone (ACM MM 2022) for dense prediction.
+
+    Args:
+        arch (str | dict): 'tiny' | 'small' | 'base', or a dict with embed_dims, depths,
+            windows, groups and mlp_ratios (one value per stage).
+        in_channels (int): Input image channels.
+        mixer (str): Token mixer: 'gqpe' (default), 'lrpe', or 'sgu' (dense, ablation).
+        windows (int | Sequence[int], optional): Window size per stage, overriding the arch.
+            Window-dependent pretrained parameters are resized to it on loading.
+        groups (int | Sequence[int], optional): Channel groups per stage, overriding the arch
+            (1 = ungrouped mixing).
+        out_indices (Sequence[int]): Stages whose outputs are returned (strides 4/8/16/32).
+        out_norm (bool): Apply a LayerNorm (`norm{i}`) to each returned map.
+        drop_rate (float): Dropout after each block's output projection.
+        drop_path_rate (float): Stochastic depth, ramped linearly over all blocks.
+        frozen_stages (int): -1 trains everything; 0 freezes the stem; k also freezes stages
+            1..k (and their output norms).
+        norm_eval (bool): Keep BatchNorm layers (the stem's) in eval mode while training.
+        with_cp (bool): Activation checkpointing per block: less memory, more compute.
+        pretrained (str, optional): Deprecated, use init_cfg=dict(type='Pretrained', checkpoint=...).
+        init_cfg (dict, optional): Initialisation; 'Pretrained' accepts the reference's
+            checkpoints, timm state dicts and converted backbone checkpoints.
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny',
+                 in_channels: int = 3,
+                 mixer: str = 'gqpe',
+                 windows: Union[int, Sequence[int], None] = None,
+                 groups: Union[int, Sequence[int], None] = None,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 out_norm: bool = True,
+                 drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.1,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 pretrained: Optional[str] = None,
+                 init_cfg: Optional[dict] = None):
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError('PosMLP: init_cfg and pretrained cannot both be set')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        super().__init__(init_cfg=init_cfg)
+
+        setting = resolve_arch(arch)
+        num_stages = len(setting['depths'])
+        for key, value in (('windows', windows), ('groups', groups)):
+            value = _per_stage(value, key, num_stages)
+            if value is not None:
+                setting[key] = value
+        setting = resolve_arch(setting)  # re-validate with the overrides
+        if mixer not in MIXERS:
+            raise KeyError(f"PosMLP: unknown mixer '{mixer}', choose one of {MIXERS}")
+        out_indices = tuple(out_indices)
+        bad = [i for i in out_indices if not 0 <= i < num_stages]
+        if bad or not out_indices:
+            raise ValueError(f'PosMLP: out_indices {out_indices} must be non-empty stage indices '
+                             f'in [0, {num_stages - 1}]')
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'PosMLP: frozen_stages={frozen_stages} must be in [-1, {num_stages}]')
+
+        self.setting = setting
+        self.mixer = mixer
+        self.out_indices = out_indices
+        self.out_norm = out_norm
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+        self.num_features = [setting['embed_dims'][i] for i in range(num_stages)]
+
+        # Same module names as the classifier, so ImageNet weights map one to one.
+        self.patch_embed = ConvStem(in_channels, setting['embed_dims'][0])
+        self.levels = build_stages(setting, mixer, drop_rate, drop_path_rate, with_cp)
+        if out_norm:
+            for i in out_indices:
+                self.add_module(f'norm{i}', nn.LayerNorm(self.num_features[i], eps=LN_EPS))
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------ init and loading
+    def init_weights(self) -> None:
+        if self.init_cfg is None or self.init_cfg.get('type') != 'Pretrained':
+            init_posmlp_weights(self)
+            if self.init_cfg is not None:
+                super().init_weights()
+            return
+        init_posmlp_weights(self)  # whatever the checkpoint does not hold starts as in training
+        path = self.init_cfg.get('checkpoint')
+        last_norm = f'norm{len(self.num_features) - 1}'
+        state, report = load_backbone_weights(
+            path, self.state_dict(), final_norm=last_norm if hasattr(self, last_norm) else None)
+        result = self.load_state_dict(state, strict=False)
+        print_log(f'PosMLP: loaded {len(state)} tensors from {path} '
+                  f'({report["source"][0]}); dropped {len(report["dropped"])} '
+                  '(classifier head, window-derived buffers)', logger='current')
+        for line in report['renamed'] + report['resized']:
+            print_log(f'PosMLP: {line}', logger='current')
+        if result.missing_keys:
+            print_log(f'PosMLP: missing keys (kept at initialisation): {result.missing_keys}',
+                      logger='current', level=30)
+        if result.unexpected_keys:
+            print_log(f'PosMLP: unexpected keys (ignored): {result.unexpected_keys}',
+                      logger='current', level=30)
+        self._is_init = True
+
+    # ------------------------------------------------------------------ training modes
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages >= 0:
+            self._freeze(self.patch_embed)
+        for i in range(self.frozen_stages):
+            self._freeze(self.levels[i])
+            if hasattr(self, f'norm{i}'):
+                self._freeze(getattr(self, f'norm{i}'))
+
+    @staticmethod
+    def _freeze(module: nn.Module) -> None:
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if x.dim() != 4:
+            raise ValueError(f'PosMLP expects (B, C, H, W) images, got shape {tuple(x.shape)}')
+        x = self.patch_embed(x)
+        outs = []
+        for i, stage in enumerate(self.levels):
+            x = stage(x)
+            if i in self.out_indices:
+                out = x
+                if self.out_norm:
+                    out = getattr(self, f'norm{i}')(out.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+                outs.append(out.contiguous())
+            if i == max(self.out_indices):
+                break
+        return tuple(outs)
