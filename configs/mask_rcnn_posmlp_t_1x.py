@@ -1,5 +1,9 @@
 # Mask R-CNN with a PosMLP-T backbone, 1x schedule on COCO 2017 (paper Table 3: 41.6 AP, 40.5M).
-_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', './_posmlp_det_recipe.py']
+# mmdet's mask-rcnn_r50_fpn_1x_coco.py, with the PosMLP recipe in place of its schedule.
+_base_ = [
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py', 'mmdet::_base_/datasets/coco_instance.py',
+    'mmdet::_base_/default_runtime.py', './_posmlp_det_recipe.py'
+]
 
 pretrained = 'checkpoints/posmlp_t_in1k.pth'  # see checkpoints/README.md
 model = dict(

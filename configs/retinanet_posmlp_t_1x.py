@@ -1,5 +1,10 @@
 # RetinaNet with a PosMLP-T backbone, 1x schedule on COCO 2017 (paper Table 3: 41.9 AP, 31.1M).
-_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', './_posmlp_det_recipe.py']
+# mmdet's retinanet_r50_fpn_1x_coco.py, with the PosMLP recipe in place of its schedule.
+_base_ = [
+    'mmdet::_base_/models/retinanet_r50_fpn.py', 'mmdet::_base_/datasets/coco_detection.py',
+    'mmdet::_base_/default_runtime.py', 'mmdet::retinanet/retinanet_tta.py',
+    './_posmlp_det_recipe.py'
+]
 
 pretrained = 'checkpoints/posmlp_t_in1k.pth'  # see checkpoints/README.md
 model = dict(

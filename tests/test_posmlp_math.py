@@ -106,8 +106,9 @@ def test_window_partition_roundtrip_and_layout():
     assert torch.equal(t[:, ((b * 3 + i) * 3 + j) * 16 + r * 4 + c], x[b, :, i * 4 + r, j * 4 + c])
 
 
-@pytest.mark.parametrize('mixer', ['gqpe', 'lrpe', 'sgu'])
-@pytest.mark.parametrize('size', [(224, 224), (100, 150), (32, 32)])
+@pytest.mark.parametrize('mixer,size', [('gqpe', (224, 224)), ('gqpe', (100, 150)),
+                                        ('gqpe', (32, 32)), ('lrpe', (100, 150)),
+                                        ('sgu', (100, 150))])
 def test_fast_path_matches_plain_reference(mixer, size):
     torch.manual_seed(3)
     model = randomize_(PosMLPClassifier('tiny', mixer=mixer)).double().eval()
@@ -127,8 +128,8 @@ def test_gradients_match_plain_reference_with_padding():
                      groups=(2, 4, 4, 8), mlp_ratios=(4, 4, 4, 2))
     model = randomize_(PosMLPClassifier(stage_cfg, drop_path_rate=0.0)).double().eval()
     x = torch.randn(1, 3, 50, 38, dtype=torch.float64)
-    params = dict(model.named_parameters())
-    weights = {**params, **dict(model.named_buffers())}
+    params = {k: v for k, v in model.named_parameters() if k.startswith(('patch_embed', 'levels'))}
+    weights = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     fast = sum(o.sum() for o in model.forward_stages(x))
     g_fast = torch.autograd.grad(fast, list(params.values()))
     plain = sum(o.sum() for o in reference_stages(weights, model.setting, x))

@@ -33,7 +33,8 @@ declare -A TORCHVISION_FOR=(
 STEP="start"
 trap 'echo "[setup] FAILED at step: $STEP (see the output above)" >&2' ERR
 step() { STEP=$1; echo "[setup] $(date +%H:%M:%S) $1"; }
-py() { "$PYTHON" -c "$@"; }
+# Run from / so that the repository folder on sys.path cannot stand in for an installed package.
+py() { (cd / && "$PYTHON" -c "$@"); }
 pip_install() { "$PYTHON" -m pip install --disable-pip-version-check "$@"; }
 
 step "python: $("$PYTHON" --version 2>&1) at $(command -v "$PYTHON")"
@@ -50,7 +51,7 @@ if py 'import torch' 2>/dev/null; then
            "install the torchvision built for it, then run this again" >&2
       exit 1
     fi
-    pip_install "torchvision==$tv" "torch==$(py 'import torch; print(torch.__version__)')"
+    pip_install "torchvision==$tv" "torch==$(py 'import importlib.metadata as m; print(m.version("torch"))')"
   fi
 else
   pip_install "torch==$TORCH_VERSION" "torchvision==${TORCHVISION_FOR[$TORCH_VERSION]}"
@@ -59,10 +60,14 @@ fi
 py 'import torch, torchvision; from torchvision.ops import nms' \
   || { echo "[setup] torchvision does not load next to this torch" >&2; false; }
 TORCH_FULL=$(py 'import torch; print(torch.__version__)')
-TORCHVISION_FULL=$(py 'import torchvision; print(torchvision.__version__)')
 # Pin what we have so no later install replaces torch (timm and mmengine would pull a newer one).
+# pip knows the distributions' versions (2.14.1), not the local build tag of __version__ (+cu130).
 CONSTRAINTS=$(mktemp)
-printf 'torch==%s\ntorchvision==%s\nsetuptools<81\n' "$TORCH_FULL" "$TORCHVISION_FULL" > "$CONSTRAINTS"
+py '
+import importlib.metadata as m
+print("torch==" + m.version("torch"))
+print("torchvision==" + m.version("torchvision"))
+print("setuptools<81")' > "$CONSTRAINTS"
 
 # ---------------------------------------------------------------- build tools
 step "build tools (setuptools<81: mmcv and mmengine import pkg_resources)"

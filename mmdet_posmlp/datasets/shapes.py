@@ -50,7 +50,7 @@ DEFAULTS = dict(
     num_val=100,
     seed=0,
     image_size=(224, 288),      # each side drawn uniformly from this range (pixels)
-    object_size=(12, 120),      # object extent (pixels), drawn log-uniformly
+    object_size=(16, 160),      # object extent (pixels), drawn log-uniformly
     max_objects=6,              # objects per image: 1..max_objects
     empty_prob=0.04,            # probability of an image with no object
     max_occlusion=0.25,         # most of an object a later one may cover
@@ -140,7 +140,7 @@ def _distractors(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int
         draw.line(pts, fill=colour, width=int(rng.integers(1, 4)))
     for _ in range(int(rng.integers(0, 3))):
         x, y = rng.uniform(0, width), rng.uniform(0, height)
-        r = rng.uniform(2, 6)
+        r = rng.uniform(1.5, 4)
         colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
         draw.ellipse([x - r, y - r * rng.uniform(0.3, 1), x + r, y + r], fill=colour)
 

@@ -52,12 +52,10 @@ def gqpe_matrix(centers: torch.Tensor, spreads: torch.Tensor, window: int,
 
 def lrpe_matrix(table: torch.Tensor, window: int, valid: torch.Tensor = None) -> torch.Tensor:
     """(G, N, N): P_g[m, n] = table[(row_m - row_n + w - 1) * (2w - 1) + col_m - col_n + w - 1, g]."""
-    N = window * window
-    P = table.new_empty(table.shape[1], N, N)
-    for m in range(N):
-        for n in range(N):
-            rm, cm, rn, cn = m // window, m % window, n // window, n % window
-            P[:, m, n] = table[(rm - rn + window - 1) * (2 * window - 1) + (cm - cn + window - 1)]
+    tokens = torch.arange(window * window, device=table.device)
+    r, c = tokens // window, tokens % window
+    idx = (r[:, None] - r[None, :] + window - 1) * (2 * window - 1) + (c[:, None] - c[None, :] + window - 1)
+    P = table[idx].permute(2, 0, 1)
     if valid is not None:
         P = P * valid
     return P

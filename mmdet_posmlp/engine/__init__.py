@@ -1,0 +1,17 @@
+"""Library code behind tools/train.py and tools/test.py.
+
+- :mod:`.safe_load`: load mmengine-written checkpoints under torch's ``weights_only`` unpickler
+  by allowlisting exactly the types they contain.
+- :mod:`.data_check`: stop before anything is built when the dataset a config reads is missing.
+- :mod:`.runner`: read a config, apply command-line options, return an mmengine Runner.
+
+The submodules are imported on first use so that ``import mmdet_posmlp`` stays light.
+"""
+from .safe_load import (MMENGINE_CHECKPOINT_GLOBALS, UnsafeCheckpointError,
+                        allow_mmengine_checkpoints, check_checkpoint_loadable,
+                        mmengine_checkpoint_loading, unsafe_globals_in_checkpoint)
+
+__all__ = [
+    'MMENGINE_CHECKPOINT_GLOBALS', 'UnsafeCheckpointError', 'allow_mmengine_checkpoints',
+    'check_checkpoint_loadable', 'mmengine_checkpoint_loading', 'unsafe_globals_in_checkpoint',
+]

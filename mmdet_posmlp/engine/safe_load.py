@@ -1,0 +1,183 @@
+"""Loading mmengine-written checkpoints with torch's safe (``weights_only``) unpickler.
+
+torch >= 2.6 unpickles with ``weights_only=True`` by default: only tensors, primitive types,
+containers and explicitly allowlisted globals may appear in a checkpoint. mmengine 0.10.7 calls
+``torch.load`` without ``weights_only``, so it gets that default, and the checkpoints that its own
+``CheckpointHook`` writes are refused (``UnpicklingError``): ``meta['message_hub']`` holds the
+training log as mmengine ``HistoryBuffer`` objects, which store numpy arrays. That breaks
+``tools/train.py --resume`` and ``tools/test.py CONFIG CHECKPOINT``.
+
+We keep safe loading on and allow exactly the globals such checkpoints contain (found by writing
+a checkpoint with a real training run and asking torch which globals it would refuse, see
+:func:`unsafe_globals_in_checkpoint`). Anything else in a pickle, e.g. an arbitrary class or a
+function call smuggled through ``__reduce__``, is still refused. ``weights_only=False`` is never
+used here.
+"""
+import contextlib
+import importlib
+import os.path as osp
+import pickle
+import warnings
+from typing import Iterator, List, Tuple
+
+import torch
+
+# The globals that a checkpoint written by mmengine 0.10's CheckpointHook references, as torch's
+# unpickler names them, and why each one is there. Found by training a detector for one
+# iteration with tools/train.py and running torch.serialization.get_unsafe_globals_in_checkpoint
+# on the epoch_1.pth it wrote (numpy 2.4, torch 2.14); tests/test_tools.py checks it again.
+MMENGINE_CHECKPOINT_GLOBALS: Tuple[Tuple[str, str], ...] = (
+    # meta/message_hub: log_scalars holds one HistoryBuffer per logged scalar (train/loss, ...)
+    ('mmengine.logging.history_buffer.HistoryBuffer',
+     'message_hub.log_scalars: the training log, one buffer per scalar'),
+    # HistoryBuffer._log_history (float64) and _count_history (int64) are numpy arrays: an array
+    # pickles as _reconstruct(ndarray, shape, dtype) followed by its state, a dtype as
+    # numpy.dtype('f8', False, True) followed by its state.
+    ('numpy._core.multiarray._reconstruct', 'numpy arrays in the HistoryBuffers'),
+    ('numpy.ndarray', 'numpy arrays in the HistoryBuffers'),
+    ('numpy.dtype', 'dtypes of those arrays and scalars'),
+    # numpy.dtype('f8', ...) returns an instance of numpy.dtypes.Float64DType, whose state is then
+    # set by BUILD: torch only runs BUILD on instances of allowlisted types. These two classes
+    # never appear as globals in the pickle (get_unsafe_globals_in_checkpoint does not list
+    # them); the first load attempt names them.
+    ('numpy.dtypes.Float64DType', 'dtype of HistoryBuffer._log_history and of eta'),
+    ('numpy.dtypes.Int64DType', 'dtype of HistoryBuffer._count_history'),
+    # message_hub.runtime_info['eta'] is a numpy.float64 (numpy scalars pickle as
+    # scalar(dtype, raw bytes)).
+    ('numpy._core.multiarray.scalar', 'numpy scalars in message_hub.runtime_info (eta)'),
+    # HistoryBuffer.__getstate__ saves its statistics methods {'min': HistoryBuffer.min, ...};
+    # pickle protocol 2 writes each as getattr(HistoryBuffer, 'min'). We do NOT allow the real
+    # getattr: the name is bound to _history_buffer_statistic, which returns only those four
+    # methods of HistoryBuffer and refuses every other lookup.
+    ('builtins.getattr', 'HistoryBuffer statistics methods, getattr(HistoryBuffer, "min"|...)'),
+)
+
+# The same functions under the module names that numpy 1.x writes into pickles.
+_NUMPY1_ALIASES = {
+    'numpy._core.multiarray._reconstruct': 'numpy.core.multiarray._reconstruct',
+    'numpy._core.multiarray.scalar': 'numpy.core.multiarray.scalar',
+}
+# The only attributes that getattr may fetch while unpickling, and only from HistoryBuffer.
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+
+_registered = False
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint that references globals outside the allowlist; the message names them."""
+
+
+def _history_buffer_statistic(obj, name):
+    """What 'builtins.getattr' means while unpickling: HistoryBuffer's statistics methods only."""
+    from mmengine.logging import HistoryBuffer
+    if obj is HistoryBuffer and name in HISTORY_BUFFER_STATISTICS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'mmdet_posmlp safe loading: refused getattr({obj!r}, {name!r}); only '
+        f'getattr(HistoryBuffer, one of {HISTORY_BUFFER_STATISTICS}) is allowed')
+
+
+def _resolve(name: str):
+    """Import 'package.module.attr' and return the object, or None where this stack lacks it."""
+    if name == 'builtins.getattr':
+        return _history_buffer_statistic
+    module, _, attr = name.rpartition('.')
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)  # numpy.core under numpy 2
+            return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return None
+
+
+def safe_globals_list() -> List:
+    """The allowlist in the form torch's ``add_safe_globals`` / ``safe_globals`` take.
+
+    Each entry is ``(object, 'module.qualname')``, so that the name matched is the one written in
+    the pickle (numpy's ``__module__`` attributes differ from the names its pickles use, and
+    'builtins.getattr' is bound to a restricted function). Entries that the installed versions
+    lack are skipped.
+    """
+    entries = []
+    for name, _why in MMENGINE_CHECKPOINT_GLOBALS:
+        obj = _resolve(name)
+        if obj is None and name in _NUMPY1_ALIASES:
+            obj = _resolve(_NUMPY1_ALIASES[name])
+        if obj is None:
+            continue
+        entries.append((obj, name))
+        if name in _NUMPY1_ALIASES:
+            entries.append((obj, _NUMPY1_ALIASES[name]))
+    return entries
+
+
+def allowed_global_names() -> List[str]:
+    """The 'module.qualname' strings this module allows (for messages and tests)."""
+    return [name for _, name in safe_globals_list()]
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Allowlist the globals of mmengine checkpoints for every later ``torch.load``.
+
+    Idempotent. Safe loading stays on: only the named types are added to torch's allowlist.
+    Does nothing on torch < 2.4, which has no allowlist (and no safe default either).
+    """
+    global _registered
+    if _registered or not hasattr(torch.serialization, 'add_safe_globals'):
+        return
+    torch.serialization.add_safe_globals(safe_globals_list())
+    _registered = True
+
+
+@contextlib.contextmanager
+def mmengine_checkpoint_loading() -> Iterator[None]:
+    """Allow the mmengine checkpoint globals only inside the ``with`` block."""
+    if not hasattr(torch.serialization, 'safe_globals'):
+        yield
+        return
+    with torch.serialization.safe_globals(safe_globals_list()):
+        yield
+
+
+def unsafe_globals_in_checkpoint(path: str) -> List[str]:
+    """Globals in the checkpoint at ``path`` that the weights_only unpickler would refuse.
+
+    Reads only the pickle, not the tensors. Takes the allowlist into account (what is returned
+    is what would still fail). Returns [] on torch versions without the inspection API, and for
+    legacy (non-zip) checkpoints, which torch cannot inspect this way.
+    """
+    inspect = getattr(torch.serialization, 'get_unsafe_globals_in_checkpoint', None)
+    if inspect is None:
+        return []
+    try:
+        found = inspect(path)
+    except (RuntimeError, ValueError):  # not a zip checkpoint
+        return []
+    allowed = set(allowed_global_names())
+    if hasattr(torch.serialization, 'get_safe_globals'):
+        for entry in torch.serialization.get_safe_globals():
+            if isinstance(entry, tuple):
+                allowed.add(entry[1])
+            else:
+                allowed.add(f'{entry.__module__}.{entry.__qualname__}')
+    return [name for name in found if name not in allowed]
+
+
+def check_checkpoint_loadable(path: str) -> None:
+    """Fail early, before a model is built, when ``path`` is missing or cannot load safely.
+
+    Raises FileNotFoundError for a missing local file and UnsafeCheckpointError when the
+    checkpoint references globals outside the allowlist (naming them). Remote paths
+    (``scheme://``) are left to mmengine.
+    """
+    if '://' in path:
+        return
+    if not osp.isfile(osp.expanduser(path)):
+        raise FileNotFoundError(f"checkpoint not found: '{path}'")
+    unsafe = unsafe_globals_in_checkpoint(osp.expanduser(path))
+    if unsafe:
+        raise UnsafeCheckpointError(
+            f"'{path}' references globals that torch's safe unpickler refuses: {unsafe}. "
+            f'mmdet_posmlp allows only those of mmengine checkpoints '
+            f'({allowed_global_names()}). If you trust this file, convert it to a plain state '
+            "dict first (torch.save({'state_dict': ckpt['state_dict']}, new_path)).")

@@ -1,0 +1,327 @@
+"""Tests of the command-line tools and the library code behind them (no mocks).
+
+- every detection config builds, and the whole-detector parameter counts match the paper's
+  Table 3 within 0.3M;
+- tools/train.py and tools/test.py stop before building anything when COCO is missing, with a
+  message that names the paths, where to get COCO, which --cfg-options work, and the demo;
+- a real (tiny) training run through tools/train.py writes a checkpoint with mmengine's
+  CheckpointHook; it loads under torch's weights_only unpickler for --resume and for
+  tools/test.py, which still refuses anything outside the allowlist;
+- get_flops, benchmark_fps and plot_logs run on real inputs.
+
+The tiny runs use a 4-stage PosMLP with 16..128 channels, one block per stage, 32-channel FPN
+and head, on a generated 2-image COCO-format dataset of 64x64 images: a few seconds each.
+"""
+import json
+import os
+import os.path as osp
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = osp.join(REPO, 'configs')
+PYTHON = sys.executable
+
+# Paper Table 3 (whole detector, millions of parameters).
+PAPER_PARAMS_M = {
+    'retinanet_posmlp_t_1x.py': 31.1,
+    'retinanet_posmlp_s_1x.py': 47.3,
+    'mask_rcnn_posmlp_t_1x.py': 40.5,
+    'mask_rcnn_posmlp_s_1x.py': 56.1,
+}
+ALL_CONFIGS = sorted(PAPER_PARAMS_M) + ['mask_rcnn_posmlp_b_1x.py', 'retinanet_posmlp_b_1x.py']
+BACKBONE_T_PARAMS = 20_155_002  # PosMLP-T without out norms: classifier minus head and norm
+
+
+def run_tool(args, cwd, timeout=300):
+    """Run a tool as a user would; returns the CompletedProcess (stdout and stderr as text)."""
+    env = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='2', MKL_NUM_THREADS='2')
+    return subprocess.run([PYTHON] + args, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# ----------------------------------------------------------------------------- configs
+
+@pytest.mark.parametrize('name', ALL_CONFIGS)
+def test_config_builds_with_paper_param_count(name):
+    from mmdet_posmlp.analysis.complexity import build_detector, count_parameters
+    model = build_detector(osp.join(CONFIGS, name))
+    backbone, neck = model.backbone, model.neck
+    assert type(backbone).__name__ == 'PosMLP'
+    # the FPN reads the stages the backbone returns, with their widths
+    widths = [backbone.num_features[i] for i in backbone.out_indices]
+    assert list(neck.in_channels) == widths
+    arch = {'_t_': 96, '_s_': 128, '_b_': 192}
+    assert backbone.num_features[0] == next(v for k, v in arch.items() if k in name)
+    assert model.bbox_head.num_classes == 80 if hasattr(model, 'bbox_head') else \
+        model.roi_head.bbox_head.num_classes == 80
+    total = count_parameters(model)
+    if name in PAPER_PARAMS_M:
+        assert abs(total / 1e6 - PAPER_PARAMS_M[name]) < 0.3, (name, total)
+    else:  # B: no paper figure; it must be the largest of its family
+        assert total > PAPER_PARAMS_M[name.replace('_b_', '_s_')] * 1e6
+
+
+def test_backbone_t_param_count():
+    from mmdet_posmlp.analysis.complexity import count_parameters
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    backbone = MODELS.build(dict(type='PosMLP', arch='tiny', out_norm=False))
+    assert count_parameters(backbone) == BACKBONE_T_PARAMS
+
+
+def test_data_root_overrides():
+    """--cfg-options data_root=... leaves the resolved paths; the per-dataloader keys move them."""
+    from mmdet_posmlp.engine.data_check import collect_data_paths
+    from mmdet_posmlp.engine.runner import load_config
+    config = osp.join(CONFIGS, 'retinanet_posmlp_t_1x.py')
+
+    cfg = load_config(config, cfg_options={'data_root': '/elsewhere/'})
+    paths = collect_data_paths(cfg, ('train', 'val', 'test'))
+    assert paths and all(p.path.startswith('data/coco/') for p in paths)
+
+    cfg = load_config(config, cfg_options={
+        'train_dataloader.dataset.data_root': '/elsewhere/',
+        'val_dataloader.dataset.data_root': '/elsewhere/',
+        'test_dataloader.dataset.data_root': '/elsewhere/',
+        'val_evaluator.ann_file': '/elsewhere/annotations/instances_val2017.json',
+        'test_evaluator.ann_file': '/elsewhere/annotations/instances_val2017.json'})
+    paths = collect_data_paths(cfg, ('train', 'val', 'test'))
+    assert all(p.path.startswith('/elsewhere/') for p in paths), paths
+    assert {p.path for p in paths} == {
+        '/elsewhere/annotations/instances_train2017.json', '/elsewhere/train2017/',
+        '/elsewhere/annotations/instances_val2017.json', '/elsewhere/val2017/'}
+
+
+# ----------------------------------------------------------------------------- missing COCO
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_missing_coco_stops_with_directions(tool, tmp_path):
+    config = osp.join(CONFIGS, 'retinanet_posmlp_t_1x.py')
+    args = [osp.join(REPO, 'tools', f'{tool}.py'), config]
+    if tool == 'test':
+        args.append('no_such_checkpoint.pth')
+    result = run_tool(args, cwd=str(tmp_path), timeout=120)
+    assert result.returncode != 0
+    message = result.stderr
+    split = 'train' if tool == 'train' else 'val'
+    for text in (f'data/coco/annotations/instances_{split}2017.json', f'data/coco/{split}2017/',
+                 str(tmp_path), 'https://cocodataset.org/#download', 'bash tools/run_demo.sh',
+                 f'{"train" if tool == "train" else "test"}_dataloader.dataset.data_root=',
+                 "'--cfg-options data_root=...' does NOT"):
+        assert text in message, (text, message)
+    assert 'MISSING' in message
+    # stopped before the model was built: no work_dir, no model or weights in the log
+    assert not osp.exists(tmp_path / 'work_dirs')
+    assert 'Traceback' not in message and 'PosMLP: loaded' not in result.stdout + message
+
+
+# ----------------------------------------------------------------------------- a real tiny run
+
+TINY_CONFIG = '''
+_base_ = '{base}'
+data_root = '{data_root}/'
+model = dict(
+    backbone=dict(
+        arch=dict(_delete_=True, embed_dims=(16, 32, 64, 128), depths=(1, 1, 1, 1),
+                  windows=(4, 4, 4, 4),
+                  groups=(2, 2, 4, 4), mlp_ratios=(2, 2, 2, 2)),
+        drop_path_rate=0.0, init_cfg=None),
+    neck=dict(in_channels=[32, 64, 128], out_channels=32),
+    bbox_head=dict(num_classes=2, in_channels=32, feat_channels=32, stacked_convs=1),
+    test_cfg=dict(score_thr=0.0, max_per_img=20))  # an untrained model: keep low scores
+pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=(64, 64), keep_ratio=True),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(64, 64), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+dataset = dict(data_root=data_root, ann_file='annotations/tiny.json',
+               data_prefix=dict(img='images/'), metainfo=dict(classes=('person', 'bicycle')))
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(dataset, pipeline=pipeline, filter_cfg=None))
+val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+                      dataset=dict(dataset, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/tiny.json')
+test_evaluator = val_evaluator
+train_cfg = dict(max_epochs=1)
+param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0, end=1)]
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
+'''
+
+
+def _write_tiny_coco(root, num_images=2, size=64):
+    """A COCO-format dataset of random images with one box (and polygon) each."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    os.makedirs(osp.join(root, 'images'))
+    os.makedirs(osp.join(root, 'annotations'))
+    images, annotations = [], []
+    for i in range(num_images):
+        name = f'{i:06d}.jpg'
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
+            osp.join(root, 'images', name))
+        images.append(dict(id=i + 1, file_name=name, width=size, height=size))
+        x, y, w, h = 8 + 4 * i, 10, 30, 26
+        annotations.append(dict(
+            id=i + 1, image_id=i + 1, category_id=1 + i, bbox=[x, y, w, h], area=w * h,
+            iscrowd=0, segmentation=[[x, y, x + w, y, x + w, y + h, x, y + h]]))
+    categories = [dict(id=1, name='person'), dict(id=2, name='bicycle')]
+    with open(osp.join(root, 'annotations', 'tiny.json'), 'w') as f:
+        json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+    """tools/train.py on the tiny dataset for one epoch (one iteration) + validation."""
+    root = tmp_path_factory.mktemp('tiny')
+    _write_tiny_coco(str(root / 'data'))
+    config = root / 'tiny_retinanet.py'
+    config.write_text(TINY_CONFIG.format(
+        base=osp.join(CONFIGS, 'retinanet_posmlp_t_1x.py'), data_root=root / 'data'))
+    work_dir = root / 'work'
+    result = run_tool([osp.join(REPO, 'tools', 'train.py'), str(config),
+                       '--work-dir', str(work_dir)], cwd=str(root))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    checkpoint = work_dir / 'epoch_1.pth'
+    assert checkpoint.is_file()
+    return dict(root=root, config=config, work_dir=work_dir, checkpoint=checkpoint,
+                train_log=result.stdout + result.stderr)
+
+
+def _load_in_fresh_process(path, allow):
+    """torch.load(path) with the default weights_only in a clean interpreter (no allowlist)."""
+    code = textwrap.dedent(f'''
+        import pickle, torch
+        if {allow}:
+            from mmdet_posmlp.engine.safe_load import mmengine_checkpoint_loading as ctx
+        else:
+            import contextlib; ctx = contextlib.nullcontext
+        try:
+            with ctx():
+                ckpt = torch.load({str(path)!r}, map_location='cpu')
+            print('LOADED', sorted(ckpt))
+        except pickle.UnpicklingError as e:
+            print('REFUSED', str(e).splitlines()[0])
+    ''')
+    return run_tool(['-c', code], cwd=REPO, timeout=120).stdout
+
+
+def test_checkpoint_needs_exactly_the_allowlist(tiny_run):
+    from mmdet_posmlp.engine.safe_load import allowed_global_names
+    found = torch.serialization.get_unsafe_globals_in_checkpoint(str(tiny_run['checkpoint']))
+    # every global the checkpoint holds is allowlisted, and every allowlisted name that this
+    # numpy writes is used by the checkpoint (the numpy 1.x alias is the only extra name)
+    allowed = set(allowed_global_names())
+    assert set(found) <= allowed, set(found) - allowed
+    assert allowed - set(found) <= {'numpy.core.multiarray._reconstruct'}, allowed - set(found)
+    # without the allowlist torch's default (weights_only=True) refuses the checkpoint ...
+    assert 'REFUSED' in _load_in_fresh_process(tiny_run['checkpoint'], allow=False)
+    # ... and with it the checkpoint loads, still with weights_only=True
+    out = _load_in_fresh_process(tiny_run['checkpoint'], allow=True)
+    assert 'LOADED' in out and "'message_hub'" not in out  # top-level keys only
+    assert "'meta'" in out and "'optimizer'" in out and "'state_dict'" in out
+
+
+class _Unsafe:
+    """Something a checkpoint must not be able to smuggle in."""
+
+    def __reduce__(self):
+        return (os.system, ('echo unsafe',))
+
+
+def test_unsafe_objects_still_refused(tmp_path):
+    import mmdet_posmlp  # noqa: F401
+    from mmdet_posmlp.engine.safe_load import (UnsafeCheckpointError, allow_mmengine_checkpoints,
+                                               check_checkpoint_loadable)
+    allow_mmengine_checkpoints()
+    path = tmp_path / 'unsafe.pth'
+    torch.save({'state_dict': {}, 'payload': _Unsafe()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path)  # the default stays weights_only=True
+    torch.save({'state_dict': {}, 'payload': np.float32(1.0)}, path)  # a numpy scalar: not listed
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path)
+    with pytest.raises(UnsafeCheckpointError, match='numpy'):
+        check_checkpoint_loadable(str(path))
+
+
+def test_resume_from_checkpoint(tiny_run):
+    work_dir = tiny_run['work_dir']
+    result = run_tool([osp.join(REPO, 'tools', 'train.py'), str(tiny_run['config']),
+                       '--work-dir', str(work_dir), '--resume',
+                       '--cfg-options', 'train_cfg.max_epochs=2'], cwd=str(tiny_run['root']))
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert 'resumed epoch: 1' in log, log[-3000:]
+    assert (work_dir / 'epoch_2.pth').is_file()
+
+
+def test_test_tool_with_checkpoint(tiny_run, tmp_path):
+    out = tmp_path / 'results.pkl'
+    work_dir = tmp_path / 'test_work'
+    result = run_tool([osp.join(REPO, 'tools', 'test.py'), str(tiny_run['config']),
+                       str(tiny_run['checkpoint']), '--work-dir', str(work_dir),
+                       '--show-dir', 'vis', '--out', str(out)], cwd=str(tiny_run['root']))
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert 'Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all' in log  # pycocotools table
+    assert 'coco/bbox_mAP' in log
+    assert out.is_file()
+    drawn = [f for _, _, files in os.walk(work_dir) for f in files if f.endswith('.jpg')]
+    assert len(drawn) == 2, drawn
+
+
+def test_test_tool_refuses_unsafe_checkpoint(tiny_run, tmp_path):
+    path = tmp_path / 'unsafe.pth'
+    torch.save({'state_dict': {}, 'payload': _Unsafe()}, path)
+    result = run_tool([osp.join(REPO, 'tools', 'test.py'), str(tiny_run['config']), str(path)],
+                      cwd=str(tmp_path), timeout=120)
+    assert result.returncode != 0
+    assert 'safe unpickler refuses' in result.stderr and 'posix.system' in result.stderr \
+        or 'os.system' in result.stderr, result.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- analysis tools
+
+def test_plot_logs(tiny_run, tmp_path):
+    out = tmp_path / 'curves.png'
+    result = run_tool([osp.join(REPO, 'tools', 'analysis', 'plot_logs.py'),
+                       str(tiny_run['work_dir']), '--out', str(out)], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and out.stat().st_size > 10_000
+    assert 'coco/bbox_mAP' in result.stdout
+
+
+def test_plot_logs_reads_scalars(tiny_run):
+    from mmdet_posmlp.analysis.logs import find_scalar_files, load_scalars
+    train, val = load_scalars(find_scalar_files(str(tiny_run['work_dir'])))
+    assert train and 'loss' in train[0] and 'loss_cls' in train[0]
+    assert val and 'coco/bbox_mAP' in val[0] and val[0]['step'] == 1
+
+
+def test_get_flops_and_benchmark_tiny(tiny_run):
+    from mmdet_posmlp.analysis.benchmark import benchmark_fps
+    from mmdet_posmlp.analysis.complexity import model_complexity
+    result = model_complexity(str(tiny_run['config']), shape=(64, 96))
+    assert result['input_shape'] == (64, 96)
+    assert 0 < result['backbone_flops'] < result['flops']
+    assert result['params']['total'] > result['params']['backbone'] > 0
+    speed = benchmark_fps(str(tiny_run['config']), checkpoint=str(tiny_run['checkpoint']),
+                          shape=(64, 64), repeat=2, warmup=1)
+    assert speed['fps'] > 0 and len(speed['times']) == 2

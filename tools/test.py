@@ -1,0 +1,69 @@
+# Test (and evaluate) a detector with a PosMLP backbone (MMDetection 3.3's tools/test.py interface).
+#
+#   python tools/test.py configs/retinanet_posmlp_t_1x.py work_dirs/x/epoch_12.pth
+#   python tools/test.py CONFIG CKPT --show-dir vis   # drawn predictions in <work_dir>/<time>/vis
+#   python tools/test.py CONFIG CKPT --out results.pkl
+#   bash tools/dist_test.sh CONFIG CKPT 8
+#
+# COCO configs print the bbox (and, for Mask R-CNN, segm) AP tables through pycocotools.
+import argparse
+import sys
+
+from mmengine.config import DictAction
+
+try:
+    import mmdet_posmlp  # noqa: F401  (registers PosMLP even if the config lacks custom_imports)
+except ImportError:  # running from a checkout that was not pip-installed
+    import os.path as osp
+    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+    import mmdet_posmlp  # noqa: F401
+
+from mmdet_posmlp.engine.data_check import DatasetNotFoundError
+from mmdet_posmlp.engine.runner import LAUNCHERS, build_test_runner, set_local_rank
+from mmdet_posmlp.engine.safe_load import UnsafeCheckpointError
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='MMDet test (and eval) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir', help='the directory to save the file containing evaluation metrics')
+    parser.add_argument(
+        '--out', type=str, help='dump predictions to a pickle file for offline evaluation')
+    parser.add_argument('--show', action='store_true', help='show prediction results')
+    parser.add_argument(
+        '--show-dir',
+        help='directory where painted images will be saved. If specified, it will be '
+        'automatically saved to the work_dir/timestamp/show_dir')
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override some settings in the used config, the key-value pair in xxx=yyy format '
+        'will be merged into config file. If the value to be overwritten is a list, it should '
+        'be like key="[a,b]" or key=a,b It also allows nested list/tuple values, e.g. '
+        'key="[(a,b),(c,d)]" Note that the quotation marks are necessary and that no white '
+        'space is allowed. Dataset paths: override test_dataloader.dataset.data_root and '
+        'test_evaluator.ann_file, not data_root (already substituted when the config is read).')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    set_local_rank(args.local_rank)
+    return args
+
+
+def main():
+    args = parse_args()
+    try:
+        runner = build_test_runner(
+            args.config, args.checkpoint, work_dir=args.work_dir, out=args.out,
+            show=args.show, show_dir=args.show_dir, wait_time=args.wait_time,
+            cfg_options=args.cfg_options, launcher=args.launcher)
+    except (DatasetNotFoundError, UnsafeCheckpointError, FileNotFoundError) as e:
+        sys.exit(f'\n{e}')
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()

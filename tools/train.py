@@ -1,0 +1,66 @@
+# Train a detector with a PosMLP backbone (same interface as MMDetection 3.3's tools/train.py).
+#
+#   python tools/train.py configs/retinanet_posmlp_t_1x.py
+#   python tools/train.py CONFIG --work-dir work_dirs/x --resume            # latest in work_dir
+#   python tools/train.py CONFIG --resume work_dirs/x/epoch_3.pth           # a given checkpoint
+#   bash tools/dist_train.sh CONFIG 8                                       # 8 GPUs
+import argparse
+import sys
+
+from mmengine.config import DictAction
+
+try:
+    import mmdet_posmlp  # noqa: F401  (registers PosMLP even if the config lacks custom_imports)
+except ImportError:  # running from a checkout that was not pip-installed
+    import os.path as osp
+    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+    import mmdet_posmlp  # noqa: F401
+
+from mmdet_posmlp.engine.data_check import DatasetNotFoundError
+from mmdet_posmlp.engine.runner import LAUNCHERS, build_train_runner, set_local_rank
+from mmdet_posmlp.engine.safe_load import UnsafeCheckpointError
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Train a detector')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--amp', action='store_true', default=False,
+        help='enable automatic-mixed-precision training')
+    parser.add_argument(
+        '--auto-scale-lr', action='store_true', help='enable automatically scaling LR.')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='If specify checkpoint path, resume from it, while if not specify, try to auto '
+        'resume from the latest checkpoint in the work directory.')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override some settings in the used config, the key-value pair in xxx=yyy format '
+        'will be merged into config file. If the value to be overwritten is a list, it should '
+        'be like key="[a,b]" or key=a,b It also allows nested list/tuple values, e.g. '
+        'key="[(a,b),(c,d)]" Note that the quotation marks are necessary and that no white '
+        'space is allowed. Dataset paths: override train_dataloader.dataset.data_root etc., '
+        'not data_root (already substituted when the config is read).')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    set_local_rank(args.local_rank)
+    return args
+
+
+def main():
+    args = parse_args()
+    try:
+        runner = build_train_runner(
+            args.config, work_dir=args.work_dir, amp=args.amp,
+            auto_scale_lr=args.auto_scale_lr, resume=args.resume,
+            cfg_options=args.cfg_options, launcher=args.launcher)
+    except (DatasetNotFoundError, UnsafeCheckpointError, FileNotFoundError) as e:
+        sys.exit(f'\n{e}')
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
