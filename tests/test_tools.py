@@ -12,13 +12,15 @@
 The tiny runs use a 4-stage PosMLP with 16..128 channels, one block per stage, 32-channel FPN
 and head, on a generated 2-image COCO-format dataset of 64x64 images: a few seconds each.
 """
+import argparse
+import datetime
 import json
 import os
 import os.path as osp
 import pickle
+import runpy
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -40,10 +42,25 @@ BACKBONE_T_PARAMS = 20_155_002  # PosMLP-T without out norms: classifier minus h
 
 
 def run_tool(args, cwd, timeout=300):
-    """Run a tool as a user would; returns the CompletedProcess (stdout and stderr as text)."""
-    env = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='2', MKL_NUM_THREADS='2')
+    """Run a tool in a fresh interpreter, as a user would; returns the CompletedProcess."""
+    env = dict(os.environ, PYTHONWARNINGS='ignore',
+               PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
     return subprocess.run([PYTHON] + args, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def run_tool_in_process(tool, args, monkeypatch, cwd=None):
+    """Run tools/<tool> in this interpreter (cheaper than a subprocess); returns SystemExit or None."""
+    if cwd is not None:
+        monkeypatch.chdir(cwd)
+    monkeypatch.setenv('LOCAL_RANK', os.environ.get('LOCAL_RANK', '0'))  # the tools set it
+    path = osp.join(REPO, 'tools', tool)
+    monkeypatch.setattr(sys, 'argv', [path] + [str(a) for a in args])
+    try:
+        runpy.run_path(path, run_name='__main__')
+    except SystemExit as e:
+        return e
+    return None
 
 
 # ----------------------------------------------------------------------------- configs
@@ -59,8 +76,8 @@ def test_config_builds_with_paper_param_count(name):
     assert list(neck.in_channels) == widths
     arch = {'_t_': 96, '_s_': 128, '_b_': 192}
     assert backbone.num_features[0] == next(v for k, v in arch.items() if k in name)
-    assert model.bbox_head.num_classes == 80 if hasattr(model, 'bbox_head') else \
-        model.roi_head.bbox_head.num_classes == 80
+    head = model.bbox_head if name.startswith('retinanet') else model.roi_head.bbox_head
+    assert head.num_classes == 80
     total = count_parameters(model)
     if name in PAPER_PARAMS_M:
         assert abs(total / 1e6 - PAPER_PARAMS_M[name]) < 0.3, (name, total)
@@ -102,25 +119,37 @@ def test_data_root_overrides():
 
 # ----------------------------------------------------------------------------- missing COCO
 
-@pytest.mark.parametrize('tool', ['train', 'test'])
-def test_missing_coco_stops_with_directions(tool, tmp_path):
-    config = osp.join(CONFIGS, 'retinanet_posmlp_t_1x.py')
-    args = [osp.join(REPO, 'tools', f'{tool}.py'), config]
-    if tool == 'test':
-        args.append('no_such_checkpoint.pth')
-    result = run_tool(args, cwd=str(tmp_path), timeout=120)
-    assert result.returncode != 0
-    message = result.stderr
-    split = 'train' if tool == 'train' else 'val'
+def _check_missing_coco_message(message, split, loader, cwd):
     for text in (f'data/coco/annotations/instances_{split}2017.json', f'data/coco/{split}2017/',
-                 str(tmp_path), 'https://cocodataset.org/#download', 'bash tools/run_demo.sh',
-                 f'{"train" if tool == "train" else "test"}_dataloader.dataset.data_root=',
-                 "'--cfg-options data_root=...' does NOT"):
+                 str(cwd), 'MISSING', 'https://cocodataset.org/#download',
+                 'data/coco/train2017/', 'data/coco/val2017/', 'bash tools/run_demo.sh',
+                 f'{loader}_dataloader.dataset.data_root=/path/to/coco/',
+                 f'{loader}_evaluator.ann_file=/path/to/coco/annotations/instances_val2017.json',
+                 "'--cfg-options data_root=...' does NOT move them"):
         assert text in message, (text, message)
-    assert 'MISSING' in message
-    # stopped before the model was built: no work_dir, no model or weights in the log
-    assert not osp.exists(tmp_path / 'work_dirs')
-    assert 'Traceback' not in message and 'PosMLP: loaded' not in result.stdout + message
+
+
+def test_train_without_coco_stops_at_once(tmp_path):
+    """A subprocess in an empty directory: exit code 1, directions, nothing built or written."""
+    config = osp.join(CONFIGS, 'retinanet_posmlp_t_1x.py')
+    result = run_tool([osp.join(REPO, 'tools', 'train.py'), config], cwd=str(tmp_path),
+                      timeout=120)
+    assert result.returncode == 1, result.stderr[-3000:]
+    _check_missing_coco_message(result.stderr, 'train', 'val', tmp_path)
+    assert 'Traceback' not in result.stderr
+    # stopped before the Runner (and so the model) was built: it would have logged the
+    # environment and created the work_dir
+    assert os.listdir(tmp_path) == []
+    assert 'System environment' not in result.stdout + result.stderr
+
+
+def test_test_without_coco_stops_at_once(tmp_path, monkeypatch):
+    config = osp.join(CONFIGS, 'mask_rcnn_posmlp_t_1x.py')
+    exit_ = run_tool_in_process('test.py', [config, 'missing.pth'], monkeypatch, cwd=tmp_path)
+    assert exit_ is not None and isinstance(exit_.code, str), exit_
+    _check_missing_coco_message(exit_.code, 'val', 'test', tmp_path)
+    assert 'test images' in exit_.code and 'train images' not in exit_.code
+    assert os.listdir(tmp_path) == []
 
 
 # ----------------------------------------------------------------------------- a real tiny run
@@ -204,38 +233,43 @@ def tiny_run(tmp_path_factory):
                 train_log=result.stdout + result.stderr)
 
 
-def _load_in_fresh_process(path, allow):
-    """torch.load(path) with the default weights_only in a clean interpreter (no allowlist)."""
-    code = textwrap.dedent(f'''
-        import pickle, torch
-        if {allow}:
-            from mmdet_posmlp.engine.safe_load import mmengine_checkpoint_loading as ctx
-        else:
-            import contextlib; ctx = contextlib.nullcontext
-        try:
-            with ctx():
-                ckpt = torch.load({str(path)!r}, map_location='cpu')
-            print('LOADED', sorted(ckpt))
-        except pickle.UnpicklingError as e:
-            print('REFUSED', str(e).splitlines()[0])
-    ''')
-    return run_tool(['-c', code], cwd=REPO, timeout=120).stdout
+@pytest.fixture
+def no_safe_globals():
+    """torch's allowlist emptied for the test (importing mmdet_posmlp fills it), then restored."""
+    saved = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    yield
+    torch.serialization.clear_safe_globals()
+    torch.serialization.add_safe_globals(saved)
 
 
-def test_checkpoint_needs_exactly_the_allowlist(tiny_run):
-    from mmdet_posmlp.engine.safe_load import allowed_global_names
-    found = torch.serialization.get_unsafe_globals_in_checkpoint(str(tiny_run['checkpoint']))
-    # every global the checkpoint holds is allowlisted, and every allowlisted name that this
-    # numpy writes is used by the checkpoint (the numpy 1.x alias is the only extra name)
-    allowed = set(allowed_global_names())
-    assert set(found) <= allowed, set(found) - allowed
-    assert allowed - set(found) <= {'numpy.core.multiarray._reconstruct'}, allowed - set(found)
-    # without the allowlist torch's default (weights_only=True) refuses the checkpoint ...
-    assert 'REFUSED' in _load_in_fresh_process(tiny_run['checkpoint'], allow=False)
-    # ... and with it the checkpoint loads, still with weights_only=True
-    out = _load_in_fresh_process(tiny_run['checkpoint'], allow=True)
-    assert 'LOADED' in out and "'message_hub'" not in out  # top-level keys only
-    assert "'meta'" in out and "'optimizer'" in out and "'state_dict'" in out
+def test_checkpoint_loads_with_exactly_the_allowlist(tiny_run, no_safe_globals):
+    """The CheckpointHook checkpoint loads with weights_only=True and the allowlist; every entry
+    of the allowlist is needed (the numpy 1.x aliases aside, which numpy 2 does not write)."""
+    from mmdet_posmlp.engine.safe_load import (_NUMPY1_ALIASES, MMENGINE_CHECKPOINT_GLOBALS,
+                                               mmengine_checkpoint_loading, safe_globals_list)
+    path = str(tiny_run['checkpoint'])
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path)  # torch's default: weights_only=True, refused without the allowlist
+
+    with mmengine_checkpoint_loading():
+        ckpt = torch.load(path)  # still torch's default weights_only=True
+    assert {'meta', 'state_dict', 'optimizer', 'message_hub', 'param_schedulers'} <= set(ckpt)
+    loss = ckpt['message_hub']['log_scalars']['train/loss']
+    assert type(loss).__name__ == 'HistoryBuffer' and np.isfinite(loss.mean())
+
+    entries = safe_globals_list()
+    assert [name for _, name in entries if name not in _NUMPY1_ALIASES.values()] == \
+        [name for name, _ in MMENGINE_CHECKPOINT_GLOBALS]
+    for dropped in entries:
+        if dropped[1] in _NUMPY1_ALIASES.values():
+            continue
+        with torch.serialization.safe_globals([e for e in entries if e is not dropped]):
+            with pytest.raises(pickle.UnpicklingError):
+                torch.load(path)
+    # nothing in the checkpoint is outside the list
+    found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    assert set(found) <= {name for _, name in entries}
 
 
 class _Unsafe:
@@ -245,20 +279,31 @@ class _Unsafe:
         return (os.system, ('echo unsafe',))
 
 
-def test_unsafe_objects_still_refused(tmp_path):
-    import mmdet_posmlp  # noqa: F401
-    from mmdet_posmlp.engine.safe_load import (UnsafeCheckpointError, allow_mmengine_checkpoints,
-                                               check_checkpoint_loadable)
-    allow_mmengine_checkpoints()
+class _GetattrEscape:
+    """getattr is in the allowlist by name only: getattr(getattr, '__self__') is the builtins
+    module, the way to eval and friends."""
+
+    def __reduce__(self):
+        return (getattr, (getattr, '__self__'))
+
+
+class _OtherStatistic:
+    def __reduce__(self):
+        from mmengine.logging import HistoryBuffer
+        return (getattr, (HistoryBuffer, 'register_statistics'))
+
+
+@pytest.mark.parametrize('payload', [_Unsafe(), _GetattrEscape(), _OtherStatistic(),
+                                     datetime.datetime(2026, 1, 1), argparse.Namespace(a=1)],
+                         ids=['os.system', 'getattr-escape', 'getattr-other', 'datetime',
+                              'namespace'])
+def test_unsafe_objects_still_refused(payload, tmp_path):
+    from mmdet_posmlp.engine.safe_load import allow_mmengine_checkpoints
+    allow_mmengine_checkpoints()  # as importing mmdet_posmlp does
     path = tmp_path / 'unsafe.pth'
-    torch.save({'state_dict': {}, 'payload': _Unsafe()}, path)
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(path)  # the default stays weights_only=True
-    torch.save({'state_dict': {}, 'payload': np.float32(1.0)}, path)  # a numpy scalar: not listed
+    torch.save({'state_dict': {'w': torch.zeros(2)}, 'payload': payload}, path)
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path)
-    with pytest.raises(UnsafeCheckpointError, match='numpy'):
-        check_checkpoint_loadable(str(path))
 
 
 def test_resume_from_checkpoint(tiny_run):
@@ -287,41 +332,51 @@ def test_test_tool_with_checkpoint(tiny_run, tmp_path):
     assert len(drawn) == 2, drawn
 
 
-def test_test_tool_refuses_unsafe_checkpoint(tiny_run, tmp_path):
+def test_test_tool_refuses_unsafe_checkpoint(tiny_run, tmp_path, monkeypatch):
     path = tmp_path / 'unsafe.pth'
     torch.save({'state_dict': {}, 'payload': _Unsafe()}, path)
-    result = run_tool([osp.join(REPO, 'tools', 'test.py'), str(tiny_run['config']), str(path)],
-                      cwd=str(tmp_path), timeout=120)
-    assert result.returncode != 0
-    assert 'safe unpickler refuses' in result.stderr and 'posix.system' in result.stderr \
-        or 'os.system' in result.stderr, result.stderr[-2000:]
+    exit_ = run_tool_in_process('test.py', [tiny_run['config'], path], monkeypatch, cwd=tmp_path)
+    assert exit_ is not None and isinstance(exit_.code, str), exit_
+    assert "torch's safe unpickler refuses" in exit_.code and 'system' in exit_.code
+    assert os.listdir(tmp_path) == ['unsafe.pth']  # stopped before building anything
 
 
 # ----------------------------------------------------------------------------- analysis tools
 
-def test_plot_logs(tiny_run, tmp_path):
+def test_plot_logs(tiny_run, tmp_path, monkeypatch, capsys):
     out = tmp_path / 'curves.png'
-    result = run_tool([osp.join(REPO, 'tools', 'analysis', 'plot_logs.py'),
-                       str(tiny_run['work_dir']), '--out', str(out)], cwd=str(tmp_path))
-    assert result.returncode == 0, result.stderr[-2000:]
+    exit_ = run_tool_in_process('analysis/plot_logs.py', [tiny_run['work_dir'], '--out', out],
+                                monkeypatch)
+    assert exit_ is None, exit_
     assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and out.stat().st_size > 10_000
-    assert 'coco/bbox_mAP' in result.stdout
+    assert 'coco/bbox_mAP' in capsys.readouterr().out
 
 
 def test_plot_logs_reads_scalars(tiny_run):
     from mmdet_posmlp.analysis.logs import find_scalar_files, load_scalars
     train, val = load_scalars(find_scalar_files(str(tiny_run['work_dir'])))
-    assert train and 'loss' in train[0] and 'loss_cls' in train[0]
+    assert train and {'loss', 'loss_cls', 'loss_bbox'} <= set(train[0])
     assert val and 'coco/bbox_mAP' in val[0] and val[0]['step'] == 1
 
 
-def test_get_flops_and_benchmark_tiny(tiny_run):
-    from mmdet_posmlp.analysis.benchmark import benchmark_fps
+def test_get_flops_and_benchmark(tiny_run, monkeypatch, capsys):
     from mmdet_posmlp.analysis.complexity import model_complexity
-    result = model_complexity(str(tiny_run['config']), shape=(64, 96))
-    assert result['input_shape'] == (64, 96)
+    result = model_complexity(str(tiny_run['config']), shape=(64, 90))
+    assert result['input_shape'] == (64, 96)  # padded to the preprocessor's 32
     assert 0 < result['backbone_flops'] < result['flops']
     assert result['params']['total'] > result['params']['backbone'] > 0
-    speed = benchmark_fps(str(tiny_run['config']), checkpoint=str(tiny_run['checkpoint']),
-                          shape=(64, 64), repeat=2, warmup=1)
-    assert speed['fps'] > 0 and len(speed['times']) == 2
+
+    exit_ = run_tool_in_process('analysis/get_flops.py', [tiny_run['config'], '--shape', '64'],
+                                monkeypatch)
+    assert exit_ is None, exit_
+    out = capsys.readouterr().out
+    assert f"Parameters, whole detector: {result['params']['total']:,}" in out
+    assert 'FLOPs, backbone' in out
+
+    exit_ = run_tool_in_process(
+        'analysis/benchmark_fps.py',
+        [tiny_run['config'], '--checkpoint', tiny_run['checkpoint'], '--shape', '64', '96',
+         '--repeat', '2', '--warmup', '1'], monkeypatch)
+    assert exit_ is None, exit_
+    out = capsys.readouterr().out
+    assert 'network input 64x96' in out and 'FPS' in out

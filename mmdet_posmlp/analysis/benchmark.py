@@ -16,7 +16,6 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-import mmdet_posmlp  # noqa: F401  (registers PosMLP)
 from ..engine.safe_load import allow_mmengine_checkpoints
 from .complexity import build_detector, load_model_config
 

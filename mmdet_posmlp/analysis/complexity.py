@@ -1,8 +1,9 @@
 """Parameters and FLOPs of a detector built from a config, and of its backbone alone.
 
 FLOPs are counted by mmengine's FlopAnalyzer (fvcore's rules): one multiply-add counts as one
-FLOP, convolutions, linear layers, matrix products and normalisations are counted, element-wise
-work (activations, softmax, additions) is not. This is the convention of MMDetection's
+FLOP, convolutions, linear layers, matrix products (baddbmm included, which mmengine lacks and
+PosMLP's token mixing uses) and normalisations are counted, element-wise work (activations,
+softmax, additions) is not. This is the convention of MMDetection's
 tools/analysis_tools/get_flops.py and of the "MACs" columns in papers.
 """
 import warnings
@@ -13,7 +14,6 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-import mmdet_posmlp  # noqa: F401  (registers PosMLP)
 
 
 def load_model_config(config, cfg_options: Optional[dict] = None) -> Config:
@@ -77,13 +77,25 @@ class _TensorForward(nn.Module):
         return self.detector._forward(inputs, self.data_samples)
 
 
-def _flops(module: nn.Module, inputs: Tuple) -> Tuple[int, str]:
-    from mmengine.analysis import get_model_complexity_info
+def _baddbmm_flop_jit(inputs, outputs) -> int:
+    """FLOPs of ``baddbmm(input, batch1, batch2)``: the batched product (the addition is free,
+    as for addmm). mmengine has no handle for it; PosMLP's token mixing uses it."""
+    from mmengine.analysis.jit_handles import get_shape
+    b, n, k = get_shape(inputs[1])
+    m = get_shape(inputs[2])[-1]
+    return b * n * k * m
+
+
+def _flops(module: nn.Module, inputs: Tuple) -> Tuple[int, Dict[str, int]]:
+    """Total FLOPs of ``module(*inputs)`` and the operators that were not counted."""
+    from mmengine.analysis import FlopAnalyzer
+    analyzer = FlopAnalyzer(module, inputs)
+    analyzer.set_op_handle('aten::baddbmm', _baddbmm_flop_jit)
+    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # jit tracing warnings about data-dependent shapes
-        info = get_model_complexity_info(module, inputs=inputs, show_table=False,
-                                         show_arch=False)
-    return int(info['flops']), info['flops_str']
+        total = int(analyzer.total())
+    return total, dict(analyzer.unsupported_ops())
 
 
 def model_complexity(config,
@@ -103,9 +115,9 @@ def model_complexity(config,
     with torch.no_grad():
         inputs, samples = dummy_batch(model, shape)
         result['input_shape'] = tuple(inputs.shape[-2:])
-        result['flops'], result['flops_str'] = _flops(_TensorForward(model, samples), (inputs,))
-        result['backbone_flops'], result['backbone_flops_str'] = _flops(model.backbone,
-                                                                        (inputs,))
+        result['flops'], result['uncounted_ops'] = _flops(_TensorForward(model, samples),
+                                                          (inputs,))
+        result['backbone_flops'], _ = _flops(model.backbone, (inputs,))
     return result
 
 
@@ -125,5 +137,8 @@ def format_complexity(result: dict, config: str = '') -> str:
         lines.append(f'FLOPs, whole detector: {result["flops"] / 1e9:.2f} G')
         lines.append(f'FLOPs, backbone:       {result["backbone_flops"] / 1e9:.2f} G')
         lines.append('(one multiply-add = one FLOP; element-wise ops are not counted)')
+        if result.get('uncounted_ops'):
+            ops = ', '.join(f'{k} x{v}' for k, v in sorted(result['uncounted_ops'].items()))
+            lines.append(f'Not counted: {ops}')
     lines.append('=' * 64)
     return '\n'.join(line for line in lines if line is not None)

@@ -15,10 +15,17 @@ COCO_ZIPS = ('http://images.cocodataset.org/zips/train2017.zip',
              'http://images.cocodataset.org/zips/val2017.zip',
              'http://images.cocodataset.org/annotations/annotations_trainval2017.zip')
 DEMO_COMMAND = 'bash tools/run_demo.sh'
-
-# Dataset wrappers (RepeatDataset, ClassBalancedDataset, MultiImageMixDataset, ConcatDataset).
-_WRAPPER_KEYS = ('dataset', 'datasets')
-
+DEMO_DATA_COMMAND = 'python tools/make_demo_data.py'
+COCO_HOWTO = (
+    f'\nTo get COCO 2017: download "2017 Train images", "2017 Val images" and "2017 '
+    f'Train/Val annotations" from {COCO_DOWNLOAD_PAGE}\n'
+    f'  ({", ".join(COCO_ZIPS)})\n'
+    '  and unzip them so that the layout is:\n'
+    '    data/coco/annotations/instances_train2017.json\n'
+    '    data/coco/annotations/instances_val2017.json\n'
+    '    data/coco/train2017/   (118,287 images)\n'
+    '    data/coco/val2017/     (5,000 images)\n'
+    '  or link a copy that is elsewhere: ln -s /path/to/coco data/coco\n')
 
 class DataPath(NamedTuple):
     """One path a config reads: what it is, where it is set, and where it resolves to."""
@@ -167,26 +174,23 @@ def format_missing_message(cfg, paths: Sequence[DataPath], tool: str) -> str:
             f'  ({" and ".join(others)}: the same keys with '
             f'{" / ".join(s + "_" for s in others)} in place of '
             f'{" / ".join(sorted(s + "_" for s in checked))}, for the tools that read them.)\n')
+    is_coco = any('coco' in p.path.lower() for p in paths)
+    get_data = COCO_HOWTO if is_coco else (
+        '\nThis config does not read COCO: create its dataset first (the synthetic shapes set '
+        f'of the demo configs: {DEMO_DATA_COMMAND}).\n')
     return (
         f'{tool}: the dataset that {config} reads is not on disk '
         f'({len(missing)} of {len(paths)} paths missing); stopping before anything is built.\n'
         f'\nExpected (resolved from the config\'s dataloaders and evaluators, relative to the '
         f'working directory {os.getcwd()}):\n{listing}\n'
-        f'\nTo get COCO 2017: download "2017 Train images", "2017 Val images" and "2017 '
-        f'Train/Val annotations" from {COCO_DOWNLOAD_PAGE}\n'
-        f'  ({", ".join(COCO_ZIPS)})\n'
-        '  and unzip them so that the layout is:\n'
-        '    data/coco/annotations/instances_train2017.json\n'
-        '    data/coco/annotations/instances_val2017.json\n'
-        '    data/coco/train2017/   (118,287 images)\n'
-        '    data/coco/val2017/     (5,000 images)\n'
-        '  or link a copy that is elsewhere: ln -s /path/to/coco data/coco\n'
-        '\nTo read COCO from another folder, override the resolved entries:\n'
+        f'{get_data}'
+        '\nTo read the data from another folder, override the resolved entries:\n'
         f'{top_root_note}'
         f'  --cfg-options {overrides}\n'
         f'{other_splits_note}'
         f'\nTo see the whole pipeline run without COCO (a tiny generated dataset): '
         f'{DEMO_COMMAND}\n')
+
 
 
 def check_data(cfg, splits: Sequence[str], tool: str = 'mmdet_posmlp') -> List[DataPath]:

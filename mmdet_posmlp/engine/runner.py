@@ -16,7 +16,6 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-import mmdet_posmlp  # noqa: F401  (registers PosMLP in mmdet's MODELS)
 from .data_check import check_data
 from .safe_load import allow_mmengine_checkpoints, check_checkpoint_loadable
 
