@@ -145,6 +145,26 @@ def valid_token_mask(window: int, valid_rows: int, valid_cols: int,
     return ((rows[:, None] < valid_rows) & (rows[None, :] < valid_cols)).flatten()
 
 
+class InferenceCache:
+    """Keeps a value derived from parameters (mixing matrices, fused weights) between forward
+    passes that record no gradient, for as long as the parameters are unchanged: same storage
+    and same in-place version counter (optimizer steps and load_state_dict bump it). At 224x224
+    preparing these costs more than the block's own arithmetic. Training recomputes them every
+    forward, as autograd needs, and drops what was kept."""
+
+    def __init__(self):
+        self.key, self.value = None, None
+
+    def get(self, params, compute):
+        if torch.is_grad_enabled():
+            self.key = self.value = None
+            return compute()
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        if key != self.key:
+            self.value, self.key = compute(), key
+        return self.value
+
+
 # --------------------------------------------------------------------------- token mixers
 # Each mixer owns the per-token bias (named as in the reference) and returns its mixing
 # matrices P of shape (groups, N, N), out[m] = sum_n P[m, n] * u[n] + bias[m].
@@ -266,6 +286,7 @@ class PosSGU(nn.Module):
         self.gate_dim, self.groups, self.window = dim // 2, groups, window
         self.pos = MIXER_CLASSES[mixer](window, groups)
         self.softmax = mixer == 'gqpe'
+        self._matrices = InferenceCache()
 
     def forward(self, u: torch.Tensor, v: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
         """u, v: (gate_dim, T) channel-major with groups contiguous. Returns TokenMix(u) * v."""
@@ -273,7 +294,7 @@ class PosSGU(nn.Module):
 
     def token_mix(self, u: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
         G, N, w = self.groups, self.pos.num_tokens, self.window
-        P = self.pos.matrices()                          # once per block and forward
+        P = self._matrices.get(list(self.pos.parameters()), self.pos.matrices)  # once per forward
         bias = self.pos.token_proj_n_bias.view(N).to(u.dtype)
         pad_h, pad_w = grid.pad_h, grid.pad_w
         if pad_h or pad_w:
@@ -366,6 +387,7 @@ class PosMLPBlock(nn.Module):
         half = _group_contiguous_order(hidden // 2, groups)
         self.register_buffer('_gate_order', half, persistent=False)
         self.register_buffer('_hidden_order', torch.cat([half, half + hidden // 2]), persistent=False)
+        self._weights = InferenceCache()
 
     def fused_weights(self):
         """Expansion weights with the LayerNorm affine folded in and rows grouped; output
@@ -378,7 +400,9 @@ class PosMLPBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
         """x: (C, T) channel-major."""
-        w_e, b_e, w_s = self.fused_weights()
+        w_e, b_e, w_s = self._weights.get(
+            (self.proj_c_e.weight, self.proj_c_e.bias, self.norm.weight, self.norm.bias,
+             self.proj_c_s.weight), self.fused_weights)
         var, mean = torch.var_mean(x, dim=0, unbiased=False)
         rstd = torch.rsqrt(var + LN_EPS)
         xn = torch.addcmul(-mean * rstd, x, rstd)         # (x - mean) * rstd in one pass

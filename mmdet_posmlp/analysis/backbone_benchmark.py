@@ -1,0 +1,357 @@
+"""Backbone benchmark: PosMLP against mmdet's Swin-T, ResNet-50, PVT-Small and the plain
+reference math, measured in one run on one machine.
+
+Every (model, size, mode) measurement runs in a fresh subprocess, so peak memory is that
+measurement's own (Linux VmHWM, reset before the timed region) and no allocator state leaks
+from one model to the next. Reported: median latency over repeats, peak resident memory
+above the idle process, FLOPs counted by torch's FlopCounterMode (matmul, bmm and conv
+multiply-adds x 2) and the achieved GFLOP/s against this machine's float32 matmul rate.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+import torch
+
+MODELS = ('posmlp_t', 'posmlp_s', 'swin_t', 'resnet50', 'pvt_s', 'reference_t')
+LABELS = {
+    'posmlp_t': 'PosMLP-T (ours)', 'posmlp_s': 'PosMLP-S (ours)',
+    'posmlp_t_cp': 'PosMLP-T (ours, with_cp)', 'swin_t': 'Swin-T (mmdet)',
+    'resnet50': 'ResNet-50 (mmdet)', 'pvt_s': 'PVT-Small (mmdet)',
+    'reference_t': 'PosMLP-T plain reference math',
+}
+
+
+# ------------------------------------------------------------------ model construction
+class ReferenceMath(torch.nn.Module):
+    """The plain per-window einsum implementation, holding a PosMLP classifier's weights."""
+
+    def __init__(self, arch='tiny'):
+        super().__init__()
+        from mmdet_posmlp.models.posmlp import PosMLPClassifier
+        self.net = PosMLPClassifier(arch, num_classes=0)
+
+    def forward(self, x):
+        from mmdet_posmlp.models.reference import reference_stages
+        weights = {**dict(self.net.named_parameters()), **dict(self.net.named_buffers())}
+        return reference_stages(weights, self.net.setting, x)
+
+
+def build_model(name: str) -> torch.nn.Module:
+    from mmengine.registry import init_default_scope
+    from mmdet.registry import MODELS as REGISTRY
+    import mmdet_posmlp  # noqa: F401  (registers PosMLP)
+    init_default_scope('mmdet')
+    cfgs = {
+        'posmlp_t': dict(type='PosMLP', arch='tiny', drop_path_rate=0.0),
+        'posmlp_t_cp': dict(type='PosMLP', arch='tiny', drop_path_rate=0.0, with_cp=True),
+        'posmlp_s': dict(type='PosMLP', arch='small', drop_path_rate=0.0),
+        'swin_t': dict(type='SwinTransformer', embed_dims=96, depths=[2, 2, 6, 2],
+                       num_heads=[3, 6, 12, 24], window_size=7, out_indices=(0, 1, 2, 3),
+                       drop_path_rate=0.0),
+        'resnet50': dict(type='ResNet', depth=50, out_indices=(0, 1, 2, 3), norm_eval=False),
+        'pvt_s': dict(type='PyramidVisionTransformer', num_layers=[3, 4, 6, 3]),
+    }
+    if name == 'reference_t':
+        return ReferenceMath('tiny')
+    return REGISTRY.build(cfgs[name])
+
+
+# ------------------------------------------------------------------ one measurement (worker)
+def _status(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_peak() -> None:
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')  # resets VmHWM to the current RSS
+    except OSError:
+        pass
+
+
+def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops()
+
+
+def measure(name: str, height: int, width: int, mode: str, repeat: int, threads: int,
+            flops: bool = True) -> dict:
+    """Time `mode` ('infer' | 'train') of one model at one size; runs in the worker process."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_model(name)
+    x = torch.randn(1, 3, height, width)
+    result = dict(model=name, height=height, width=width, mode=mode, threads=threads,
+                  params=sum(p.numel() for p in model.parameters()))
+    if mode == 'infer':
+        model.eval()
+
+        def step():
+            with torch.no_grad():
+                model(x)
+    else:
+        model.train()
+
+        def step():
+            outs = model(x)
+            loss = sum(o.float().mean() for o in outs)
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+    step()  # warm-up: first-touch allocations, oneDNN primitive caches
+    idle = _status('VmRSS')
+    _reset_peak()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    result.update(times=times, median_s=statistics.median(times),
+                  peak_mem_mb=max(0, _status('VmHWM') - idle) / 2 ** 20)
+    if flops and mode == 'infer':
+        model.eval()  # mmdet's SwinTransformer.train() returns None: no chaining
+        result['flops'] = count_flops(model, x)
+        result['gflops_per_s'] = result['flops'] / result['median_s'] / 1e9
+    return result
+
+
+def matmul_rate(threads: int, n: int = 2048, repeat: int = 5) -> float:
+    """This machine's float32 matrix-product rate in GFLOP/s (the floor for dense layers)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def agreement(height: int = 224, width: int = 224) -> float:
+    """Max relative difference between our PosMLP-T and the plain reference math (float32,
+    random weights with moved positional parameters, random input)."""
+    torch.manual_seed(0)
+    ref = ReferenceMath('tiny').eval()
+    with torch.no_grad():
+        for n, p in ref.net.named_parameters():
+            if '.pos.' in n or 'norm' in n:
+                p.add_(torch.randn_like(p) * 0.3)
+    x = torch.randn(1, 3, height, width)
+    with torch.no_grad():
+        fast = ref.net.forward_stages(x)
+        plain = ref(x)
+    return max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(fast, plain))
+
+
+def run_worker(args: List[str]) -> None:
+    spec = json.loads(args[0])
+    kind = spec.pop('kind')
+    if kind == 'measure':
+        out = measure(**spec)
+    elif kind == 'matmul':
+        out = dict(gflops_per_s=matmul_rate(spec['threads']))
+    else:
+        out = dict(max_rel_diff=agreement(*spec['size']))
+    print('RESULT ' + json.dumps(out), flush=True)
+
+
+# ------------------------------------------------------------------ the driver
+def _spawn(spec: dict, timeout: int = 1800) -> Optional[dict]:
+    cmd = [sys.executable, '-m', 'mmdet_posmlp.analysis.backbone_benchmark', '--worker',
+           json.dumps(spec)]
+    env = {**os.environ, 'OMP_NUM_THREADS': str(spec.get('threads', 2))}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        print(f'  ! timed out after {timeout} s: {spec}', flush=True)
+        return None
+    for line in proc.stdout.splitlines():
+        if line.startswith('RESULT '):
+            return json.loads(line[len('RESULT '):])
+    print(f'  ! failed: {spec}\n{proc.stderr[-2000:]}', flush=True)
+    return None
+
+
+def run_benchmark(models=MODELS, sizes=((224, 224), (800, 1344)), sweep=(448, 640, 800, 960,
+                  1120, 1280, 1440, 1600), sweep_models=('posmlp_t', 'swin_t', 'reference_t'),
+                  modes=('infer', 'train'), repeat: int = 5, threads: int = 2,
+                  out_dir: str = 'benchmarks/results') -> Dict:
+    os.makedirs(out_dir, exist_ok=True)
+    results = dict(machine=dict(threads=threads, torch=torch.__version__, cpu=_cpu_name(),
+                                date=time.strftime('%Y-%m-%d %H:%M')),
+                   rows=[], sweep=[])
+    print(f'[bench] float32 matmul rate ({threads} threads) ...', flush=True)
+    mm = _spawn(dict(kind='matmul', threads=threads))
+    results['machine']['matmul_gflops'] = mm and mm['gflops_per_s']
+    for size in ((224, 224), (800, 1344)):
+        agree = _spawn(dict(kind='agreement', size=list(size)))
+        results.setdefault('agreement', {})[f'{size[0]}x{size[1]}'] = agree and agree['max_rel_diff']
+    print(f'[bench] ours vs plain reference math, max relative difference: '
+          f'{results["agreement"]}', flush=True)
+
+    plan = [(m, h, w, mode) for (h, w) in sizes for mode in modes for m in models]
+    if 'train' in modes:
+        plan += [('posmlp_t_cp', h, w, 'train') for (h, w) in sizes if h * w > 224 * 224]
+    for i, (m, h, w, mode) in enumerate(plan):
+        rep = repeat if h * w <= 224 * 224 * 4 else max(3, repeat // 2 + 1)
+        print(f'[bench] {i + 1}/{len(plan)} {LABELS[m]:32s} {h}x{w} {mode} ...', end=' ', flush=True)
+        row = _spawn(dict(kind='measure', name=m, height=h, width=w, mode=mode, repeat=rep,
+                          threads=threads))
+        if row:
+            results['rows'].append(row)
+            print(f"{row['median_s']:.3f} s, {row['peak_mem_mb']:.0f} MB", flush=True)
+        _save(results, out_dir)
+    for i, (m, s) in enumerate([(m, s) for s in sweep for m in sweep_models]):
+        print(f'[bench] sweep {i + 1}/{len(sweep) * len(sweep_models)} {LABELS[m]} {s}x{s} ...',
+              end=' ', flush=True)
+        row = _spawn(dict(kind='measure', name=m, height=s, width=s, mode='infer', repeat=3,
+                          threads=threads, flops=False))
+        if row:
+            results['sweep'].append(row)
+            print(f"{row['median_s']:.3f} s", flush=True)
+        _save(results, out_dir)
+    return results
+
+
+def _cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return 'unknown'
+
+
+def _save(results: dict, out_dir: str) -> None:
+    tmp = os.path.join(out_dir, 'results.json.tmp')
+    with open(tmp, 'w') as f:
+        json.dump(results, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, 'results.json'))
+
+
+def _row(results, model, h, w, mode):
+    for r in results['rows']:
+        if (r['model'], r['height'], r['width'], r['mode']) == (model, h, w, mode):
+            return r
+    return None
+
+
+def summary_table(results: dict) -> str:
+    """Markdown tables: latency / memory / GFLOP/s per model and size, then the targets."""
+    lines = []
+    mm = results['machine'].get('matmul_gflops')
+    lines.append(f"Machine: {results['machine']['cpu']}, {results['machine']['threads']} threads, "
+                 f"torch {results['machine']['torch']}, float32 matmul {mm:.0f} GFLOP/s, "
+                 f"{results['machine']['date']}" if mm else 'Machine: unknown matmul rate')
+    lines.append(f"Ours vs plain reference math, max relative difference: {results.get('agreement')}")
+    lines.append('')
+    lines.append('| model | size | params | infer (s) | GFLOP | GFLOP/s | % of matmul | '
+                 'train step (s) | train peak mem (MB) |')
+    lines.append('|---|---|---|---|---|---|---|---|---|')
+    keys = sorted({(r['height'], r['width']) for r in results['rows']})
+    for h, w in keys:
+        for m in list(MODELS) + ['posmlp_t_cp']:
+            inf, tr = _row(results, m, h, w, 'infer'), _row(results, m, h, w, 'train')
+            if not inf and not tr:
+                continue
+            params = (inf or tr)['params'] / 1e6
+            flops = inf.get('flops') if inf else None
+            rate = inf.get('gflops_per_s') if inf else None
+            cells = [LABELS[m], f'{h}x{w}', f'{params:.1f}M',
+                     f"{inf['median_s']:.3f}" if inf else '-',
+                     f'{flops / 1e9:.1f}' if flops else '-', f'{rate:.0f}' if rate else '-',
+                     f'{100 * rate / mm:.0f}%' if rate and mm else '-',
+                     f"{tr['median_s']:.3f}" if tr else '-',
+                     f"{tr['peak_mem_mb']:.0f}" if tr else '-']
+            lines.append('| ' + ' | '.join(cells) + ' |')
+    lines.append('')
+    lines.extend(targets(results))
+    return '\n'.join(lines)
+
+
+def _median_of(results, model, h, w, mode='infer', rows='rows'):
+    for r in results[rows]:
+        if (r['model'], r['height'], r['width'], r['mode']) == (model, h, w, mode):
+            return r['median_s']
+    return None
+
+
+def targets(results: dict) -> List[str]:
+    out = ['Targets (ratios within this run):']
+    ours = _median_of(results, 'posmlp_t', 800, 1344)
+    swin = _median_of(results, 'swin_t', 800, 1344)
+    ref = _median_of(results, 'reference_t', 800, 1344)
+    if ours and swin:
+        out.append(f'- PosMLP-T / Swin-T inference at 800x1344: {ours / swin:.2f} (target <= 0.80)')
+    if ours and ref:
+        out.append(f'- plain reference math / PosMLP-T at 800x1344: {ref / ours:.2f}x (target >= 1.5x)')
+    small = _median_of(results, 'posmlp_t', 800, 800, rows='sweep')
+    big = _median_of(results, 'posmlp_t', 1600, 1600, rows='sweep')
+    if small and big:
+        out.append(f'- time(1600x1600) / time(800x800): {big / small:.2f} (target <= 4.4; area x4)')
+    plain = _row(results, 'posmlp_t', 800, 1344, 'train')
+    cp = _row(results, 'posmlp_t_cp', 800, 1344, 'train')
+    if plain and cp:
+        cut = 1 - cp['peak_mem_mb'] / plain['peak_mem_mb']
+        out.append(f'- with_cp training peak memory at 800x1344: {plain["peak_mem_mb"]:.0f} -> '
+                   f'{cp["peak_mem_mb"]:.0f} MB, {100 * cut:.0f}% less (target >= 35%)')
+    return out
+
+
+def plot(results: dict, out_dir: str) -> List[str]:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    paths = []
+    if results['sweep']:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        for m in sorted({r['model'] for r in results['sweep']}):
+            rows = sorted((r for r in results['sweep'] if r['model'] == m), key=lambda r: r['height'])
+            area = [r['height'] * r['width'] / 1e6 for r in rows]
+            ax.loglog(area, [r['median_s'] for r in rows], 'o-', label=LABELS[m])
+        if area:
+            ref = [a / area[0] * min(r['median_s'] for r in results['sweep']) for a in area]
+            ax.loglog(area, ref, 'k:', label='linear in area')
+        ax.set_xlabel('image area (megapixels, square inputs 448 to 1600)')
+        ax.set_ylabel('backbone inference, batch 1 (s)')
+        ax.set_title(f"Scaling ({results['machine']['threads']} CPU threads)")
+        ax.grid(True, which='both', alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(os.path.join(out_dir, 'scaling.png'))
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    rows = [r for r in results['rows'] if (r['height'], r['width']) == (800, 1344)]
+    if rows:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for ax, mode in zip(axes, ('infer', 'train')):
+            sel = [r for r in rows if r['mode'] == mode]
+            ax.barh([LABELS[r['model']] for r in sel], [r['median_s'] for r in sel], color='tab:blue')
+            ax.set_xlabel('seconds (median)')
+            ax.set_title(f'800x1344, batch 1, {mode}')
+            ax.invert_yaxis()
+        fig.tight_layout()
+        paths.append(os.path.join(out_dir, 'latency_800x1344.png'))
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    return paths
+
+
+if __name__ == '__main__':
+    if len(sys.argv) > 2 and sys.argv[1] == '--worker':
+        run_worker(sys.argv[2:])
+    else:
+        raise SystemExit('use benchmarks/benchmark_backbones.py')
