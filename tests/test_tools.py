@@ -26,6 +26,9 @@ import numpy as np
 import pytest
 import torch
 
+# mmengine imports pkg_resources, which setuptools < 81 deprecates loudly
+pytestmark = pytest.mark.filterwarnings('ignore:pkg_resources is deprecated:UserWarning')
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, 'configs')
 PYTHON = sys.executable
@@ -50,7 +53,10 @@ def run_tool(args, cwd, timeout=300):
 
 
 def run_tool_in_process(tool, args, monkeypatch, cwd=None):
-    """Run tools/<tool> in this interpreter (cheaper than a subprocess); returns SystemExit or None."""
+    """Run tools/<tool> in this interpreter (cheaper than a subprocess).
+
+    Returns the SystemExit the tool raised, or None when it returned normally.
+    """
     if cwd is not None:
         monkeypatch.chdir(cwd)
     monkeypatch.setenv('LOCAL_RANK', os.environ.get('LOCAL_RANK', '0'))  # the tools set it

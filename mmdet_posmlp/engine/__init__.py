@@ -5,7 +5,8 @@
 - :mod:`.data_check`: stop before anything is built when the dataset a config reads is missing.
 - :mod:`.runner`: read a config, apply command-line options, return an mmengine Runner.
 
-The submodules are imported on first use so that ``import mmdet_posmlp`` stays light.
+Only :mod:`.safe_load` is imported here (``import mmdet_posmlp`` applies it); import
+:mod:`.runner` and :mod:`.data_check` where they are used.
 """
 from .safe_load import (MMENGINE_CHECKPOINT_GLOBALS, UnsafeCheckpointError,
                         allow_mmengine_checkpoints, check_checkpoint_loadable,

@@ -167,7 +167,8 @@ def format_missing_message(cfg, paths: Sequence[DataPath], tool: str) -> str:
             'dataset and evaluator entries\n   already hold resolved paths and a later change of '
             'the top-level key reaches none of them.)\n')
     checked = {p.split for p in paths}
-    others = [s for s in ('train', 'val', 'test') if s not in checked and cfg.get(f'{s}_dataloader')]
+    others = [s for s in ('train', 'val', 'test')
+              if s not in checked and cfg.get(f'{s}_dataloader')]
     other_splits_note = ''
     if others:
         other_splits_note = (

@@ -19,6 +19,12 @@ from mmengine.runner import Runner
 from .data_check import check_data
 from .safe_load import allow_mmengine_checkpoints, check_checkpoint_loadable
 
+__all__ = ['LAUNCHERS', 'load_config', 'configure_training', 'configure_testing',
+           'build_runner', 'build_train_runner', 'build_test_runner', 'set_local_rank']
+
+# Job launchers accepted by --launcher (as in mmdet's tools).
+LAUNCHERS: Sequence[str] = ('none', 'pytorch', 'slurm', 'mpi')
+
 
 def load_config(config: str,
                 cfg_options: Optional[dict] = None,
@@ -158,13 +164,7 @@ def build_test_runner(config: str,
 
 
 def set_local_rank(local_rank: int) -> None:
-    """torch.distributed.launch passes --local-rank; mmengine reads LOCAL_RANK."""
+    """torch.distributed.launch passes --local-rank; mmengine reads LOCAL_RANK (torchrun sets
+    it itself)."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(local_rank)
-
-
-__all__ = ['load_config', 'configure_training', 'configure_testing', 'build_runner',
-           'build_train_runner', 'build_test_runner', 'set_local_rank']
-
-# Names used by the tools' argument parsers.
-LAUNCHERS: Sequence[str] = ('none', 'pytorch', 'slurm', 'mpi')

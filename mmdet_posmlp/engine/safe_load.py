@@ -116,14 +116,23 @@ def allowed_global_names() -> List[str]:
     return [name for _, name in safe_globals_list()]
 
 
+def _torch_has_named_allowlist() -> bool:
+    """torch >= 2.6: weights_only=True by default, and allowlist entries may be (obj, name)."""
+    try:
+        major, minor = (int(v) for v in torch.__version__.split('+')[0].split('.')[:2])
+    except ValueError:
+        return hasattr(torch.serialization, 'get_unsafe_globals_in_checkpoint')
+    return (major, minor) >= (2, 6)
+
+
 def allow_mmengine_checkpoints() -> None:
     """Allowlist the globals of mmengine checkpoints for every later ``torch.load``.
 
     Idempotent. Safe loading stays on: only the named types are added to torch's allowlist.
-    Does nothing on torch < 2.4, which has no allowlist (and no safe default either).
+    Does nothing on torch < 2.6, which does not unpickle safely by default.
     """
     global _registered
-    if _registered or not hasattr(torch.serialization, 'add_safe_globals'):
+    if _registered or not _torch_has_named_allowlist():
         return
     torch.serialization.add_safe_globals(safe_globals_list())
     _registered = True
@@ -132,7 +141,7 @@ def allow_mmengine_checkpoints() -> None:
 @contextlib.contextmanager
 def mmengine_checkpoint_loading() -> Iterator[None]:
     """Allow the mmengine checkpoint globals only inside the ``with`` block."""
-    if not hasattr(torch.serialization, 'safe_globals'):
+    if not _torch_has_named_allowlist():
         yield
         return
     with torch.serialization.safe_globals(safe_globals_list()):

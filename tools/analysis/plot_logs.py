@@ -12,6 +12,7 @@ try:
 except ImportError:  # running from a checkout that was not pip-installed
     import os.path as osp
     sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+    import mmdet_posmlp  # noqa: F401
 
 from mmdet_posmlp.analysis.logs import plot_training_curves, summarize
 
