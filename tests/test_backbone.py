@@ -181,5 +181,6 @@ def test_inference_cache_follows_parameter_updates():
         assert torch.equal(after, fresh(x)[0])
         fresh.load_state_dict(PosMLP(SMALL).state_dict())
         assert not torch.equal(after, fresh(x)[0])
-    # with gradients the values are recomputed, and are the same
-    assert torch.equal(m(x)[0].detach(), after)
+    # with gradients the values are recomputed (by the autograd path: same values, other
+    # rounding, as the bias rides in the product there)
+    torch.testing.assert_close(m(x)[0].detach(), after, rtol=1e-5, atol=1e-5)

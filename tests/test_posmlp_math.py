@@ -153,7 +153,9 @@ def test_border_fallback_equals_renormalisation(monkeypatch):
 
 
 def test_padding_is_invisible(monkeypatch):
-    """Valid outputs do not change, to the last bit, when the padded values change."""
+    """Valid outputs do not change when the padded values change. Padding noise of 1e4 would
+    move any output it leaked into by far more than the tolerance, which only admits the
+    last-bit differences of MKL's GEMM kernels (they depend on buffer alignment)."""
     torch.manual_seed(6)
     model = randomize_(PosMLPClassifier('tiny', drop_path_rate=0.0)).eval()
     x = torch.randn(1, 3, 90, 130)
@@ -162,13 +164,13 @@ def test_padding_is_invisible(monkeypatch):
 
         def noisy_pad(t, grid):
             out = torch.randn(t.shape[0], t.shape[1], grid.rows * grid.window,
-                              grid.cols * grid.window, dtype=t.dtype) * 100
+                              grid.cols * grid.window, dtype=t.dtype) * 1e4
             out[:, :, :grid.height, :grid.width] = t
             return out
         monkeypatch.setattr(posmlp, 'pad_to_windows', noisy_pad)
         noise_padded = model.forward_stages(x)
     for a, b in zip(zero_padded, noise_padded):
-        assert torch.equal(a, b)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 
 def test_divisible_size_takes_the_unpadded_path_exactly(monkeypatch):
