@@ -2,11 +2,17 @@
 # AdamW lr 1e-4, weight decay 0.05 except norms, biases and positional parameters,
 # linear warmup, steps at epochs 8 and 11 of 12, batch 16 = 8 GPUs x 2 images.
 #
-# It takes the place of mmdet's _base_/schedules/schedule_1x.py: a config lists it after mmdet's
-# model, dataset (data/coco/, 2 images per GPU) and runtime bases. mmengine refuses a key that
-# two bases of one config both define, so it cannot be combined with a complete mmdet config
-# such as retinanet_r50_fpn_1x_coco.py (which already holds a schedule).
+# It takes the place of mmdet's _base_/default_runtime.py and _base_/schedules/schedule_1x.py: a
+# config lists it after mmdet's model and dataset (data/coco/, 2 images per GPU) bases. mmengine
+# refuses a key that two bases of one config both define, so it cannot be combined with a
+# complete mmdet config such as retinanet_r50_fpn_1x_coco.py (which already holds a schedule).
+_base_ = 'mmdet::_base_/default_runtime.py'
 custom_imports = dict(imports=['mmdet_posmlp'], allow_failed_imports=False)
+
+# A kill while saving keeps the previous checkpoint usable; a NaN loss stops the run with the
+# iteration and the loss terms (mmdet_posmlp/engine/hooks.py).
+default_hooks = dict(checkpoint=dict(type='CrashSafeCheckpointHook'))
+custom_hooks = [dict(type='NonFiniteLossHook')]
 
 max_epochs = 12
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)

@@ -1,8 +1,8 @@
 # Mask R-CNN with a PosMLP-T backbone, 1x schedule on COCO 2017 (paper Table 3: 41.6 AP, 40.5M).
-# mmdet's mask-rcnn_r50_fpn_1x_coco.py, with the PosMLP recipe in place of its schedule.
+# mmdet's mask-rcnn_r50_fpn_1x_coco.py, with the PosMLP recipe in place of its runtime and schedule.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py', 'mmdet::_base_/datasets/coco_instance.py',
-    'mmdet::_base_/default_runtime.py', './_posmlp_det_recipe.py'
+    './_posmlp_det_recipe.py'
 ]
 
 pretrained = 'checkpoints/posmlp_t_in1k.pth'  # see checkpoints/README.md

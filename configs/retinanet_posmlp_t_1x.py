@@ -1,8 +1,8 @@
 # RetinaNet with a PosMLP-T backbone, 1x schedule on COCO 2017 (paper Table 3: 41.9 AP, 31.1M).
-# mmdet's retinanet_r50_fpn_1x_coco.py, with the PosMLP recipe in place of its schedule.
+# mmdet's retinanet_r50_fpn_1x_coco.py, with the PosMLP recipe in place of its runtime and schedule.
 _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py', 'mmdet::_base_/datasets/coco_detection.py',
-    'mmdet::_base_/default_runtime.py', 'mmdet::retinanet/retinanet_tta.py',
+    'mmdet::retinanet/retinanet_tta.py',
     './_posmlp_det_recipe.py'
 ]
 

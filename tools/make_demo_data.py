@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Generate the demo data set: synthetic shapes in COCO format, no download, seconds.
 
-    python tools/make_demo_data.py                      # data/demo_shapes/, 400 train + 100 val
+    python tools/make_demo_data.py                      # data/demo_shapes/, 600 train + 100 val
     python tools/make_demo_data.py --out /tmp/shapes --num-train 8 --num-val 4
 
 Idempotent: does nothing when out/ already holds the data for the same generator version and
@@ -39,6 +39,10 @@ def parse_args(argv=None):
     p.add_argument('--object-size', type=float, nargs=2, default=DEFAULTS['object_size'],
                    metavar=('MIN', 'MAX'), help='object extent drawn log-uniformly (pixels)')
     p.add_argument('--max-objects', type=int, default=DEFAULTS['max_objects'])
+    p.add_argument('--texture', type=float, default=DEFAULTS['texture'],
+                   help='background shading amplitude (1: strong)')
+    p.add_argument('--clutter', type=int, default=DEFAULTS['clutter'],
+                   help='at most this many distractor strokes per image')
     p.add_argument('--force', action='store_true', help='regenerate even if up to date')
     p.add_argument('--quiet', action='store_true')
     return p.parse_args(argv)
@@ -49,7 +53,8 @@ def main(argv=None):
     make_shapes_dataset(
         args.out, force=args.force, verbose=not args.quiet, num_train=args.num_train,
         num_val=args.num_val, seed=args.seed, image_size=args.image_size,
-        object_size=args.object_size, max_objects=args.max_objects)
+        object_size=args.object_size, max_objects=args.max_objects,
+        texture=args.texture, clutter=args.clutter)
 
 
 if __name__ == '__main__':

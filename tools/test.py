@@ -18,6 +18,7 @@ except ImportError:  # running from a checkout that was not pip-installed
     sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
     import mmdet_posmlp  # noqa: F401
 
+from mmdet_posmlp.datasets.coco_check import AnnotationFormatError
 from mmdet_posmlp.engine.data_check import DatasetNotFoundError
 from mmdet_posmlp.engine.runner import LAUNCHERS, build_test_runner, set_local_rank
 from mmdet_posmlp.engine.safe_load import UnsafeCheckpointError
@@ -60,7 +61,8 @@ def main():
             args.config, args.checkpoint, work_dir=args.work_dir, out=args.out,
             show=args.show, show_dir=args.show_dir, wait_time=args.wait_time,
             cfg_options=args.cfg_options, launcher=args.launcher)
-    except (DatasetNotFoundError, UnsafeCheckpointError, FileNotFoundError) as e:
+    except (DatasetNotFoundError, AnnotationFormatError, UnsafeCheckpointError,
+            FileNotFoundError) as e:
         sys.exit(f'\n{e}')
     runner.test()
 
