@@ -1,18 +1,23 @@
 """Config handling and Runner construction for tools/train.py and tools/test.py.
 
 The behaviour follows MMDetection 3.3's own tools/train.py and tools/test.py option for option,
-plus three things they lack:
+plus four things they lack:
 
 - the plugin is registered (``import mmdet_posmlp``) even when a config has no custom_imports;
 - a missing dataset stops the tool before the model is built (:mod:`.data_check`);
 - checkpoints written by mmengine's CheckpointHook load under torch >= 2.6's safe unpickler
-  (:mod:`.safe_load`), for ``--resume`` and for testing.
+  (:mod:`.safe_load`), for ``--resume`` and for testing;
+- distributed runs (``--launcher pytorch|slurm|mpi``) work on CPU-only machines
+  (:func:`setup_cpu_distributed`): gloo instead of nccl, DDP without device ids.
 """
+import datetime
 import os
 import os.path as osp
+import subprocess
 from typing import Optional, Sequence
 
 from mmengine.config import Config
+from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -20,7 +25,8 @@ from .data_check import check_data
 from .safe_load import allow_mmengine_checkpoints, check_checkpoint_loadable
 
 __all__ = ['LAUNCHERS', 'load_config', 'configure_training', 'configure_testing',
-           'build_runner', 'build_train_runner', 'build_test_runner', 'set_local_rank']
+           'build_runner', 'build_train_runner', 'build_test_runner', 'set_local_rank',
+           'setup_cpu_distributed']
 
 # Job launchers accepted by --launcher (as in mmdet's tools).
 LAUNCHERS: Sequence[str] = ('none', 'pytorch', 'slurm', 'mpi')
@@ -98,17 +104,142 @@ def configure_testing(cfg: Config,
     return cfg
 
 
+def _dist_env_from_launcher(launcher: str, port: Optional[int] = None) -> None:
+    """Fill torch's env:// variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)
+    from what the launcher set: torchrun sets them itself; srun sets SLURM_*; mpirun (Open MPI)
+    sets OMPI_COMM_WORLD_*. Variables already in the environment are kept."""
+    env = os.environ
+
+    def need(name):
+        if name not in env:
+            raise RuntimeError(f"--launcher {launcher}: environment variable {name} is not set "
+                               '(start the processes with the matching launcher: '
+                               'tools/dist_train.sh, tools/slurm_train.sh or mpirun)')
+        return env[name]
+
+    if launcher == 'pytorch':
+        for name in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
+            need(name)
+        env.setdefault('LOCAL_RANK', '0')
+        return
+    if launcher == 'slurm':
+        env.setdefault('RANK', need('SLURM_PROCID'))
+        env.setdefault('WORLD_SIZE', need('SLURM_NTASKS'))
+        env.setdefault('LOCAL_RANK', env.get('SLURM_LOCALID', '0'))
+        if 'MASTER_ADDR' not in env:  # the first host of the allocation
+            nodes = need('SLURM_NODELIST')
+            env['MASTER_ADDR'] = subprocess.getoutput(
+                f'scontrol show hostname {nodes} | head -n1').strip()
+    elif launcher == 'mpi':
+        env.setdefault('RANK', need('OMPI_COMM_WORLD_RANK'))
+        env.setdefault('WORLD_SIZE', need('OMPI_COMM_WORLD_SIZE'))
+        env.setdefault('LOCAL_RANK', env.get('OMPI_COMM_WORLD_LOCAL_RANK', '0'))
+        need('MASTER_ADDR')
+    else:
+        raise ValueError(f"unknown launcher '{launcher}', expected one of {LAUNCHERS}")
+    if port is not None:
+        env['MASTER_PORT'] = str(port)
+    env.setdefault('MASTER_PORT', '29500')  # torch.distributed's default
+
+
+def setup_cpu_distributed(cfg: Config) -> Optional[str]:
+    """Make a distributed ``cfg`` run on CPU-only machines; returns what was chosen (a line for
+    the log), or None when there is nothing to do.
+
+    mmengine 0.10 assumes a GPU per process when ``launcher != 'none'``: its ``init_dist`` calls
+    ``torch.cuda.set_device`` and defaults to nccl, and ``Runner.wrap_model`` gives DDP
+    ``device_ids=[LOCAL_RANK]``, which DDP rejects for a CPU module. When no accelerator is
+    available (``mmengine.device.get_device() == 'cpu'``, e.g. no GPU or
+    ``CUDA_VISIBLE_DEVICES=-1``), this
+
+    - initialises the default process group itself, before the Runner is built, so that the
+      Runner's ``setup_env`` skips ``init_dist``: backend ``env_cfg.dist_cfg.backend`` unless
+      that is nccl (or unset), then gloo; ``dist_cfg.timeout`` (seconds) and ``port`` (slurm,
+      mpi) are honoured;
+    - sets ``model_wrapper_cfg`` so that DDP gets ``device_ids=None`` (and mmengine's defaults
+      otherwise: MMDistributedDataParallel, ``broadcast_buffers=False``, the config's
+      ``find_unused_parameters``); a config's own DDP-type ``model_wrapper_cfg`` only gets
+      ``device_ids=None`` added.
+
+    With a GPU (or another accelerator mmengine knows) nothing changes: nccl, one device per
+    process, as mmengine does it.
+    """
+    launcher = cfg.get('launcher', 'none')
+    if launcher == 'none':
+        return None
+    from mmengine.device import get_device
+    if get_device() != 'cpu':
+        return None
+    import torch.distributed as dist
+    from mmengine.registry import MODEL_WRAPPERS
+    from torch.nn.parallel import DistributedDataParallel
+
+    env_cfg = cfg.get('env_cfg') or {}
+    dist_cfg = dict(env_cfg.get('dist_cfg') or {})
+    asked = dist_cfg.pop('backend', None)
+    backend = 'gloo' if asked in (None, 'nccl') else asked
+    if not dist.is_available():
+        raise RuntimeError(f'--launcher {launcher}: this torch build has no torch.distributed')
+    if dist.is_initialized():
+        backend = dist.get_backend()
+        how = f'backend {backend} (process group already initialised)'
+    else:
+        port = dist_cfg.pop('port', None)
+        dist_cfg.pop('init_backend', None)
+        timeout = dist_cfg.pop('timeout', None)
+        if timeout is not None:
+            dist_cfg['timeout'] = datetime.timedelta(seconds=timeout)
+        _dist_env_from_launcher(launcher, port)
+        dist.init_process_group(backend=backend, init_method='env://',
+                                rank=int(os.environ['RANK']),
+                                world_size=int(os.environ['WORLD_SIZE']), **dist_cfg)
+        how = (f'backend {backend}' + (' instead of nccl (which needs GPUs)' if backend != asked
+                                       else '') + ', process group initialised before the Runner')
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = backend
+
+    wrapper = cfg.get('model_wrapper_cfg')
+    if wrapper is None:
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+        wrapped = 'MMDistributedDataParallel(device_ids=None) (mmengine would pass LOCAL_RANK)'
+    else:
+        kind = wrapper.get('type', 'MMDistributedDataParallel')
+        cls = kind if isinstance(kind, type) else MODEL_WRAPPERS.get(kind)
+        name = getattr(cls, '__name__', str(kind))
+        if isinstance(cls, type) and issubclass(cls, DistributedDataParallel):
+            wrapper.setdefault('device_ids', None)
+            wrapped = f'{name}(device_ids={wrapper["device_ids"]}) from model_wrapper_cfg'
+        else:
+            wrapped = f'{name} from model_wrapper_cfg, unchanged'
+    return (f'Distributed on CPU (no GPU found): launcher {launcher}, {how}; '
+            f'rank {dist.get_rank()} of {dist.get_world_size()}; model wrapper {wrapped}')
+
+
 def build_runner(cfg: Config) -> Runner:
-    """The Runner for ``cfg`` (``runner_type`` from the registry if the config names one)."""
+    """The Runner for ``cfg`` (``runner_type`` from the registry if the config names one).
+
+    A distributed ``cfg`` on a machine without GPUs is set up for gloo first
+    (:func:`setup_cpu_distributed`).
+    """
     allow_mmengine_checkpoints()
     try:  # fewer repeated torch.compile recompilations, as mmdet's tools do
         from mmdet.utils import setup_cache_size_limit_of_dynamo
         setup_cache_size_limit_of_dynamo()
     except ImportError:
         pass
+    cpu_dist = setup_cpu_distributed(cfg)
     if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)
-    return RUNNERS.build(cfg)
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    if cpu_dist is not None:
+        logger = getattr(runner, 'logger', None)
+        if logger is not None:
+            logger.info(cpu_dist)
+        else:
+            print_log(cpu_dist, logger='current')
+    return runner
 
 
 def build_train_runner(config: str,
