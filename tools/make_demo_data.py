@@ -43,6 +43,8 @@ def parse_args(argv=None):
                    help='background shading amplitude (1: strong)')
     p.add_argument('--clutter', type=int, default=DEFAULTS['clutter'],
                    help='at most this many distractor strokes per image')
+    p.add_argument('--random-colours', action='store_true',
+                   help='random object colours: only the shape tells the classes apart')
     p.add_argument('--force', action='store_true', help='regenerate even if up to date')
     p.add_argument('--quiet', action='store_true')
     return p.parse_args(argv)
@@ -54,7 +56,7 @@ def main(argv=None):
         args.out, force=args.force, verbose=not args.quiet, num_train=args.num_train,
         num_val=args.num_val, seed=args.seed, image_size=args.image_size,
         object_size=args.object_size, max_objects=args.max_objects,
-        texture=args.texture, clutter=args.clutter)
+        texture=args.texture, clutter=args.clutter, class_colours=not args.random_colours)
 
 
 if __name__ == '__main__':

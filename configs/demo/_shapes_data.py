@@ -25,7 +25,7 @@ shapes_test_pipeline = [
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
 shapes_train_dataloader = dict(
-    batch_size=4,
+    batch_size=2,  # from scratch, more steps learn more than bigger batches in the same time
     num_workers=0,
     persistent_workers=False,
     dataset=dict(
@@ -48,7 +48,7 @@ shapes_val_dataloader = dict(
 shapes_val_evaluator = dict(ann_file=shapes_root + 'annotations/instances_val.json')
 
 # From scratch, a few epochs: AdamW at 10x the fine-tuning rate, short warmup, cosine decay.
-shapes_max_epochs = 4
+shapes_max_epochs = 3
 shapes_train_cfg = dict(max_epochs=shapes_max_epochs, val_interval=shapes_max_epochs)
 shapes_param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),

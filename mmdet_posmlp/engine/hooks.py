@@ -20,6 +20,7 @@ from collections import deque
 import os.path as osp
 from typing import Optional, Union
 
+import torch
 from mmengine.dist import is_main_process
 from mmengine.fileio import register_backend
 from mmengine.fileio.backends import LocalBackend
@@ -64,6 +65,12 @@ class CrashSafeCheckpointHook(CheckpointHook):
                          **kwargs)
 
     def _save_checkpoint_with_step(self, runner, step, meta):
+        # The new id is recorded before saving, so that the checkpoint's own message hub lists
+        # it (resuming from it then knows which files are its predecessors); files are deleted
+        # only once the new checkpoint and last_checkpoint are safely on disk.
+        if self.max_keep_ckpts > 0 and (not self.keep_ckpt_ids or self.keep_ckpt_ids[-1] != step):
+            self.keep_ckpt_ids.append(step)
+            runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
         filename = self.filename_tmpl.format(step)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
@@ -75,14 +82,12 @@ class CrashSafeCheckpointHook(CheckpointHook):
         if not is_main_process():  # sharded saving: the main process does the bookkeeping
             return
         atomic_write(self.last_ckpt, osp.join(runner.work_dir, 'last_checkpoint'))
-        self._drop_old_checkpoints(runner, step)
+        self._drop_old_checkpoints(runner)
 
-    def _drop_old_checkpoints(self, runner, step) -> None:
-        """The new checkpoint is safely on disk: now forget the oldest beyond max_keep_ckpts."""
+    def _drop_old_checkpoints(self, runner) -> None:
+        """The new checkpoint is safely on disk: now delete the oldest beyond max_keep_ckpts."""
         if self.max_keep_ckpts <= 0:
             return
-        if not self.keep_ckpt_ids or self.keep_ckpt_ids[-1] != step:
-            self.keep_ckpt_ids.append(step)
         while len(self.keep_ckpt_ids) > self.max_keep_ckpts:
             old = self.file_backend.join_path(
                 self.out_dir, self.filename_tmpl.format(self.keep_ckpt_ids.popleft()))
@@ -124,7 +129,8 @@ class NonFiniteLossHook(Hook):
                          outputs: Optional[dict] = None) -> None:
         if not outputs:
             return
-        values = {k: float(v) for k, v in outputs.items() if k.startswith('loss')}
+        values = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+                  for k, v in outputs.items() if k.startswith('loss')}
         if all(math.isfinite(v) for v in values.values()):
             self._skips_in_a_row = 0
             return
