@@ -32,12 +32,6 @@ test_dataloader = val_dataloader
 val_evaluator = {{_base_.shapes_val_evaluator}}
 test_evaluator = val_evaluator
 train_cfg = {{_base_.shapes_train_cfg}}
-# RetinaNet's focal-loss classifier learns from scratch only while the rate is high: keep it
-# flat (after warmup) and drop it 10x for the last of the 3 epochs, rather than the shared
-# cosine decay.
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='MultiStepLR', by_epoch=True, begin=0, end=3, milestones=[2], gamma=0.1),
-]
+param_scheduler = {{_base_.shapes_param_scheduler}}
 optim_wrapper = {{_base_.shapes_optim_wrapper}}
 default_hooks = {{_base_.shapes_default_hooks}}
