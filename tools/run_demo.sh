@@ -2,7 +2,7 @@
 # The main job on day one, without COCO: set up, generate a small synthetic COCO-format data set,
 # train a PosMLP-T detector from scratch, test it, and draw what it found.
 #
-#   bash tools/run_demo.sh              # RetinaNet-PosMLP-T (about 10 min of training on 2 cores)
+#   bash tools/run_demo.sh              # RetinaNet-PosMLP-T (15 min of training measured on 2 shared cores)
 #   bash tools/run_demo.sh mask_rcnn    # Mask R-CNN-PosMLP-T: boxes and instance masks
 #   bash tools/run_demo.sh all          # both, one after the other
 #
