@@ -8,6 +8,11 @@ shapes_metainfo = dict(
     palette=[(220, 20, 60), (0, 130, 230), (30, 170, 60), (250, 170, 30)])
 shapes_scale = (128, 128)  # images are 112-144 px a side; COCO configs use (1333, 800)
 
+# Still PosMLP-T (arch='tiny'); windows (8, 8, 8, 4) instead of (14, 14, 14, 7) because the stage
+# maps of a 128 px image are 32/16/8/4 tokens a side: 14 would mostly pad them. No ImageNet
+# weights on a new machine: the backbone trains from scratch.
+shapes_backbone = dict(windows=(8, 8, 8, 4), drop_path_rate=0.0, init_cfg=None)
+
 # Polygons stay polygons (poly2mask=False): cheap to resize and flip, and Mask R-CNN crops its
 # mask targets from them directly. RetinaNet ignores the masks.
 shapes_train_pipeline = [

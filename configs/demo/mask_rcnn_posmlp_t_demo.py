@@ -10,12 +10,7 @@ _base_ = ['../mask_rcnn_posmlp_t_1x.py', './_shapes_data.py']
 channels = 128  # FPN and heads (COCO: 256), so that 2 CPU cores get through enough iterations
 model = dict(
     data_preprocessor=dict(pad_size_divisor=32),
-    backbone=dict(
-        # Still PosMLP-T (arch='tiny'); windows (8, 8, 8, 4) instead of (14, 14, 14, 7) because
-        # the stage maps of a 128 px image are 32/16/8/4 tokens a side: 14 would mostly pad them.
-        windows=(8, 8, 8, 4),
-        drop_path_rate=0.0,
-        init_cfg=None),  # no ImageNet weights on a new machine: the backbone trains from scratch
+    backbone={{_base_.shapes_backbone}},  # PosMLP-T from scratch, windows for 128 px
     neck=dict(out_channels=channels),
     # objects are 20-88 px: RPN anchors from 16 px at stride 4 (COCO: scales=[8], 32 px)
     rpn_head=dict(in_channels=channels, feat_channels=channels,

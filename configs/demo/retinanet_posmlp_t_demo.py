@@ -9,12 +9,7 @@ _base_ = ['../retinanet_posmlp_t_1x.py', './_shapes_data.py']
 
 model = dict(
     data_preprocessor=dict(pad_size_divisor=32),
-    backbone=dict(
-        # Still PosMLP-T (arch='tiny'); windows (8, 8, 8, 4) instead of (14, 14, 14, 7) because
-        # the stage maps of a 128 px image are 32/16/8/4 tokens a side: 14 would mostly pad them.
-        windows=(8, 8, 8, 4),
-        drop_path_rate=0.0,
-        init_cfg=None),  # no ImageNet weights on a new machine: the backbone trains from scratch
+    backbone={{_base_.shapes_backbone}},  # PosMLP-T from scratch, windows for 128 px
     # A lighter neck and head (COCO: 256 channels, 4 convs, no norm) so that 2 CPU cores get
     # through enough iterations; GroupNorm lets the head train from scratch at a high rate.
     neck=dict(out_channels=128),
