@@ -6,7 +6,8 @@ import torch
 
 from mmdet_posmlp.models import posmlp
 from mmdet_posmlp.models.posmlp import (GQPE, LRPE, DenseTokenMixer, PosMLPClassifier, PosMLPStage,
-                                        valid_token_mask, window_partition, window_reverse)
+                                        WindowGrid, window_partition, window_reverse,
+                                        window_tokens)
 from mmdet_posmlp.models.reference import reference_stages
 from conftest import randomize_
 
@@ -45,18 +46,23 @@ def test_gqpe_matrix_matches_formula(window, groups):
     assert sum(p.numel() for n, p in m.named_parameters() if n != 'token_proj_n_bias') == 6 * groups
 
 
-def test_gqpe_masked_softmax_is_over_valid_tokens_only():
+def test_clipped_window_matrices():
+    """A clipped window (3 x 2 tokens of a 4 x 4 window) mixes its own tokens only: GQPE's
+    softmax is taken over them, LRPE and the dense mixer keep the full matrix's entries."""
     torch.manual_seed(2)
+    tokens = window_tokens(4, 3, 2)
+    assert tokens.tolist() == [0, 1, 4, 5, 8, 9]
     m = GQPE(4, 2).double()
-    mask = valid_token_mask(4, 3, 2)
-    P = m.masked_matrices(mask)
-    assert torch.all(P[:, :, ~mask] == 0)
-    torch.testing.assert_close(P.sum(-1), torch.ones(2, 16, dtype=torch.float64))
-    full = m.matrices()
-    expected = full[:, :, mask] / full[:, :, mask].sum(-1, keepdim=True)
-    torch.testing.assert_close(P[:, :, mask], expected)
-    # an all-valid mask is the unpadded matrix, bit for bit
-    assert torch.equal(m.masked_matrices(torch.ones(16, dtype=torch.bool)), full)
+    P = m.matrices(tokens)
+    assert P.shape == (2, 6, 6)
+    torch.testing.assert_close(P.sum(-1), torch.ones(2, 6, dtype=torch.float64))
+    full = m.matrices()[:, tokens][:, :, tokens]
+    torch.testing.assert_close(P, full / full.sum(-1, keepdim=True))
+    for mixer in (LRPE(4, 2), DenseTokenMixer(4, 2)):
+        with torch.no_grad():
+            for prm in mixer.parameters():
+                prm.normal_()
+        assert torch.equal(mixer.matrices(tokens), mixer.matrices()[:, tokens][:, :, tokens])
 
 
 def test_lrpe_indexes_the_table_as_specified():
@@ -87,7 +93,7 @@ def test_channel_groups_are_interleaved():
     u, grid = window_partition(x, w)
     block = posmlp.PosMLPBlock(C, w, G, 2.0, mixer='sgu')
     order = block._gate_order  # grouped layout used inside blocks
-    mixed = sgu.token_mix(u[order].clone(), grid)
+    mixed = sgu.token_mix(u[order].clone(), grid.regions[0])
     back = torch.empty_like(mixed)
     back[order] = mixed
     for c in range(C):
@@ -98,12 +104,26 @@ def test_channel_groups_are_interleaved():
 def test_window_partition_roundtrip_and_layout():
     x = torch.randn(2, 5, 9, 11)
     t, grid = window_partition(x, 4)
-    assert (grid.rows, grid.cols, grid.pad_h, grid.pad_w) == (3, 3, 3, 1)
-    assert t.shape == (5, 2 * 3 * 3 * 16)
+    assert t.shape == (5, 2 * 9 * 11)  # every column a real token: nothing padded
     assert torch.equal(window_reverse(t, grid), x)
-    # token (r, c) of window (i, j) of image b is column ((b * rows + i) * cols + j) * 16 + r * 4 + c
-    b, i, j, r, c = 1, 2, 1, 0, 3
-    assert torch.equal(t[:, ((b * 3 + i) * 3 + j) * 16 + r * 4 + c], x[b, :, i * 4 + r, j * 4 + c])
+    # whole windows first, then the clipped ones: right edge, bottom edge, corner
+    shapes = [(r.win_rows, r.win_cols, r.rows, r.cols) for r in grid.regions]
+    assert shapes == [(2, 2, 4, 4), (2, 1, 4, 3), (1, 2, 1, 4), (1, 1, 1, 3)]
+    assert grid.regions[-1].stop == t.shape[1]
+    # token (r, c) of whole window (i, j) of image b is column ((b * 2 + i) * 2 + j) * 16 + r * 4 + c
+    b, i, j, r, c = 1, 1, 0, 2, 3
+    assert torch.equal(t[:, ((b * 2 + i) * 2 + j) * 16 + r * 4 + c], x[b, :, i * 4 + r, j * 4 + c])
+    # token (0, c) of image b's bottom-edge window j
+    start = grid.regions[2].start
+    b, j, c = 1, 1, 2
+    assert torch.equal(t[:, start + (b * 2 + j) * 4 + c], x[b, :, 8, j * 4 + c])
+    assert grid.image_of_column().tolist() == [
+        b for r in grid.regions for b in range(2) for _ in range((r.stop - r.start) // 2)]
+
+
+def test_divisible_size_is_one_region():
+    grid = WindowGrid(2, 28, 42, 14)
+    assert len(grid.regions) == 1 and grid.regions[0].stop == 2 * 28 * 42
 
 
 @pytest.mark.parametrize('mixer,size', [('gqpe', (224, 224)), ('gqpe', (100, 150)),
@@ -139,51 +159,90 @@ def test_gradients_match_plain_reference_with_padding():
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10, msg=name)
 
 
-def test_border_fallback_equals_renormalisation(monkeypatch):
-    """Both ways of restricting the softmax to valid tokens give the same result."""
+def test_clipped_windows_are_not_padded_windows_in_disguise():
+    """A map one token taller than a window multiple: the extra row forms windows of 1 x w
+    tokens that mix only among themselves (a zero-padded version with the padding left in the
+    softmax would differ), matching the oracle on that row."""
     torch.manual_seed(5)
-    stage = PosMLPStage(None, 16, 2, 5, 4, 4.0).double().eval()
-    randomize_(stage)
-    x = torch.randn(2, 16, 12, 8, dtype=torch.float64)
+    stage = randomize_(PosMLPStage(None, 16, 2, 5, 4, 4.0)).double().eval()
+    x = torch.randn(1, 16, 11, 10, dtype=torch.float64)
     with torch.no_grad():
-        renormalised = stage(x)
-        monkeypatch.setattr(posmlp, '_MIN_VALID_MASS', 2.0)  # forces the exact recompute
-        exact = stage(x)
-    torch.testing.assert_close(renormalised, exact, rtol=1e-12, atol=1e-12)
+        out = stage(x)
+        top = stage(x[:, :, :10])
+        row = stage(x[:, :, 10:])  # the last row alone: 1 x 5 windows, the same computation
+    torch.testing.assert_close(out[:, :, :10], top, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out[:, :, 10:], row, rtol=1e-12, atol=1e-12)
 
 
-def test_padding_is_invisible(monkeypatch):
-    """Valid outputs do not change when the padded values change. Padding noise of 1e4 would
-    move any output it leaked into by far more than the tolerance, which only admits the
-    last-bit differences of MKL's GEMM kernels (they depend on buffer alignment)."""
-    torch.manual_seed(6)
-    model = randomize_(PosMLPClassifier('tiny', drop_path_rate=0.0)).eval()
-    x = torch.randn(1, 3, 90, 130)
-    with torch.no_grad():
-        zero_padded = model.forward_stages(x)
-
-        def noisy_pad(t, grid):
-            out = torch.randn(t.shape[0], t.shape[1], grid.rows * grid.window,
-                              grid.cols * grid.window, dtype=t.dtype) * 1e4
-            out[:, :, :grid.height, :grid.width] = t
-            return out
-        monkeypatch.setattr(posmlp, 'pad_to_windows', noisy_pad)
-        noise_padded = model.forward_stages(x)
-    for a, b in zip(zero_padded, noise_padded):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
-
-
-def test_divisible_size_takes_the_unpadded_path_exactly(monkeypatch):
-    """At a size every window divides, the pad-aware code equals the reference without padding,
-    and no border handling runs at all."""
+def test_divisible_size_matches_reference_without_padding():
+    """At a size every window divides, one region per stage, and the reference's own
+    (unpadded) computation."""
     model = randomize_(PosMLPClassifier('tiny')).double().eval()
-    calls = []
-    monkeypatch.setattr(posmlp.PosSGU, '_renormalise_border',
-                        lambda *a, **k: calls.append(1))
     x = torch.randn(1, 3, 448, 224, dtype=torch.float64)
     with torch.no_grad():
         fast = model.forward_stages(x)
         plain = reference_stages(model.state_dict(), model.setting, x)
-    assert not calls
+    for a, b in zip(fast, plain):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_mixing_matrices_once_per_forward_per_window_shape(monkeypatch):
+    """Each block computes its matrices once per forward for each window shape present (whole
+    and clipped), not per window or image; inference reuses them until the weights change."""
+    stage = PosMLPStage(None, 16, 2, 4, 2, 4.0).eval()
+    calls = []
+    real = GQPE.matrices
+    monkeypatch.setattr(GQPE, 'matrices', lambda self, tokens=None: calls.append(
+        None if tokens is None else len(tokens)) or real(self, tokens))
+    x = torch.randn(3, 16, 10, 9)  # 2 x 2 whole windows, clipped 4 x 1, 2 x 4 and 2 x 1
+    stage.train()
+    stage(x).sum().backward()
+    assert sorted(calls, key=str) == sorted([None, 4, 8, 2] * 2, key=str)
+    calls.clear()
+    stage.eval()
+    with torch.no_grad():
+        first = stage(x)
+        assert len(calls) == 8
+        again = stage(x)
+        assert len(calls) == 8 and torch.equal(first, again)
+        stage.encoder[0].gate_unit.pos.attention_centers.add_(0.5)  # a weight update
+        stage(x)
+        assert len(calls) == 12
+
+
+def test_clipped_windows_cost_only_their_tokens():
+    """FLOPs of a stage on a 15 x 14 map with 14 x 14 windows: the per-token Linear layers for
+    210 tokens, a 196-token and a 14-token mixing product, and each shape's matrices once
+    (padding to whole windows would pay for 392 tokens)."""
+    from mmdet_posmlp.analysis.backbone_benchmark import count_flops
+    C, w, G = 16, 14, 2
+    stage = PosMLPStage(None, C, 1, w, G, 4.0).eval()
+    hidden, gate = 4 * C, 2 * C
+    flops = count_flops(stage, torch.randn(1, C, 15, 14))
+    tokens = 15 * 14
+    linear = 2 * tokens * ((C + 1) * hidden + gate * C)  # expansion (bias row) and output
+    norm_stats = 2 * 2 * tokens * C                       # the two 1 x C products per token
+    mixing = 2 * gate * (196 * 196 + 14 * 14)
+    # GQPE's matrices, once per window shape (2 shapes): A = S S^T (G products of 2 x 2
+    # matrices), then 5 coefficients per offset of each shape
+    matrices = 2 * (2 * G * 2 * 2 * 2) + 2 * 5 * G * (196 * 196 + 14 * 14)
+    assert flops == linear + norm_stats + mixing + matrices
+
+
+@pytest.mark.parametrize('chunk_bytes', [1, 10 ** 9])
+def test_inference_chunks_match_plain_reference(monkeypatch, chunk_bytes):
+    """Inference runs blocks over chunks of whole windows, in place: one window per chunk and
+    one chunk per region give the oracle's result, and the stage input is left untouched."""
+    monkeypatch.setattr(posmlp, 'INFERENCE_CHUNK_BYTES', chunk_bytes)
+    torch.manual_seed(7)
+    cfg = dict(embed_dims=(16, 32, 64, 128), depths=(2, 1, 2, 1), windows=(4, 4, 3, 2),
+               groups=(2, 4, 4, 8), mlp_ratios=(4, 4, 4, 2))
+    model = randomize_(PosMLPClassifier(cfg)).double().eval()
+    x = torch.randn(2, 3, 50, 38, dtype=torch.float64)
+    x0 = x.clone()
+    with torch.no_grad():
+        fast = model.forward_stages(x)
+        plain = reference_stages(model.state_dict(), model.setting, x)
+    assert torch.equal(x, x0)
     for a, b in zip(fast, plain):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

@@ -89,8 +89,11 @@ def _baddbmm_flop_jit(inputs, outputs) -> int:
 def _flops(module: nn.Module, inputs: Tuple) -> Tuple[int, Dict[str, int]]:
     """Total FLOPs of ``module(*inputs)`` and the operators that were not counted."""
     from mmengine.analysis import FlopAnalyzer
+    from mmengine.analysis.jit_handles import addmm_flop_jit
     analyzer = FlopAnalyzer(module, inputs)
     analyzer.set_op_handle('aten::baddbmm', _baddbmm_flop_jit)
+    # PosMLP's inference adds the output projection into the residual in place
+    analyzer.set_op_handle('aten::addmm_', addmm_flop_jit)
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # jit tracing warnings about data-dependent shapes

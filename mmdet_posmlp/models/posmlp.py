@@ -19,8 +19,10 @@ Layout inside a stage (why it looks unusual): activations are kept channel-major
 (C, T) matrix whose T = batch * windows * window_tokens columns have the token of a window
 innermost. Then LayerNorm reduces over rows, both Linear layers are one GEMM each, splitting
 u / v is a free row slice, and the grouped token mixing is one batched matrix product on a
-free view of u: no permutes inside a block. Channel groups are interleaved in the reference
-(channel c is in group c % groups); the rows of the expansion Linear are gathered so that each
+free view of u: no permutes inside a block. Maps that windows do not divide are not padded:
+the windows at the right and bottom edges are clipped to the map and form their own regions of
+columns (see WindowGrid), so no arithmetic is spent on padding. Channel groups are interleaved
+in the reference (channel c is in group c % groups); the rows of the expansion Linear are gathered so that each
 group is contiguous, and the columns of the output Linear are gathered the same way, which
 leaves the function unchanged while the stored parameters keep the reference layout.
 """
@@ -32,6 +34,10 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 
 LN_EPS = 1e-6
+# Inference runs a block over chunks of whole windows whose hidden activations take about this
+# many bytes: small enough to stay in cache between the products, large enough for an efficient
+# GEMM (measured at 800x1344, 2 threads; see _forward_inference).
+INFERENCE_CHUNK_BYTES = 16 * 2 ** 20
 
 # Settings of the published variants. B is not in the reference code; the paper's 82M fits it.
 ARCH_SETTINGS = {
@@ -84,65 +90,96 @@ def resolve_arch(arch) -> dict:
 
 # --------------------------------------------------------------------------- windows
 
+class Region(NamedTuple):
+    """A block of same-shaped windows: the whole windows, or the clipped ones at the right
+    edge, the bottom edge or the corner. Its tokens are columns [start, stop) of a stage's
+    channel-major matrix, ordered (image, window row, window col, token row, token col)."""
+    start: int
+    stop: int
+    top: int           # first pixel row and column of the region in the map
+    left: int
+    win_rows: int      # how many windows down and across
+    win_cols: int
+    rows: int          # tokens per window: rows x cols, the top-left part of a full window
+    cols: int
+
+    @property
+    def tokens(self) -> int:  # tokens per window
+        return self.rows * self.cols
+
+
 class WindowGrid(NamedTuple):
-    """How a (B, C, H, W) map is cut into windows: padded at the bottom and right only."""
+    """How a (B, C, H, W) map is cut into windows of `window` x `window` tokens.
+
+    Where H or W is not a multiple of the window, the last windows are clipped to the map
+    instead of padded: they hold only real tokens, and mix them with the top-left block of
+    the full window's matrix (softmax over that block for GQPE). That is what the reference
+    computes with zero padding kept out of the mixing, without spending anything on padding.
+    """
     batch: int
     height: int
     width: int
     window: int
 
     @property
-    def rows(self) -> int:  # windows per column
-        return -(-self.height // self.window)
+    def tokens(self) -> int:  # columns of the channel-major matrix
+        return self.batch * self.height * self.width
 
     @property
-    def cols(self) -> int:  # windows per row
-        return -(-self.width // self.window)
+    def regions(self) -> List[Region]:
+        w, B = self.window, self.batch
+        full_r, full_c = self.height // w, self.width // w
+        edge_r, edge_c = self.height % w, self.width % w
+        regions, start = [], 0
+        for top, win_rows, rows in ((0, full_r, w), (full_r * w, 1, edge_r)):
+            for left, win_cols, cols in ((0, full_c, w), (full_c * w, 1, edge_c)):
+                if win_rows and win_cols and rows and cols:
+                    stop = start + B * win_rows * win_cols * rows * cols
+                    regions.append(Region(start, stop, top, left, win_rows, win_cols, rows, cols))
+                    start = stop
+        return regions
 
-    @property
-    def pad_h(self) -> int:
-        return self.rows * self.window - self.height
-
-    @property
-    def pad_w(self) -> int:
-        return self.cols * self.window - self.width
-
-    @property
-    def tokens(self) -> int:  # columns of the channel-major matrix, padding included
-        return self.batch * self.rows * self.cols * self.window ** 2
+    def image_of_column(self, device=None) -> torch.Tensor:
+        """(T,) index of the image each column belongs to (for per-sample drop path)."""
+        return torch.cat([torch.arange(self.batch, device=device).repeat_interleave(
+            (r.stop - r.start) // self.batch) for r in self.regions])
 
 
-def pad_to_windows(x: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
-    """Zero-pad a (B, C, H, W) map at the bottom and right to whole windows."""
-    if grid.pad_h or grid.pad_w:
-        x = F.pad(x, (0, grid.pad_w, 0, grid.pad_h))
-    return x
+def _region_view(t: torch.Tensor, grid: WindowGrid, r: Region) -> torch.Tensor:
+    """Columns of region r of a channel-major (C, T) matrix as (C, B, wr, wc, rows, cols)."""
+    return t[:, r.start:r.stop].view(-1, grid.batch, r.win_rows, r.win_cols, r.rows, r.cols)
+
+
+def _map_view(x: torch.Tensor, r: Region) -> torch.Tensor:
+    """Pixels of region r of a (B, C, H, W) map as (C, B, wr, wc, rows, cols), no copy."""
+    block = x[:, :, r.top:r.top + r.win_rows * r.rows, r.left:r.left + r.win_cols * r.cols]
+    return block.unflatten(3, (r.win_cols, r.cols)).unflatten(2, (r.win_rows, r.rows)) \
+        .permute(1, 0, 2, 4, 3, 5)
 
 
 def window_partition(x: torch.Tensor, window: int) -> Tuple[torch.Tensor, WindowGrid]:
-    """(B, C, H, W) -> channel-major (C, B * rows * cols * window**2), tokens innermost."""
+    """(B, C, H, W) -> channel-major (C, B * H * W) in window order, tokens innermost."""
     B, C, H, W = x.shape
     grid = WindowGrid(B, H, W, window)
-    x = pad_to_windows(x, grid)
-    x = x.view(B, C, grid.rows, window, grid.cols, window).permute(1, 0, 2, 4, 3, 5)
-    return x.reshape(C, grid.tokens), grid
+    t = x.new_empty(C, grid.tokens)
+    for r in grid.regions:
+        _region_view(t, grid, r).copy_(_map_view(x, r))
+    return t, grid
 
 
-def window_reverse(x: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
-    """Inverse of window_partition: (C, T) -> (B, C, H, W), padding cropped."""
-    w = grid.window
-    x = x.view(-1, grid.batch, grid.rows, grid.cols, w, w).permute(1, 0, 2, 4, 3, 5)
-    x = x.reshape(grid.batch, -1, grid.rows * w, grid.cols * w)
-    if grid.pad_h or grid.pad_w:
-        x = x[:, :, :grid.height, :grid.width]
-    return x.contiguous()
+def window_reverse(t: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
+    """Inverse of window_partition: (C, T) -> (B, C, H, W)."""
+    x = t.new_empty(grid.batch, t.shape[0], grid.height, grid.width)
+    for r in grid.regions:
+        _map_view(x, r).copy_(_region_view(t, grid, r))
+    return x
 
 
-def valid_token_mask(window: int, valid_rows: int, valid_cols: int,
-                     device=None) -> torch.Tensor:
-    """(N,) bool: which tokens of a window (row-major) lie inside the image."""
-    rows = torch.arange(window, device=device)
-    return ((rows[:, None] < valid_rows) & (rows[None, :] < valid_cols)).flatten()
+def window_tokens(window: int, rows: int, cols: int, device=None) -> torch.Tensor:
+    """Indices (row-major, in a full window) of the top-left rows x cols tokens."""
+    r = torch.arange(rows, device=device)
+    c = torch.arange(cols, device=device)
+    return (r[:, None] * window + c[None, :]).flatten()
 
 
 class InferenceCache:
@@ -150,24 +187,29 @@ class InferenceCache:
     passes that record no gradient, for as long as the parameters are unchanged: same storage
     and same in-place version counter (optimizer steps and load_state_dict bump it). At 224x224
     preparing these costs more than the block's own arithmetic. Training recomputes them every
-    forward, as autograd needs, and drops what was kept."""
+    forward, as autograd needs, and drops what was kept. `variant` tells apart values derived
+    from the same parameters (the mixing matrices of full and clipped windows)."""
 
     def __init__(self):
-        self.key, self.value = None, None
+        self.key, self.values = None, {}
 
-    def get(self, params, compute):
+    def get(self, params, compute, variant=None):
         if torch.is_grad_enabled():
-            self.key = self.value = None
+            self.key, self.values = None, {}
             return compute()
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         if key != self.key:
-            self.value, self.key = compute(), key
-        return self.value
+            self.key, self.values = key, {}
+        if variant not in self.values:
+            self.values[variant] = compute()
+        return self.values[variant]
 
 
 # --------------------------------------------------------------------------- token mixers
 # Each mixer owns the per-token bias (named as in the reference) and returns its mixing
-# matrices P of shape (groups, N, N), out[m] = sum_n P[m, n] * u[n] + bias[m].
+# matrices P of shape (groups, N, N), out[m] = sum_n P[m, n] * u[n] + bias[m]. Given `tokens`
+# (the indices of a clipped window's tokens, from window_tokens) they return the matrices of
+# that window: P restricted to those tokens, the softmax taken over them alone.
 
 class GQPE(nn.Module):
     """Generalized quadratic positional encoding (the default of the released models).
@@ -195,20 +237,21 @@ class GQPE(nn.Module):
         dy = rows[:, None] - rows[None, :]  # row_m - row_n (the reference's opposite sign)
         return torch.stack([dx, dy, dx * dx, dy * dy, dx * dy], dim=-1)
 
-    def scores(self) -> torch.Tensor:
-        """(groups, N, N) logits; the constant -1/2 delta^T A delta drops out of the softmax."""
+    def scores(self, tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(groups, n, n) logits over all N tokens or the given ones; the constant
+        -1/2 delta^T A delta drops out of the softmax."""
         S = self.attention_spreads
         A = S @ S.transpose(1, 2)
         a, b, c = A[:, 0, 0], A[:, 0, 1], A[:, 1, 1]
         d1, d2 = self.attention_centers[:, 0], self.attention_centers[:, 1]
         coef = torch.stack([a * d1 + b * d2, b * d1 + c * d2, -0.5 * a, -0.5 * c, -b], dim=-1)
-        return torch.einsum('mnk,gk->gmn', self.rel_indices.to(coef.dtype), coef)
+        offsets = self.rel_indices
+        if tokens is not None:
+            offsets = offsets[tokens[:, None], tokens[None, :]]
+        return torch.einsum('mnk,gk->gmn', offsets.to(coef.dtype), coef)
 
-    def matrices(self) -> torch.Tensor:
-        return flush_subnormal(self.scores().softmax(dim=-1))
-
-    def masked_matrices(self, mask: torch.Tensor) -> torch.Tensor:
-        return flush_subnormal(self.scores().masked_fill(~mask, float('-inf')).softmax(dim=-1))
+    def matrices(self, tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return flush_subnormal(self.scores(tokens).softmax(dim=-1))
 
 
 def flush_subnormal(P: torch.Tensor) -> torch.Tensor:
@@ -242,13 +285,13 @@ class LRPE(nn.Module):
         dcol = cols[:, None] - cols[None, :] + window - 1
         return drow * (2 * window - 1) + dcol
 
-    def matrices(self) -> torch.Tensor:
-        N = self.num_tokens
+    def matrices(self, tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        index = self.window_relative_position_index
+        if tokens is not None:
+            index = index[tokens[:, None], tokens[None, :]]
+        n = index.shape[0]
         table = self.window_relative_position_bias_table
-        return table[self.window_relative_position_index.view(-1)].view(N, N, -1).permute(2, 0, 1)
-
-    def masked_matrices(self, mask: torch.Tensor) -> torch.Tensor:
-        return self.matrices() * mask
+        return table[index.reshape(-1)].view(n, n, -1).permute(2, 0, 1)
 
 
 class DenseTokenMixer(nn.Module):
@@ -262,18 +305,13 @@ class DenseTokenMixer(nn.Module):
         self.token_proj_n_weight = nn.Parameter(torch.zeros(groups, N, N).normal_(0.0, 1e-6))
         self.token_proj_n_bias = nn.Parameter(torch.ones(1, N, 1))
 
-    def matrices(self) -> torch.Tensor:
-        return self.token_proj_n_weight
-
-    def masked_matrices(self, mask: torch.Tensor) -> torch.Tensor:
-        return self.token_proj_n_weight * mask
+    def matrices(self, tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if tokens is None:
+            return self.token_proj_n_weight
+        return self.token_proj_n_weight[:, tokens[:, None], tokens[None, :]]
 
 
 MIXER_CLASSES = {'gqpe': GQPE, 'lrpe': LRPE, 'sgu': DenseTokenMixer}
-
-# A padded border window is renormalised from the full softmax while the probability mass left
-# on its valid tokens is above this; below it the masked matrix is computed exactly instead.
-_MIN_VALID_MASS = 1e-6
 
 
 class PosSGU(nn.Module):
@@ -285,64 +323,35 @@ class PosSGU(nn.Module):
             raise KeyError(f"PosMLP: unknown mixer '{mixer}', choose one of {MIXERS}")
         self.gate_dim, self.groups, self.window = dim // 2, groups, window
         self.pos = MIXER_CLASSES[mixer](window, groups)
-        self.softmax = mixer == 'gqpe'
-        self._matrices = InferenceCache()
+        self._mixing = InferenceCache()
 
-    def forward(self, u: torch.Tensor, v: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
-        """u, v: (gate_dim, T) channel-major with groups contiguous. Returns TokenMix(u) * v."""
-        return self.token_mix(u, grid) * v
+    def forward(self, u: torch.Tensor, v: torch.Tensor, region: Region) -> torch.Tensor:
+        """u, v: (gate_dim, T_r) channel-major with groups contiguous, the columns of one
+        region of windows. Returns TokenMix(u) * v."""
+        return self.token_mix(u, region) * v
 
-    def token_mix(self, u: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
-        G, N, w = self.groups, self.pos.num_tokens, self.window
-        P = self._matrices.get(list(self.pos.parameters()), self.pos.matrices)  # once per forward
-        bias = self.pos.token_proj_n_bias.view(N).to(u.dtype)
-        pad_h, pad_w = grid.pad_h, grid.pad_w
-        if pad_h or pad_w:
-            # Padded tokens must not feed any output: zero them in u, in place (a strided fill
-            # over the border windows only), so one product serves every window.
-            u7 = u.view(G, -1, grid.batch, grid.rows, grid.cols, w, w)
-            if pad_w:
-                u7[..., -1, :, w - pad_w:] = 0
-            if pad_h:
-                u7[..., -1, :, w - pad_h:, :] = 0
-        out = torch.baddbmm(bias.view(1, 1, N), u.view(G, -1, N), P.to(u.dtype).transpose(1, 2))
-        if (pad_h or pad_w) and self.softmax:
-            self._renormalise_border(out, u, P, grid)
+    def mixing(self, region: Region) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(P, bias) for the windows of a region: computed once per forward per window shape,
+        whatever the number of windows and images."""
+        shape = (region.rows, region.cols)
+        return self._mixing.get(list(self.pos.parameters()), lambda: self._compute_mixing(*shape),
+                                variant=shape)
+
+    def _compute_mixing(self, rows: int, cols: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        bias = self.pos.token_proj_n_bias.view(-1)
+        if rows == cols == self.window:
+            return self.pos.matrices(), bias
+        tokens = window_tokens(self.window, rows, cols, device=bias.device)
+        return self.pos.matrices(tokens), bias[tokens]
+
+    def token_mix(self, u: torch.Tensor, region: Region) -> torch.Tensor:
+        """One batched product for windows of one region: group g's rows of u, viewed as
+        (channels x windows, tokens), times P_g transposed. u: contiguous rows, whole windows."""
+        P, bias = self.mixing(region)
+        n = region.tokens
+        out = torch.baddbmm(bias.to(u.dtype).view(1, 1, n), u.view(self.groups, -1, n),
+                            P.to(u.dtype).transpose(1, 2))
         return out.view(u.shape)
-
-    def _renormalise_border(self, out, u, P, grid: WindowGrid) -> None:
-        """Softmax over valid tokens only: rescale each border window's rows by the mass the
-        full softmax left on its valid tokens, or recompute them exactly when that is tiny."""
-        G, N, w = self.groups, self.pos.num_tokens, self.window
-        bias = self.pos.token_proj_n_bias.view(N).to(u.dtype)
-        out7 = out.view(G, -1, grid.batch, grid.rows, grid.cols, N)
-        u7 = u.view(G, -1, grid.batch, grid.rows, grid.cols, N)
-        vr, vc = w - grid.pad_h, w - grid.pad_w
-        # (window-row slice, window-col slice, valid rows, valid cols) of each border region
-        regions = []
-        if grid.pad_w:
-            regions.append((slice(0, grid.rows - 1 if grid.pad_h else grid.rows),
-                            slice(grid.cols - 1, grid.cols), w, vc))
-        if grid.pad_h:
-            regions.append((slice(grid.rows - 1, grid.rows),
-                            slice(0, grid.cols - 1 if grid.pad_w else grid.cols), vr, w))
-        if grid.pad_h and grid.pad_w:
-            regions.append((slice(grid.rows - 1, grid.rows), slice(grid.cols - 1, grid.cols), vr, vc))
-        for rows, cols, valid_rows, valid_cols in regions:
-            if rows.start >= rows.stop or cols.start >= cols.stop:
-                continue
-            mask = valid_token_mask(w, valid_rows, valid_cols, device=P.device)
-            mass = (P * mask).sum(-1)                      # (G, N)
-            valid_mass = mass[:, mask]
-            if bool((valid_mass > _MIN_VALID_MASS).all()):
-                scale = (1.0 / mass.clamp_min(_MIN_VALID_MASS)).to(out.dtype).view(G, 1, 1, 1, 1, N)
-                region = out7[:, :, :, rows, cols]
-                out7[:, :, :, rows, cols] = (region - bias) * scale + bias
-            else:
-                Pm = self.pos.masked_matrices(mask).to(u.dtype)
-                ur = u7[:, :, :, rows, cols]
-                exact = torch.baddbmm(bias.view(1, 1, N), ur.reshape(G, -1, N), Pm.transpose(1, 2))
-                out7[:, :, :, rows, cols] = exact.view(ur.shape)
 
 
 # --------------------------------------------------------------------------- block and stage
@@ -354,12 +363,12 @@ class DropPath(nn.Module):
         super().__init__()
         self.drop_prob = drop_prob
 
-    def forward(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
         if self.drop_prob == 0.0 or not self.training:
             return x
         keep = 1.0 - self.drop_prob
-        mask = x.new_empty(1, batch, 1).bernoulli_(keep).div_(keep)
-        return (x.view(x.shape[0], batch, -1) * mask).view(x.shape)
+        mask = x.new_empty(grid.batch).bernoulli_(keep).div_(keep)
+        return x * mask[grid.image_of_column(x.device)]
 
     def extra_repr(self) -> str:
         return f'drop_prob={self.drop_prob}'
@@ -420,32 +429,59 @@ class PosMLPBlock(nn.Module):
         w_eb = torch.cat([w_e * self.norm.weight, b_e[:, None]], dim=1)
         return w_eb, permute(self.proj_c_s.weight, 1, self._gate_order, self._gate_inverse)
 
-    def forward(self, x: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
-        """x: (C, T) channel-major."""
-        w_eb, w_s = self._weights.get(
-            (self.proj_c_e.weight, self.proj_c_e.bias, self.norm.weight, self.norm.bias,
-             self.proj_c_s.weight), self.fused_weights)
+    def forward(self, x: torch.Tensor, grid: WindowGrid, inplace: bool = False) -> torch.Tensor:
+        """x: (C, T) channel-major. `inplace`: when no gradient is recorded, add the residual
+        into x (PosMLPStage does, on its own copy of the map)."""
+        if not (torch.is_grad_enabled() or (self.training and (self.drop.p or self.drop_path.drop_prob))):
+            return self._forward_inference(x, grid, inplace)
+        w_eb, w_s = self._fused()
         C, half = self.dim, self.hidden // 2
         # LayerNorm statistics per token (column) by two products with a row of 1/C: two-pass
         # and several times faster than var_mean's reduction across rows.
         mean_row = x.new_full((1, C), 1.0 / C)
-        if torch.is_grad_enabled() or (self.training and (self.drop.p or self.drop_path.drop_prob)):
-            d = x - mean_row @ x
-            xn = d * torch.rsqrt(mean_row @ (d * d) + LN_EPS)
-            h = F.gelu(torch.addmm(w_eb[:, C:], w_eb[:, :C], xn))
-            y = self.gate_unit(h[:half], h[half:], grid)
-            y = torch.addmm(self.proj_c_s.bias[:, None], w_s, y)
-            return x + self.drop_path(self.drop(y), grid.batch)
-        # Inference: the same arithmetic with fewer passes and allocations. The normalised input
-        # gets a row of ones so that the expansion bias rides in the product.
-        xn = x.new_empty(C + 1, x.shape[1])
-        d = torch.sub(x, mean_row @ x, out=xn[:C])
-        d.mul_(torch.rsqrt(mean_row @ (d * d) + LN_EPS))
-        xn[C] = 1.0
-        h = torch.mm(w_eb, xn)
-        torch.ops.aten.gelu_(h)
-        y = self.gate_unit.token_mix(h[:half], grid).mul_(h[half:])
-        return torch.addmm(x, w_s, y).add_(self.proj_c_s.bias[:, None])
+        d = x - mean_row @ x
+        xn = d * torch.rsqrt(mean_row @ (d * d) + LN_EPS)
+        # The expansion runs per region of windows, so that each region's u is a contiguous
+        # (channels, windows x tokens) matrix for the mixing product (a column slice is a
+        # strided GEMM operand, not a copy); norm and output projection take all columns.
+        ys = []
+        for r in grid.regions:
+            h = F.gelu(torch.addmm(w_eb[:, C:], w_eb[:, :C], xn[:, r.start:r.stop]))
+            ys.append(self.gate_unit(h[:half], h[half:], r))
+        y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
+        y = torch.addmm(self.proj_c_s.bias[:, None], w_s, y)
+        return x + self.drop_path(self.drop(y), grid)
+
+    def _fused(self):
+        return self._weights.get((self.proj_c_e.weight, self.proj_c_e.bias, self.norm.weight,
+                                  self.norm.bias, self.proj_c_s.weight), self.fused_weights)
+
+    def _forward_inference(self, x: torch.Tensor, grid: WindowGrid, inplace: bool) -> torch.Tensor:
+        """The same arithmetic, one chunk of whole windows at a time: a chunk's normalised
+        input, hidden activations and gate output stay in cache from the expansion product
+        to the output product, and no tensor the size of the map is allocated (large CPU
+        allocations are fresh pages from the OS, whose first touch costs as much as the
+        arithmetic of a high-resolution block). The normalised input gets a row of ones so
+        that the expansion bias rides in the product."""
+        w_eb, w_s = self._fused()
+        C, half = self.dim, self.hidden // 2
+        mean_row = x.new_full((1, C), 1.0 / C)
+        bias = self.proj_c_s.bias[:, None]
+        out = x if inplace else x.clone()
+        chunk = max(1, INFERENCE_CHUNK_BYTES // (self.hidden * x.element_size()))
+        for r in grid.regions:
+            step = r.tokens * max(1, chunk // r.tokens)
+            for start in range(r.start, r.stop, step):
+                xc = out[:, start:min(start + step, r.stop)]
+                xn = x.new_empty(C + 1, xc.shape[1])
+                d = torch.sub(xc, mean_row @ xc, out=xn[:C])
+                d.mul_(torch.rsqrt(mean_row @ (d * d) + LN_EPS))
+                xn[C] = 1.0
+                h = torch.mm(w_eb, xn)
+                torch.ops.aten.gelu_(h)
+                y = self.gate_unit.token_mix(h[:half], r).mul_(h[half:])
+                xc.addmm_(w_s, y).add_(bias)
+        return out
 
 
 class Downsample(nn.Module):
@@ -473,12 +509,33 @@ class ConvStem(nn.Module):
             nn.Conv2d(chans[2], chans[3], 1))
         self.norms = nn.Sequential(*[nn.BatchNorm2d(c, eps=LN_EPS) for c in chans[1:]])
         self.act = nn.GELU()
+        self._folded = InferenceCache()
+
+    def folded_weights(self) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """Each conv with its BatchNorm's running statistics and affine folded in."""
+        out = []
+        for proj, norm in zip(self.projs, self.norms):
+            scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+            out.append((proj.weight * scale[:, None, None, None],
+                        (proj.bias - norm.running_mean) * scale + norm.bias))
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, (proj, norm) in enumerate(zip(self.projs, self.norms)):
-            x = norm(proj(x))
+        if torch.is_grad_enabled() or any(norm.training for norm in self.norms):
+            for i, (proj, norm) in enumerate(zip(self.projs, self.norms)):
+                x = norm(proj(x))
+                if i < len(self.projs) - 1:
+                    x = self.act(x)
+            return x
+        # Inference: BatchNorm folded into the convs, GELU in place. At 800x1344 this skips
+        # three passes over, and three allocations of, maps of 26-52 MB.
+        tensors = [t for m in (*self.projs, *self.norms) for t in (*m.parameters(), *m.buffers())
+                   if t.is_floating_point()]
+        for i, (proj, (weight, bias)) in enumerate(
+                zip(self.projs, self._folded.get(tensors, self.folded_weights))):
+            x = F.conv2d(x, weight, bias, proj.stride, proj.padding)
             if i < len(self.projs) - 1:
-                x = self.act(x)
+                torch.ops.aten.gelu_(x)
         return x
 
 
@@ -500,12 +557,12 @@ class PosMLPStage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> (B, C, H', W')."""
         x = self.pool(x)
-        t, grid = window_partition(x, self.window)
+        t, grid = window_partition(x, self.window)  # a new tensor: blocks may update it in place
         for block in self.encoder:
             if self.with_cp and t.requires_grad:
                 t = cp.checkpoint(block, t, grid, use_reentrant=False)
             else:
-                t = block(t, grid)
+                t = block(t, grid, inplace=True)
         return window_reverse(t, grid)
 
 
@@ -600,6 +657,6 @@ def count_parameters(module: nn.Module) -> int:
 
 
 __all__ = ['ARCH_SETTINGS', 'MIXERS', 'resolve_arch', 'WindowGrid', 'window_partition',
-           'window_reverse', 'pad_to_windows', 'valid_token_mask', 'GQPE', 'LRPE',
+           'window_reverse', 'window_tokens', 'Region', 'GQPE', 'LRPE',
            'DenseTokenMixer', 'PosSGU', 'PosMLPBlock', 'PosMLPStage', 'Downsample', 'ConvStem',
            'build_stages', 'init_posmlp_weights', 'PosMLPClassifier', 'count_parameters']
