@@ -527,8 +527,10 @@ class ConvStem(nn.Module):
                 if i < len(self.projs) - 1:
                     x = self.act(x)
             return x
-        # Inference: BatchNorm folded into the convs, GELU in place. At 800x1344 this skips
-        # three passes over, and three allocations of, maps of 26-52 MB.
+        # Inference: BatchNorm folded into the convs, GELU in place, channels-last maps (what
+        # oneDNN's convolutions use natively; the first stage's window partition reads any
+        # layout). At 800x1344 this halves the stem's time.
+        x = x.contiguous(memory_format=torch.channels_last)
         tensors = [t for m in (*self.projs, *self.norms) for t in (*m.parameters(), *m.buffers())
                    if t.is_floating_point()]
         for i, (proj, (weight, bias)) in enumerate(
