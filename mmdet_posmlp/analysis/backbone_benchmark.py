@@ -1,11 +1,12 @@
 """Backbone benchmark: PosMLP against mmdet's Swin-T, ResNet-50, PVT-Small and the plain
 reference math, measured in one run on one machine.
 
-Every (model, size, mode) measurement runs in a fresh subprocess, so peak memory is that
-measurement's own (Linux VmHWM, reset before the timed region) and no allocator state leaks
-from one model to the next. Reported: median latency over repeats, peak resident memory
-above the idle process, FLOPs counted by torch's FlopCounterMode (matmul, bmm and conv
-multiply-adds x 2) and the achieved GFLOP/s against this machine's float32 matmul rate.
+Every (model, size, mode) measurement runs in a fresh subprocess, so no allocator state leaks
+from one model to the next. Reported: median latency over repeats, peak memory of the step
+(the high-water mark of bytes held by tensors allocated in it, from the profiler's allocation
+events: activations, gradients, temporaries; not the weights), FLOPs counted by torch's
+FlopCounterMode (matmul, bmm and conv multiply-adds x 2) and the achieved GFLOP/s against this
+machine's float32 matmul rate.
 """
 import json
 import os
@@ -62,20 +63,22 @@ def build_model(name: str) -> torch.nn.Module:
 
 
 # ------------------------------------------------------------------ one measurement (worker)
-def _status(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1]) * 1024
-    return 0
+def peak_tensor_bytes(step) -> int:
+    """Peak of the bytes held by tensors allocated during step(), above what was held before.
 
-
-def _reset_peak() -> None:
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')  # resets VmHWM to the current RSS
-    except OSError:
-        pass
+    Read from the profiler's allocation events, so it is what the model needs, whatever the
+    allocator keeps cached (resident memory is not: glibc keeps freed heap pages, so the RSS
+    high-water mark of a second step says little about the step)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == '[memory]')
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
 
 
 def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
@@ -117,15 +120,13 @@ def measure(name: str, height: int, width: int, mode: str, repeat: int, threads:
             loss.backward()
             model.zero_grad(set_to_none=True)
     step()  # warm-up: first-touch allocations, oneDNN primitive caches
-    idle = _status('VmRSS')
-    _reset_peak()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
     result.update(times=times, median_s=statistics.median(times),
-                  peak_mem_mb=max(0, _status('VmHWM') - idle) / 2 ** 20)
+                  peak_mem_mb=peak_tensor_bytes(step) / 2 ** 20)
     if flops and mode == 'infer':
         model.eval()  # mmdet's SwinTransformer.train() returns None: no chaining
         result['flops'] = count_flops(model, x)
