@@ -246,3 +246,19 @@ def test_inference_chunks_match_plain_reference(monkeypatch, chunk_bytes):
     assert torch.equal(x, x0)
     for a, b in zip(fast, plain):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_flushed_softmax_is_softmax_without_subnormals():
+    """Gradient of the softmax where nothing is flushed; no subnormal forward or backward when
+    scores span hundreds (GQPE at init: far tokens near -170)."""
+    torch.manual_seed(8)
+    s = torch.randn(2, 5, 7, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(posmlp.FlushedSoftmax.apply, (s,))
+    torch.testing.assert_close(posmlp.FlushedSoftmax.apply(s), s.softmax(-1))
+    wide = (torch.linspace(0, -300, 196).repeat(4, 196, 1) + torch.randn(4, 196, 196)).requires_grad_()
+    P = posmlp.FlushedSoftmax.apply(wide)
+    P.backward(torch.randn_like(P) * 1e-12)
+    tiny = torch.finfo(torch.float32).tiny
+    for t in (P, wide.grad):
+        assert not ((t != 0) & (t.abs() < tiny)).any()
+    torch.testing.assert_close(P, wide.softmax(-1), rtol=1e-6, atol=2e-19)

@@ -1,8 +1,9 @@
 """Backbone benchmark: PosMLP against mmdet's Swin-T, ResNet-50, PVT-Small and the plain
 reference math, measured in one run on one machine.
 
-Every (model, size, mode) measurement runs in a fresh subprocess, so no allocator state leaks
-from one model to the next. Reported: median latency over repeats, peak memory of the step
+Every model runs in its own worker process, so no allocator state leaks from one model to
+the next; the models compared at one size and mode are timed in interleaved rounds (one step
+of each per round), so that the host's drift over minutes falls on all of them alike. Reported: median latency over repeats, peak memory of the step
 (the high-water mark of bytes held by tensors allocated in it, from the profiler's allocation
 events: activations, gradients, temporaries; not the weights), FLOPs counted by torch's
 FlopCounterMode (matmul, bmm and conv multiply-adds x 2) and the achieved GFLOP/s against this
@@ -13,6 +14,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Dict, List, Optional
 
@@ -96,42 +98,62 @@ def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def measure(name: str, height: int, width: int, mode: str, repeat: int, threads: int,
-            flops: bool = True) -> dict:
-    """Time `mode` ('infer' | 'train') of one model at one size; runs in the worker process."""
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = build_model(name)
-    x = torch.randn(1, 3, height, width)
-    result = dict(model=name, height=height, width=width, mode=mode, threads=threads,
-                  params=sum(p.numel() for p in model.parameters()))
-    if mode == 'infer':
-        model.eval()
+class Measurement:
+    """One model at one input size in one mode ('infer' | 'train'), built and warmed up."""
 
-        def step():
-            with torch.no_grad():
-                model(x)
-    else:
-        model.train()
+    def __init__(self, name: str, height: int, width: int, mode: str, threads: int):
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        self.model = model = build_model(name)
+        self.x = x = torch.randn(1, 3, height, width)
+        self.mode = mode
+        self.info = dict(model=name, height=height, width=width, mode=mode, threads=threads,
+                         params=sum(p.numel() for p in model.parameters()))
+        if mode == 'infer':
+            model.eval()  # mmdet's SwinTransformer.train() returns None: no chaining
 
-        def step():
-            outs = model(x)
-            loss = sum(o.float().mean() for o in outs)
-            loss.backward()
-            model.zero_grad(set_to_none=True)
-    step()  # warm-up: first-touch allocations, oneDNN primitive caches
-    times = []
-    for _ in range(repeat):
+            def step():
+                with torch.no_grad():
+                    model(x)
+        else:
+            model.train()
+
+            def step():
+                outs = model(x)
+                loss = sum(o.float().mean() for o in outs)
+                loss.backward()
+                model.zero_grad(set_to_none=True)
+        self.step = step
+        step()  # warm-up: first-touch allocations, oneDNN primitive caches
+
+    def time_step(self) -> float:
         start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    result.update(times=times, median_s=statistics.median(times),
-                  peak_mem_mb=peak_tensor_bytes(step) / 2 ** 20)
-    if flops and mode == 'infer':
-        model.eval()  # mmdet's SwinTransformer.train() returns None: no chaining
-        result['flops'] = count_flops(model, x)
-        result['gflops_per_s'] = result['flops'] / result['median_s'] / 1e9
-    return result
+        self.step()
+        return time.perf_counter() - start
+
+    def peak_memory_mb(self) -> float:
+        return peak_tensor_bytes(self.step) / 2 ** 20
+
+    def flops(self) -> int:
+        return count_flops(self.model, self.x)
+
+
+def serve(spec: dict) -> None:
+    """Worker side of a session: build one Measurement, then answer 'time', 'memory' and
+    'flops' requests read from stdin, one RESULT line each, until 'quit' or end of input."""
+    m = Measurement(**spec)
+    print('RESULT ' + json.dumps(m.info), flush=True)
+    for line in sys.stdin:
+        request = line.strip()
+        if request == 'time':
+            out = dict(seconds=m.time_step())
+        elif request == 'memory':
+            out = dict(peak_mem_mb=m.peak_memory_mb())
+        elif request == 'flops':
+            out = dict(flops=m.flops())
+        else:
+            break
+        print('RESULT ' + json.dumps(out), flush=True)
 
 
 def matmul_rate(threads: int, n: int = 2048, repeat: int = 5) -> float:
@@ -166,9 +188,9 @@ def agreement(height: int = 224, width: int = 224) -> float:
 def run_worker(args: List[str]) -> None:
     spec = json.loads(args[0])
     kind = spec.pop('kind')
-    if kind == 'measure':
-        out = measure(**spec)
-    elif kind == 'matmul':
+    if kind == 'session':
+        return serve(spec)
+    if kind == 'matmul':
         out = dict(gflops_per_s=matmul_rate(spec['threads']))
     else:
         out = dict(max_rel_diff=agreement(*spec['size']))
@@ -192,6 +214,77 @@ def _spawn(spec: dict, timeout: int = 1800) -> Optional[dict]:
     return None
 
 
+class Session:
+    """A worker process holding one built, warmed-up Measurement, timed on request. Several
+    sessions are kept open side by side so that their timed steps can be interleaved: the
+    host's speed drifts over minutes, and models timed one after the other would each see a
+    different machine."""
+
+    def __init__(self, spec: dict):
+        cmd = [sys.executable, '-m', 'mmdet_posmlp.analysis.backbone_benchmark', '--worker',
+               json.dumps(dict(kind='session', **spec))]
+        env = {**os.environ, 'OMP_NUM_THREADS': str(spec['threads'])}
+        self.spec = spec
+        self.stderr = tempfile.TemporaryFile(mode='w+')
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, text=True, env=env)
+        self.info = self._read()
+
+    def _read(self) -> Optional[dict]:
+        for line in self.proc.stdout:
+            if line.startswith('RESULT '):
+                return json.loads(line[len('RESULT '):])
+        self.stderr.seek(0)
+        print(f'  ! worker failed: {self.spec}\n{self.stderr.read()[-2000:]}', flush=True)
+        return None
+
+    def ask(self, request: str) -> Optional[dict]:
+        if self.proc.poll() is not None:
+            return None
+        self.proc.stdin.write(request + '\n')
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait()
+        self.stderr.close()
+
+
+def measure_interleaved(names: List[str], height: int, width: int, mode: str, repeat: int,
+                        threads: int, flops: bool = True) -> List[dict]:
+    """Time several models at one size in rounds, one step of each per round."""
+    sessions = [Session(dict(name=n, height=height, width=width, mode=mode, threads=threads))
+                for n in names]
+    live = [s for s in sessions if s.info]
+    rows = {id(s): dict(s.info, times=[]) for s in live}
+    try:
+        for r in range(repeat):
+            for s in live:
+                time.sleep(0.5)  # let the last worker's OpenMP threads stop spinning
+                out = s.ask('time')
+                if out:
+                    rows[id(s)]['times'].append(out['seconds'])
+            print(f'[bench]   {height}x{width} {mode} round {r + 1}/{repeat}: ' + ', '.join(
+                f"{s.info['model']} {rows[id(s)]['times'][-1]:.3f} s"
+                for s in live if rows[id(s)]['times']), flush=True)
+        for s in live:
+            row = rows[id(s)]
+            row['median_s'] = statistics.median(row['times']) if row['times'] else None
+            mem = s.ask('memory')
+            row['peak_mem_mb'] = mem and mem['peak_mem_mb']
+            if flops and mode == 'infer' and row['median_s']:
+                out = s.ask('flops')
+                if out:
+                    row['flops'] = out['flops']
+                    row['gflops_per_s'] = out['flops'] / row['median_s'] / 1e9
+    finally:
+        for s in sessions:
+            s.close()
+    return [rows[id(s)] for s in live if rows[id(s)]['median_s']]
+
+
 def run_benchmark(models=MODELS, sizes=((224, 224), (800, 1344)), sweep=(448, 640, 800, 960,
                   1120, 1280, 1440, 1600), sweep_models=('posmlp_t', 'swin_t', 'reference_t'),
                   modes=('infer', 'train'), repeat: int = 5, threads: int = 2,
@@ -209,26 +302,22 @@ def run_benchmark(models=MODELS, sizes=((224, 224), (800, 1344)), sweep=(448, 64
     print(f'[bench] ours vs plain reference math, max relative difference: '
           f'{results["agreement"]}', flush=True)
 
-    plan = [(m, h, w, mode) for (h, w) in sizes for mode in modes for m in models]
-    if 'train' in modes:
-        plan += [('posmlp_t_cp', h, w, 'train') for (h, w) in sizes if h * w > 224 * 224]
-    for i, (m, h, w, mode) in enumerate(plan):
-        rep = repeat if h * w <= 224 * 224 * 4 else max(3, repeat // 2 + 1)
-        print(f'[bench] {i + 1}/{len(plan)} {LABELS[m]:32s} {h}x{w} {mode} ...', end=' ', flush=True)
-        row = _spawn(dict(kind='measure', name=m, height=h, width=w, mode=mode, repeat=rep,
-                          threads=threads))
-        if row:
-            results['rows'].append(row)
-            print(f"{row['median_s']:.3f} s, {row['peak_mem_mb']:.0f} MB", flush=True)
-        _save(results, out_dir)
-    for i, (m, s) in enumerate([(m, s) for s in sweep for m in sweep_models]):
-        print(f'[bench] sweep {i + 1}/{len(sweep) * len(sweep_models)} {LABELS[m]} {s}x{s} ...',
-              end=' ', flush=True)
-        row = _spawn(dict(kind='measure', name=m, height=s, width=s, mode='infer', repeat=3,
-                          threads=threads, flops=False))
-        if row:
-            results['sweep'].append(row)
-            print(f"{row['median_s']:.3f} s", flush=True)
+    # Each (size, mode) group: every model in its own worker, their steps interleaved.
+    for h, w in sizes:
+        for mode in modes:
+            names = list(models)
+            if mode == 'train' and h * w > 224 * 224:
+                names.append('posmlp_t_cp')
+            print(f'[bench] {h}x{w} {mode}: {", ".join(names)} ({repeat} rounds)', flush=True)
+            for row in measure_interleaved(names, h, w, mode, repeat, threads):
+                results['rows'].append(row)
+                print(f"[bench]   {LABELS[row['model']]:32s} median {row['median_s']:.3f} s, "
+                      f"peak {row['peak_mem_mb']:.0f} MB", flush=True)
+            _save(results, out_dir)
+    for s in sweep:
+        print(f'[bench] sweep {s}x{s}: {", ".join(sweep_models)}', flush=True)
+        results['sweep'] += measure_interleaved(list(sweep_models), s, s, 'infer', 3, threads,
+                                                flops=False)
         _save(results, out_dir)
     return results
 
