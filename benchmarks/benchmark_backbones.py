@@ -3,6 +3,8 @@ mmdet's Swin-T, ResNet-50, PVT-Small and the plain reference math, in one run.
 
     python benchmarks/benchmark_backbones.py                 # full run (about 30-40 min on 2 cores)
     python benchmarks/benchmark_backbones.py --quick         # 224x224 and 800x1344 inference only
+    python benchmarks/benchmark_backbones.py --update --sizes 800x1344 --modes train --sweep
+                                                             # re-measure one group, keep the rest
 
 Writes benchmarks/results/results.json, results.md, scaling.png, latency_800x1344.png and
 prints the table last.
@@ -24,6 +26,9 @@ def parse_args():
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--out-dir', default='benchmarks/results')
     p.add_argument('--quick', action='store_true', help='inference only, no sweep')
+    p.add_argument('--update', action='store_true',
+                   help='keep OUT_DIR/results.json and re-measure only the given size/mode '
+                        'groups and sweep sizes (e.g. after a group failed)')
     return p.parse_args()
 
 
@@ -33,7 +38,7 @@ def main():
         args.modes, args.sweep = ['infer'], []
     sizes = [tuple(int(v) for v in s.lower().split('x')) for s in args.sizes]
     results = run_benchmark(args.models, sizes, args.sweep, args.sweep_models, args.modes,
-                            args.repeat, args.threads, args.out_dir)
+                            args.repeat, args.threads, args.out_dir, args.update)
     table = summary_table(results)
     with open(os.path.join(args.out_dir, 'results.md'), 'w') as f:
         f.write(table + '\n')

@@ -9,6 +9,7 @@ events: activations, gradients, temporaries; not the weights), FLOPs counted by 
 FlopCounterMode (matmul, bmm and conv multiply-adds x 2) and the achieved GFLOP/s against this
 machine's float32 matmul rate.
 """
+import ctypes
 import json
 import os
 import statistics
@@ -138,10 +139,21 @@ class Measurement:
         return count_flops(self.model, self.x)
 
 
+def _return_free_memory() -> None:
+    """Hand the C heap's free pages back to the OS. Idle sessions wait side by side; glibc
+    would otherwise keep each one's last step (GBs at 800x1344) resident, and seven of them
+    outgrew a 24 GB machine."""
+    try:
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def serve(spec: dict) -> None:
     """Worker side of a session: build one Measurement, then answer 'time', 'memory' and
     'flops' requests read from stdin, one RESULT line each, until 'quit' or end of input."""
     m = Measurement(**spec)
+    _return_free_memory()
     print('RESULT ' + json.dumps(m.info), flush=True)
     for line in sys.stdin:
         request = line.strip()
@@ -153,6 +165,7 @@ def serve(spec: dict) -> None:
             out = dict(flops=m.flops())
         else:
             break
+        _return_free_memory()
         print('RESULT ' + json.dumps(out), flush=True)
 
 
@@ -288,8 +301,22 @@ def measure_interleaved(names: List[str], height: int, width: int, mode: str, re
 def run_benchmark(models=MODELS, sizes=((224, 224), (800, 1344)), sweep=(448, 640, 800, 960,
                   1120, 1280, 1440, 1600), sweep_models=('posmlp_t', 'swin_t', 'reference_t'),
                   modes=('infer', 'train'), repeat: int = 5, threads: int = 2,
-                  out_dir: str = 'benchmarks/results') -> Dict:
+                  out_dir: str = 'benchmarks/results', update: bool = False) -> Dict:
+    """Measure and write out_dir/results.json as it goes. `update`: keep what an earlier run
+    wrote there and replace only the groups (size and mode) measured now, each group's rows
+    all from this run, labelled with its date."""
     os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, 'results.json')
+    if update and os.path.exists(path):
+        with open(path) as f:
+            results = json.load(f)
+        groups = {(h, w, mode) for h, w in sizes for mode in modes}
+        results['rows'] = [r for r in results['rows']
+                           if (r['height'], r['width'], r['mode']) not in groups]
+        results['sweep'] = [r for r in results['sweep'] if r['height'] not in sweep]
+        _measure_groups(results, models, sizes, modes, repeat, threads, out_dir)
+        _measure_sweep(results, sweep, sweep_models, threads, out_dir)
+        return results
     results = dict(machine=dict(threads=threads, torch=torch.__version__, cpu=_cpu_name(),
                                 date=time.strftime('%Y-%m-%d %H:%M')),
                    rows=[], sweep=[])
@@ -302,7 +329,13 @@ def run_benchmark(models=MODELS, sizes=((224, 224), (800, 1344)), sweep=(448, 64
     print(f'[bench] ours vs plain reference math, max relative difference: '
           f'{results["agreement"]}', flush=True)
 
-    # Each (size, mode) group: every model in its own worker, their steps interleaved.
+    _measure_groups(results, models, sizes, modes, repeat, threads, out_dir)
+    _measure_sweep(results, sweep, sweep_models, threads, out_dir)
+    return results
+
+
+def _measure_groups(results, models, sizes, modes, repeat, threads, out_dir) -> None:
+    """Each (size, mode) group: every model in its own worker, their steps interleaved."""
     for h, w in sizes:
         for mode in modes:
             names = list(models)
@@ -310,16 +343,20 @@ def run_benchmark(models=MODELS, sizes=((224, 224), (800, 1344)), sweep=(448, 64
                 names.append('posmlp_t_cp')
             print(f'[bench] {h}x{w} {mode}: {", ".join(names)} ({repeat} rounds)', flush=True)
             for row in measure_interleaved(names, h, w, mode, repeat, threads):
+                row['date'] = time.strftime('%Y-%m-%d %H:%M')
                 results['rows'].append(row)
+                peak = row['peak_mem_mb']
                 print(f"[bench]   {LABELS[row['model']]:32s} median {row['median_s']:.3f} s, "
-                      f"peak {row['peak_mem_mb']:.0f} MB", flush=True)
+                      f"peak {'-' if peak is None else f'{peak:.0f}'} MB", flush=True)
             _save(results, out_dir)
+
+
+def _measure_sweep(results, sweep, sweep_models, threads, out_dir) -> None:
     for s in sweep:
         print(f'[bench] sweep {s}x{s}: {", ".join(sweep_models)}', flush=True)
         results['sweep'] += measure_interleaved(list(sweep_models), s, s, 'infer', 3, threads,
                                                 flops=False)
         _save(results, out_dir)
-    return results
 
 
 def _cpu_name() -> str:
@@ -373,7 +410,7 @@ def summary_table(results: dict) -> str:
                      f'{flops / 1e9:.1f}' if flops else '-', f'{rate:.0f}' if rate else '-',
                      f'{100 * rate / mm:.0f}%' if rate and mm else '-',
                      f"{tr['median_s']:.3f}" if tr else '-',
-                     f"{tr['peak_mem_mb']:.0f}" if tr else '-']
+                     f"{tr['peak_mem_mb']:.0f}" if tr and tr['peak_mem_mb'] else '-']
             lines.append('| ' + ' | '.join(cells) + ' |')
     lines.append('')
     lines.extend(targets(results))
@@ -402,7 +439,7 @@ def targets(results: dict) -> List[str]:
         out.append(f'- time(1600x1600) / time(800x800): {big / small:.2f} (target <= 4.4; area x4)')
     plain = _row(results, 'posmlp_t', 800, 1344, 'train')
     cp = _row(results, 'posmlp_t_cp', 800, 1344, 'train')
-    if plain and cp:
+    if plain and cp and plain['peak_mem_mb'] and cp['peak_mem_mb']:
         cut = 1 - cp['peak_mem_mb'] / plain['peak_mem_mb']
         out.append(f'- with_cp training peak memory at 800x1344: {plain["peak_mem_mb"]:.0f} -> '
                    f'{cp["peak_mem_mb"]:.0f} MB, {100 * cut:.0f}% less (target >= 35%)')
