@@ -349,24 +349,29 @@ class PosSGU(nn.Module):
         region of windows. Returns TokenMix(u) * v."""
         return self.token_mix(u, region) * v
 
-    def mixing(self, region: Region) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(P, bias) for the windows of a region: computed once per forward per window shape,
+    def mixing(self, region: Region) -> torch.Tensor:
+        """P for the windows of a region: computed once per forward per window shape,
         whatever the number of windows and images."""
         shape = (region.rows, region.cols)
-        return self._mixing.get(list(self.pos.parameters()), lambda: self._compute_mixing(*shape),
+        return self._mixing.get(list(self.pos.parameters()), lambda: self._matrices(*shape),
                                 variant=shape)
 
-    def _compute_mixing(self, rows: int, cols: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        bias = self.pos.token_proj_n_bias.view(-1)
+    def _clipped_tokens(self, rows: int, cols: int) -> Optional[torch.Tensor]:
         if rows == cols == self.window:
-            return self.pos.matrices(), bias
-        tokens = window_tokens(self.window, rows, cols, device=bias.device)
-        return self.pos.matrices(tokens), bias[tokens]
+            return None
+        return window_tokens(self.window, rows, cols, device=self.pos.token_proj_n_bias.device)
+
+    def _matrices(self, rows: int, cols: int) -> torch.Tensor:
+        return self.pos.matrices(self._clipped_tokens(rows, cols))
 
     def token_mix(self, u: torch.Tensor, region: Region) -> torch.Tensor:
         """One batched product for windows of one region: group g's rows of u, viewed as
         (channels x windows, tokens), times P_g transposed. u: contiguous rows, whole windows."""
-        P, bias = self.mixing(region)
+        P = self.mixing(region)
+        bias = self.pos.token_proj_n_bias.view(-1)
+        tokens = self._clipped_tokens(region.rows, region.cols)
+        if tokens is not None:
+            bias = bias[tokens]
         n = region.tokens
         out = torch.baddbmm(bias.to(u.dtype).view(1, 1, n), u.view(self.groups, -1, n),
                             P.to(u.dtype).transpose(1, 2))
