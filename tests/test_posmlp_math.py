@@ -262,3 +262,28 @@ def test_flushed_softmax_is_softmax_without_subnormals():
     for t in (P, wide.grad):
         assert not ((t != 0) & (t.abs() < tiny)).any()
     torch.testing.assert_close(P, wide.softmax(-1), rtol=1e-6, atol=2e-19)
+
+
+def test_inference_caches_follow_training_updates():
+    """Fused AdamW and BatchNorm update tensors in place without bumping their versions: after
+    a training step, inference must use the new weights and statistics, not cached ones."""
+    torch.manual_seed(9)
+    cfg = dict(embed_dims=(16, 32, 64, 128), depths=(1, 1, 1, 1), windows=(4, 4, 3, 2),
+               groups=(2, 4, 4, 8), mlp_ratios=(4, 4, 4, 2))
+    model = PosMLPClassifier(cfg, num_classes=3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
+    x = torch.randn(2, 3, 40, 36)
+    model.eval()
+    with torch.no_grad():
+        model(x)  # fills the caches
+    model.train()
+    model(x).sum().backward()
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        cached = model(x)
+    fresh = PosMLPClassifier(cfg, num_classes=3).eval()
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        expected = fresh(x)
+    torch.testing.assert_close(cached, expected, rtol=1e-5, atol=1e-6)

@@ -189,14 +189,19 @@ class InferenceCache:
     and same in-place version counter (optimizer steps and load_state_dict bump it). At 224x224
     preparing these costs more than the block's own arithmetic. Training recomputes them every
     forward, as autograd needs, and drops what was kept. `variant` tells apart values derived
-    from the same parameters (the mixing matrices of full and clipped windows)."""
+    from the same parameters (the mixing matrices of full and clipped windows). Fused AdamW and
+    BatchNorm's statistics update change tensors without bumping their version: what is cached
+    relies on every training forward passing through get() (or clear()) with grad enabled."""
 
     def __init__(self):
         self.key, self.values = None, {}
 
+    def clear(self) -> None:
+        self.key, self.values = None, {}
+
     def get(self, params, compute, variant=None):
         if torch.is_grad_enabled():
-            self.key, self.values = None, {}
+            self.clear()
             return compute()
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         if key != self.key:
@@ -546,6 +551,10 @@ class ConvStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() or any(norm.training for norm in self.norms):
+            # Training changes the weights and running statistics in place without always
+            # bumping their version counters (fused AdamW, BatchNorm's statistics update do
+            # not), so the folded weights are dropped here rather than trusted later.
+            self._folded.clear()
             for i, (proj, norm) in enumerate(zip(self.projs, self.norms)):
                 x = norm(proj(x))
                 if i < len(self.projs) - 1:
