@@ -3,11 +3,11 @@ reference math, measured in one run on one machine.
 
 Every model runs in its own worker process, so no allocator state leaks from one model to
 the next; the models compared at one size and mode are timed in interleaved rounds (one step
-of each per round), so that the host's drift over minutes falls on all of them alike. Reported: median latency over repeats, peak memory of the step
-(the high-water mark of bytes held by tensors allocated in it, from the profiler's allocation
-events: activations, gradients, temporaries; not the weights), FLOPs counted by torch's
-FlopCounterMode (matmul, bmm and conv multiply-adds x 2) and the achieved GFLOP/s against this
-machine's float32 matmul rate.
+of each per round), so that the host's drift over minutes falls on all of them alike.
+Reported: median latency over the rounds, peak memory of the step (the high-water mark of bytes
+held by tensors allocated in it, from the profiler's allocation events: activations,
+gradients, temporaries; not the weights), FLOPs counted by torch's FlopCounterMode (matmul, bmm
+and conv multiply-adds x 2) and the achieved GFLOP/s against this machine's float32 matmul rate.
 """
 import ctypes
 import json

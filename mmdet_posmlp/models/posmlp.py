@@ -22,9 +22,10 @@ u / v is a free row slice, and the grouped token mixing is one batched matrix pr
 free view of u: no permutes inside a block. Maps that windows do not divide are not padded:
 the windows at the right and bottom edges are clipped to the map and form their own regions of
 columns (see WindowGrid), so no arithmetic is spent on padding. Channel groups are interleaved
-in the reference (channel c is in group c % groups); the rows of the expansion Linear are gathered so that each
-group is contiguous, and the columns of the output Linear are gathered the same way, which
-leaves the function unchanged while the stored parameters keep the reference layout.
+in the reference (channel c is in group c % groups); the rows of the expansion Linear are
+gathered so that each group is contiguous, and the columns of the output Linear are gathered
+the same way, which leaves the function unchanged while the stored parameters keep the
+reference layout.
 """
 import math
 from typing import List, NamedTuple, Optional, Sequence, Tuple
@@ -461,7 +462,8 @@ class PosMLPBlock(nn.Module):
     def forward(self, x: torch.Tensor, grid: WindowGrid, inplace: bool = False) -> torch.Tensor:
         """x: (C, T) channel-major. `inplace`: when no gradient is recorded, add the residual
         into x (PosMLPStage does, on its own copy of the map)."""
-        if not (torch.is_grad_enabled() or (self.training and (self.drop.p or self.drop_path.drop_prob))):
+        stochastic = self.training and (self.drop.p or self.drop_path.drop_prob)
+        if not (torch.is_grad_enabled() or stochastic):
             return self._forward_inference(x, grid, inplace)
         w_eb, w_s = self._fused()
         C, half = self.dim, self.hidden // 2
