@@ -370,10 +370,21 @@ def test_prune_intermediate_layers(tiny):
         assert torch.equal(model(x), want[1])  # no pooling, no norm: the stage-2 map
 
     full = copy.deepcopy(tiny)
-    full.prune_intermediate_layers(indices=1, prune_norm=False, prune_head=False)
+    assert full.prune_intermediate_layers(indices=1, prune_norm=False, prune_head=False) == [3]
     assert len(full.network) == 7 and isinstance(full.norm, nn.BatchNorm2d)
+    assert full.num_classes == 1000
     full.prune_intermediate_layers(indices=1, prune_norm=True, prune_head=True)
-    assert isinstance(full.norm, nn.Identity)
+    assert isinstance(full.norm, nn.Identity) and full.num_classes == 0
+
+    # dropping the last stages drops norm and head even when asked to keep them (sized for the
+    # old end); negative indices then count from the last kept stage, as in timm
+    cut = copy.deepcopy(tiny)
+    assert cut.prune_intermediate_layers([2], prune_norm=False, prune_head=False) == [2]
+    assert cut.num_features == 320 and cut.num_classes == 0 and isinstance(cut.norm, nn.Identity)
+    with torch.no_grad():
+        last = cut.forward_intermediates(x, indices=1, intermediates_only=True)
+        assert len(last) == 1 and torch.equal(last[0], tiny.forward_intermediates(
+            x, indices=[2], intermediates_only=True)[0])
 
 
 def test_grad_checkpointing_same_results_and_recomputes():
@@ -412,7 +423,10 @@ def test_group_matcher():
                  for i in range(7)]
         assert first == sorted(first)  # groups run from the stem to the head
         assert all(n.startswith('patch_embed') for n in groups[0])
-    assert len(group_parameters(model, model.group_matcher())) == 1 + 5 + 3 + 1 + 1
+    # stem, 5 blocks, 3 downsamples, head; the final norm joins the last block (timm's 99999)
+    groups = group_parameters(model, model.group_matcher())
+    assert len(groups) == 1 + 5 + 3 + 1
+    assert 'norm.weight' in groups[8] and 'network.6.0.norm1.weight' in groups[8]
 
 
 def test_fx_feature_extraction(tiny):

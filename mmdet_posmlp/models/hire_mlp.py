@@ -294,7 +294,7 @@ class HireMLPClassifier(nn.Module):
         self.network = nn.ModuleList(network)
 
         self.norm = nn.BatchNorm2d(self.num_features)
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.global_pool = self._make_pool(global_pool)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
@@ -309,6 +309,11 @@ class HireMLPClassifier(nn.Module):
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+    @staticmethod
+    def _make_pool(global_pool: str) -> nn.Module:
+        # '' passes the map through unflattened (timm's flatten=True would flatten it)
+        return SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
 
     @staticmethod
     def _check_pool(global_pool: str, num_classes: int) -> None:
@@ -352,7 +357,7 @@ class HireMLPClassifier(nn.Module):
             global_pool = self.global_pool.pool_type
         self._check_pool(global_pool, num_classes)
         self.num_classes = num_classes
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.global_pool = self._make_pool(global_pool)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     @torch.jit.ignore
@@ -385,10 +390,12 @@ class HireMLPClassifier(nn.Module):
         """
         if output_fmt not in ('NCHW', 'NHWC'):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(self.num_stages, indices)
-        last_idx = self.num_stages - 1
+        # count the stages present now, so that after pruning negative indices count from the
+        # last kept stage, as in timm
+        take_indices, max_index = feature_take_indices((len(self.network) + 1) // 2, indices)
+        last_idx = self.num_stages - 1  # the final norm is sized for the model's last stage
         # stage i is network[2 * i]; stopping early drops what follows the last stage taken
-        end = min(len(self.network), 2 * max_index + 1) if stop_early else len(self.network)
+        end = 2 * max_index + 1 if stop_early else len(self.network)
 
         intermediates = []
         x = self.patch_embed(x)
@@ -416,12 +423,16 @@ class HireMLPClassifier(nn.Module):
             prune_head: bool = True,
     ) -> List[int]:
         """Drop the stages after the last one in `indices` (and the norm / head if asked)."""
-        take_indices, max_index = feature_take_indices(self.num_stages, indices)
+        take_indices, max_index = feature_take_indices((len(self.network) + 1) // 2, indices)
+        prune_end = max_index < (len(self.network) + 1) // 2 - 1
         self.network = self.network[:2 * max_index + 1]
-        # without the last stage the final norm has nothing of its width to normalise
-        if prune_norm or max_index < self.num_stages - 1:
+        if prune_norm or prune_end:
+            # the final norm is sized for, and only applied to, the last stage
             self.norm = nn.Identity()
-        if prune_head:
+        if prune_end:
+            # forward_features now ends at the last kept stage; the head was sized for the old end
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
             self.reset_classifier(0, '')
         return take_indices
 
