@@ -307,6 +307,9 @@ def test_timm_registration_and_default_cfg():
         assert model.eval().forward_features(x).shape == (1, 512, 2, 2)
         feats = model.forward_head(model.forward_features(x), pre_logits=True)
     assert feats.shape == (1, 512)
+    gray = timm.create_model('hire_mlp_tiny', in_chans=1, num_classes=0).eval()
+    with torch.no_grad():
+        assert gray(torch.randn(1, 1, 40, 40)).shape == (1, 512)
 
 
 def test_global_pool_validation_and_reset_classifier(tiny):
@@ -442,6 +445,7 @@ def test_fx_feature_extraction(tiny):
     assert fx_model.feature_info.channels() == [64, 128, 320, 512]
 
 
+@pytest.mark.filterwarnings('ignore:`torch.jit.script` is deprecated:FutureWarning')
 def test_torchscript(tiny):
     scripted = torch.jit.script(tiny)
     x = torch.randn(1, 3, 45, 38)

@@ -68,7 +68,7 @@ from timm.layers import DropPath, Mlp, SelectAdaptivePool2d, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-try:  # timm >= 1.0.? moved the fx helpers into timm.layers
+try:  # recent timm 1.0.x exports the fx helpers from timm.layers, older ones only from here:
     from timm.layers import register_notrace_module
 except ImportError:  # pragma: no cover
     from timm.models._features_fx import register_notrace_module
@@ -127,29 +127,29 @@ class HireMLPMixer(nn.Module):
     def extra_repr(self) -> str:
         return f'pixel={self.pixel}, step={self.step}'
 
-    def rearrange_in(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        """Shift by `step` along `dim` (2 = H, 3 = W), pad to whole regions, fold regions into C."""
+    def rearrange_in(self, x: torch.Tensor, axis: int) -> torch.Tensor:
+        """Shift by `step` along `axis` (2 = H, 3 = W), pad to whole regions, fold regions into C."""
         if self.step != 0:
-            x = torch.roll(x, self.step, dim)
+            x = torch.roll(x, self.step, axis)
         p = self.pixel
-        x = circular_pad_end(x, (p - x.shape[dim] % p) % p, dim)
+        x = circular_pad_end(x, (p - x.shape[axis] % p) % p, axis)
         B, C, H, W = x.shape
-        if dim == 2:  # channel c*p + i of region r holds row r*p + i
+        if axis == 2:  # channel c*p + i of region r holds row r*p + i
             return x.reshape(B, C, H // p, p, W).transpose(2, 3).reshape(B, C * p, H // p, W)
         return x.reshape(B, C, H, W // p, p).permute(0, 1, 4, 2, 3).reshape(B, C * p, H, W // p)
 
-    def rearrange_out(self, x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    def rearrange_out(self, x: torch.Tensor, axis: int, size: int) -> torch.Tensor:
         """Inverse of `rearrange_in`: unfold, drop the padding, undo the shift."""
         p = self.pixel
-        B, Cp, H, W = x.shape
-        C = Cp // p
-        if dim == 2:
-            x = x.reshape(B, C, p, H, W).transpose(2, 3).reshape(B, C, H * p, W)
+        B, Cp, rows, cols = x.shape  # `axis` counts regions here
+        x = x.reshape(B, Cp // p, p, rows, cols)
+        if axis == 2:
+            x = x.transpose(2, 3).reshape(B, Cp // p, rows * p, cols)
         else:
-            x = x.reshape(B, C, p, H, W).permute(0, 1, 3, 4, 2).reshape(B, C, H, W * p)
-        x = x.narrow(dim, 0, size)
+            x = x.permute(0, 1, 3, 4, 2).reshape(B, Cp // p, rows, cols * p)
+        x = x.narrow(axis, 0, size)
         if self.step != 0:
-            x = torch.roll(x, -self.step, dim)
+            x = torch.roll(x, -self.step, axis)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
