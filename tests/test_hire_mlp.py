@@ -443,6 +443,13 @@ def test_fx_feature_extraction(tiny):
         torch.testing.assert_close(got['out'], tiny.forward_features(x))
     fx_model = timm.create_model('hire_mlp_tiny', features_only=True, feature_cls='fx')
     assert fx_model.feature_info.channels() == [64, 128, 320, 512]
+    wanted = fx_model.state_dict().keys()
+    fx_model.load_state_dict({f'graph_module.{k}': v for k, v in tiny.state_dict().items()
+                              if f'graph_module.{k}' in wanted})
+    with torch.no_grad():
+        feats = fx_model.eval()(x)
+        for a, b in zip(feats, tiny.forward_stages(x)):
+            torch.testing.assert_close(a, b)
 
 
 @pytest.mark.filterwarnings('ignore:`torch.jit.script` is deprecated:FutureWarning')
