@@ -258,7 +258,7 @@ class ViPClassifier(nn.Module):
         reduction = patch_size
         network: List[nn.Module] = []
         self.num_stages = num_stages
-        self._stage_of: List[int] = []  # per network entry: its stage index, -1: a transition
+        stage_of: List[int] = []  # per network entry: its stage index, -1: a transition
         self.feature_info: List[Dict[str, Any]] = []
         for i in range(num_stages):
             # upstream's schedule: block b of all blocks gets drop_path_rate * b / (total - 1)
@@ -270,13 +270,14 @@ class ViPClassifier(nn.Module):
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=reduction,
                                           module=f'network.{len(network)}'))
             network.append(PermutatorStage(blocks, embed_dims[i], reduction))
-            self._stage_of.append(i)
+            stage_of.append(i)
             if i < num_stages - 1 and (transitions[i] or embed_dims[i] != embed_dims[i + 1]):
                 k = 2 if transitions[i] else 1
                 network.append(Downsample(embed_dims[i], embed_dims[i + 1], k))
-                self._stage_of.append(-1)
+                stage_of.append(-1)
                 reduction *= k
         self.network = nn.ModuleList(network)
+        self._stage_of = stage_of
         self.norm = norm_layer(embed_dims[-1])
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
