@@ -23,8 +23,9 @@ paper's pseudo-code (its Algorithm 1, on T of shape w x h x c) is
 so index 0 of a +1 shift is not written and keeps T[0] (a copy of the edge, neither a
 wrap-around nor a zero). The translation in `seeds/002` names Algorithm 1 but its text lost the
 pseudo-code (and the variant table); the lines above are the published pseudo-code as
-recalled, agreeing with `shared/mlp-family.md` and with public re-implementations. Here the shift is computed out of place from the input, which is what
-the in-place slices mean (each right-hand side is read before it is written).
+recalled, agreeing with `shared/mlp-family.md` and with public re-implementations. Here the
+shift is computed out of place from the input, which is what the in-place slices mean (each
+right-hand side is read before it is written, as numpy does for overlapping slices).
 
 Settings. The seed's variant table and settings text were lost in extraction, so they are
 derived from the published figures (deep: 51M params, 9.7G FLOPs in PosMLP's table; wide: about

@@ -1,7 +1,7 @@
 """Vision Permutator (ViP): MLPs that mix tokens along height and width by permuting channels.
 
 Hou et al., "Vision Permutator: A Permutable MLP-Like Architecture for Visual Recognition",
-IEEE TPAMI 2022 (arXiv 2106.12368). Official code: houqb/VisionPermutator, `models/vip.py`.
+IEEE TPAMI (arXiv 2106.12368). Official code: houqb/VisionPermutator, `models/vip.py`.
 This file is the whole architecture, written for this project; parameter names and shapes are
 the official ones, so the official ImageNet checkpoints load with strict=True.
 
@@ -33,7 +33,9 @@ Variants (official `vip_s7` / `vip_m7` / `vip_l7`; maps at strides 7 and 14):
     | vip_l7 | 256, 512, 512, 512  | 8, 8, 16, 4  | 32, 16, 16, 16  | after 1    | 87,784,936 |
 
 (published: 25M / 55M / 88M. The comment `# 55534632` in the official vip_m7 is 512 x 512 more
-than the code it sits in builds; the counts above are what the official code instantiates.)
+than the code it sits in builds; the counts above are what the official code instantiates.
+Checked against the official file itself, outside this repository: the same state-dict keys,
+shapes and order for all three, and identical float64 logits at 224 x 224 with shared weights.)
 
 Any input size. mlp_h is a fixed C x C matrix over H * S values, so the official model only
 runs when the map side equals the segment count s (32 x 32 tokens at 224 px for the first
@@ -47,15 +49,15 @@ upstream. At the training size (side == s) there is one window and the computati
 exactly the official one. Why windows rather than resizing the weights: a weight of mlp_h
 connects two row positions of an s-row field of view; windows keep that meaning and the
 field of view the model was trained with, while interpolating the s x s row-mixing to, say,
-the 114 rows of an 800 px detection image stretches every learned relation 3.5x. (Not
+the 115 rows of an 800 px detection image stretches every learned relation 3.6x. (Not
 measured against resized weights here: no ImageNet weights on this machine.) Cost: the
-padding rows, at most s - 1 per axis per stage (13% more rows at 800 x 1333 for stage 1).
+padding rows, at most s - 1 per axis per stage, in the height/width branches only (800 x 1333:
+stage 1 has 115 -> 128 rows, 191 -> 192 columns; after the transition 58 -> 64, 96 -> 96).
 
 Images whose side is not a multiple of 7 are zero-padded at the bottom/right before the
 patch embedding, and an odd map is zero-padded before the 2x2 transition, so the maps are
 ceil(H / 7) and ceil(H / 14) tokens high and no pixel is dropped.
 """
-from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
@@ -259,7 +261,7 @@ class ViPClassifier(nn.Module):
         network: List[nn.Module] = []
         self.num_stages = num_stages
         stage_of: List[int] = []  # per network entry: its stage index, -1: a transition
-        self.feature_info: List[Dict[str, Any]] = []
+        self.feature_info = []  # one dict per stage, as timm expects
         for i in range(num_stages):
             # upstream's schedule: block b of all blocks gets drop_path_rate * b / (total - 1)
             dpr = [drop_path_rate * (sum(layers[:i]) + j) / max(total - 1, 1)
