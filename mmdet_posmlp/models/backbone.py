@@ -155,6 +155,12 @@ class PosMLP(BaseModule):
                     m.eval()
         return self
 
+    def fuse(self) -> 'PosMLP':
+        """Deployment step: fold and precompute what the final weights fix (models/fused.py).
+        Inference only; call it after the weights are loaded."""
+        from .fused import fuse_posmlp
+        return fuse_posmlp(self)
+
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if x.dim() != 4:

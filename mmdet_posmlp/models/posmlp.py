@@ -15,18 +15,25 @@ for Vision MLP", ACM MM 2022. This file is the whole architecture, top to bottom
 
 Parameter names follow the reference implementation so its checkpoints load as they are.
 
-Layout inside a stage (why it looks unusual): activations are kept channel-major, as a
-(C, T) matrix whose T = batch * windows * window_tokens columns have the token of a window
-innermost. Then LayerNorm reduces over rows, both Linear layers are one GEMM each, splitting
-u / v is a free row slice, and the grouped token mixing is one batched matrix product on a
-free view of u: no permutes inside a block. Maps that windows do not divide are not padded:
-the windows at the right and bottom edges are clipped to the map and form their own regions of
-columns (see WindowGrid), so no arithmetic is spent on padding. Channel groups are interleaved
-in the reference (channel c is in group c % groups); the rows of the expansion Linear are
-gathered so that each group is contiguous, and the columns of the output Linear are gathered
-the same way, which leaves the function unchanged while the stored parameters keep the
-reference layout.
+Layout inside a stage (why it looks unusual): a stage cuts its map into windows once, into up
+to four *regions* of same-shaped windows (the whole windows, and the windows clipped by the
+right edge, the bottom edge and the corner, see `window_regions`), and keeps each region
+channel-major, as a (C, T) matrix whose T = batch x windows x window-tokens columns have the
+tokens of a window innermost. Then both Linear layers are one GEMM each, splitting u / v is a
+free row slice, and the grouped token mixing is one batched matrix product on a free view of
+u: no permutes inside a block, and no arithmetic on padding. Channel groups are interleaved in
+the reference (channel c is in group c % groups); the rows of the expansion Linear are gathered
+so that each group is contiguous, and the columns of the output Linear are gathered the same
+way, which leaves the function unchanged while the stored parameters keep the reference layout.
+
+There is one forward, for training and evaluation alike, on any device and under autocast.
+Under mixed precision the Linear layers, the mixing products and the convolutions run in the
+autocast dtype, while the LayerNorm statistics and GQPE's scores and softmax are computed in
+float32 (the probabilities are cast once per block). What only pays off at deployment (folded
+norms, precomputed mixing matrices, CPU-cache-sized chunks) is the explicit `fuse()` step in
+`fused.py`.
 """
+import contextlib
 import math
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
@@ -36,10 +43,6 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 
 LN_EPS = 1e-6
-# Inference runs a block over chunks of whole windows whose hidden activations take about this
-# many bytes: small enough to stay in cache between the products, large enough for an efficient
-# GEMM (measured at 800x1344, 2 threads; see _forward_inference).
-INFERENCE_CHUNK_BYTES = 16 * 2 ** 20
 
 # Settings of the published variants. B is not in the reference code; the paper's 82M fits it.
 ARCH_SETTINGS = {
@@ -90,16 +93,20 @@ def resolve_arch(arch) -> dict:
     return setting
 
 
+def autocast_off(device: torch.device):
+    """A region where autocast does not apply on `device` (float32 math under mixed precision)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 # --------------------------------------------------------------------------- windows
 
 class Region(NamedTuple):
-    """A block of same-shaped windows: the whole windows, or the clipped ones at the right
-    edge, the bottom edge or the corner. Its tokens are columns [start, stop) of a stage's
-    channel-major matrix, ordered (image, window row, window col, token row, token col)."""
-    start: int
-    stop: int
-    top: int           # first pixel row and column of the region in the map
-    left: int
+    """A block of same-shaped windows of a (B, C, H, W) map: the whole windows, or the clipped
+    ones at the right edge, the bottom edge or the corner. As a channel-major matrix its
+    columns are ordered (image, window row, window col, token row, token col)."""
+    batch: int
     win_rows: int      # how many windows down and across
     win_cols: int
     rows: int          # tokens per window: rows x cols, the top-left part of a full window
@@ -110,71 +117,65 @@ class Region(NamedTuple):
         return self.rows * self.cols
 
 
-class WindowGrid(NamedTuple):
-    """How a (B, C, H, W) map is cut into windows of `window` x `window` tokens.
+def window_regions(batch: int, height: int, width: int, window: int) -> List[Region]:
+    """How a map is cut into windows of `window` x `window` tokens, as up to four regions:
+    whole windows, right edge, bottom edge, corner (in that order; empty ones left out).
 
     Where H or W is not a multiple of the window, the last windows are clipped to the map
     instead of padded: they hold only real tokens, and mix them with the top-left block of
     the full window's matrix (softmax over that block for GQPE). That is what the reference
     computes with zero padding kept out of the mixing, without spending anything on padding.
     """
-    batch: int
-    height: int
-    width: int
-    window: int
-
-    @property
-    def tokens(self) -> int:  # columns of the channel-major matrix
-        return self.batch * self.height * self.width
-
-    @property
-    def regions(self) -> List[Region]:
-        w, B = self.window, self.batch
-        full_r, full_c = self.height // w, self.width // w
-        edge_r, edge_c = self.height % w, self.width % w
-        regions, start = [], 0
-        for top, win_rows, rows in ((0, full_r, w), (full_r * w, 1, edge_r)):
-            for left, win_cols, cols in ((0, full_c, w), (full_c * w, 1, edge_c)):
-                if win_rows and win_cols and rows and cols:
-                    stop = start + B * win_rows * win_cols * rows * cols
-                    regions.append(Region(start, stop, top, left, win_rows, win_cols, rows, cols))
-                    start = stop
-        return regions
-
-    def image_of_column(self, device=None) -> torch.Tensor:
-        """(T,) index of the image each column belongs to (for per-sample drop path)."""
-        return torch.cat([torch.arange(self.batch, device=device).repeat_interleave(
-            (r.stop - r.start) // self.batch) for r in self.regions])
+    full_r, full_c = height // window, width // window
+    edge_r, edge_c = height % window, width % window
+    regions = []
+    for win_rows, rows in ((full_r, window), (1, edge_r)):
+        for win_cols, cols in ((full_c, window), (1, edge_c)):
+            if win_rows and win_cols and rows and cols:
+                regions.append(Region(batch, win_rows, win_cols, rows, cols))
+    return regions
 
 
-def _region_view(t: torch.Tensor, grid: WindowGrid, r: Region) -> torch.Tensor:
-    """Columns of region r of a channel-major (C, T) matrix as (C, B, wr, wc, rows, cols)."""
-    return t[:, r.start:r.stop].view(-1, grid.batch, r.win_rows, r.win_cols, r.rows, r.cols)
+def _split_edges(x: torch.Tensor, window: int, dim: int) -> List[torch.Tensor]:
+    """x cut along `dim` into the part whole windows cover and the remainder (if any)."""
+    size = x.shape[dim]
+    full = size - size % window
+    return [t for t in x.split([full, size - full], dim=dim) if t.shape[dim]]
 
 
-def _map_view(x: torch.Tensor, r: Region) -> torch.Tensor:
-    """Pixels of region r of a (B, C, H, W) map as (C, B, wr, wc, rows, cols), no copy."""
-    block = x[:, :, r.top:r.top + r.win_rows * r.rows, r.left:r.left + r.win_cols * r.cols]
-    return block.unflatten(3, (r.win_cols, r.cols)).unflatten(2, (r.win_rows, r.rows)) \
-        .permute(1, 0, 2, 4, 3, 5)
-
-
-def window_partition(x: torch.Tensor, window: int) -> Tuple[torch.Tensor, WindowGrid]:
-    """(B, C, H, W) -> channel-major (C, B * H * W) in window order, tokens innermost."""
+def window_partition(x: torch.Tensor, window: int) -> Tuple[List[torch.Tensor], List[Region]]:
+    """(B, C, H, W) -> one channel-major (C, B * wr * wc * rows * cols) matrix per region."""
     B, C, H, W = x.shape
-    grid = WindowGrid(B, H, W, window)
-    t = x.new_empty(C, grid.tokens)
-    for r in grid.regions:
-        _region_view(t, grid, r).copy_(_map_view(x, r))
-    return t, grid
+    regions = window_regions(B, H, W, window)
+    blocks = [block for band in _split_edges(x, window, 2) for block in _split_edges(band, window, 3)]
+    parts = []
+    for block, r in zip(blocks, regions):
+        # always a new tensor (a reshape may return a view of x): the deployed blocks
+        # (fused.py) add their output into it in place
+        t = x.new_empty(C, B * r.win_rows * r.win_cols * r.tokens)
+        t.view(C, B, r.win_rows, r.win_cols, r.rows, r.cols).copy_(
+            block.unflatten(2, (r.win_rows, r.rows)).unflatten(4, (r.win_cols, r.cols))
+            .permute(1, 0, 2, 4, 3, 5))
+        parts.append(t)
+    return parts, regions
 
 
-def window_reverse(t: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
-    """Inverse of window_partition: (C, T) -> (B, C, H, W)."""
-    x = t.new_empty(grid.batch, t.shape[0], grid.height, grid.width)
-    for r in grid.regions:
-        _map_view(x, r).copy_(_region_view(t, grid, r))
-    return x
+def window_reverse(parts: Sequence[torch.Tensor], regions: Sequence[Region]) -> torch.Tensor:
+    """Inverse of window_partition: the region matrices -> (B, C, H, W)."""
+    bands = []  # the regions of one band of rows (whole-window rows, then the bottom edge)
+    for t, r in zip(parts, regions):
+        block = t.view(t.shape[0], r.batch, r.win_rows, r.win_cols, r.rows, r.cols)
+        block = block.permute(1, 0, 2, 4, 3, 5).reshape(
+            r.batch, t.shape[0], r.win_rows * r.rows, r.win_cols * r.cols)
+        if bands and bands[-1][0].rows == r.rows:
+            bands[-1][1].append(block)
+        else:
+            bands.append((r, [block]))
+    return _cat([_cat(blocks, dim=3) for _, blocks in bands], dim=2)
+
+
+def _cat(tensors: List[torch.Tensor], dim: int) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
 
 
 def window_tokens(window: int, rows: int, cols: int, device=None) -> torch.Tensor:
@@ -184,39 +185,12 @@ def window_tokens(window: int, rows: int, cols: int, device=None) -> torch.Tenso
     return (r[:, None] * window + c[None, :]).flatten()
 
 
-class InferenceCache:
-    """Keeps a value derived from parameters (mixing matrices, fused weights) between forward
-    passes that record no gradient, for as long as the parameters are unchanged: same storage
-    and same in-place version counter (optimizer steps and load_state_dict bump it). At 224x224
-    preparing these costs more than the block's own arithmetic. Training recomputes them every
-    forward, as autograd needs, and drops what was kept. `variant` tells apart values derived
-    from the same parameters (the mixing matrices of full and clipped windows). Fused AdamW and
-    BatchNorm's statistics update change tensors without bumping their version: what is cached
-    relies on every training forward passing through get() (or clear()) with grad enabled."""
-
-    def __init__(self):
-        self.key, self.values = None, {}
-
-    def clear(self) -> None:
-        self.key, self.values = None, {}
-
-    def get(self, params, compute, variant=None):
-        if torch.is_grad_enabled():
-            self.clear()
-            return compute()
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-        if key != self.key:
-            self.key, self.values = key, {}
-        if variant not in self.values:
-            self.values[variant] = compute()
-        return self.values[variant]
-
-
 # --------------------------------------------------------------------------- token mixers
 # Each mixer owns the per-token bias (named as in the reference) and returns its mixing
-# matrices P of shape (groups, N, N), out[m] = sum_n P[m, n] * u[n] + bias[m]. Given `tokens`
-# (the indices of a clipped window's tokens, from window_tokens) they return the matrices of
-# that window: P restricted to those tokens, the softmax taken over them alone.
+# matrices P of shape (groups, N, N), out[m] = sum_n P[m, n] * u[n] + bias[m], in float32 or
+# wider. Given `tokens` (the indices of a clipped window's tokens, from window_tokens) they
+# return the matrices of that window: P restricted to those tokens, the softmax taken over
+# them alone.
 
 class GQPE(nn.Module):
     """Generalized quadratic positional encoding (the default of the released models).
@@ -245,42 +219,50 @@ class GQPE(nn.Module):
         return torch.stack([dx, dy, dx * dx, dy * dy, dx * dy], dim=-1)
 
     def scores(self, tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(groups, n, n) logits over all N tokens or the given ones; the constant
+        """(groups, n, n) logits over all N tokens or the given ones, in float32 or wider
+        whatever autocast is doing: a score's error of 1e-3 (float16) moves a probability by
+        as much, and the exponential of a half-precision score underflows early. The constant
         -1/2 delta^T A delta drops out of the softmax."""
-        S = self.attention_spreads
-        A = S @ S.transpose(1, 2)
-        a, b, c = A[:, 0, 0], A[:, 0, 1], A[:, 1, 1]
-        d1, d2 = self.attention_centers[:, 0], self.attention_centers[:, 1]
-        coef = torch.stack([a * d1 + b * d2, b * d1 + c * d2, -0.5 * a, -0.5 * c, -b], dim=-1)
-        offsets = self.rel_indices
-        if tokens is not None:
-            offsets = offsets[tokens[:, None], tokens[None, :]]
-        return torch.einsum('mnk,gk->gmn', offsets.to(coef.dtype), coef)
+        dtype = torch.promote_types(self.attention_spreads.dtype, torch.float32)
+        with autocast_off(self.attention_spreads.device):
+            S = self.attention_spreads.to(dtype)
+            A = S @ S.transpose(1, 2)
+            a, b, c = A[:, 0, 0], A[:, 0, 1], A[:, 1, 1]
+            delta = self.attention_centers.to(dtype)
+            d1, d2 = delta[:, 0], delta[:, 1]
+            coef = torch.stack([a * d1 + b * d2, b * d1 + c * d2, -0.5 * a, -0.5 * c, -b], dim=-1)
+            offsets = self.rel_indices
+            if tokens is not None:
+                offsets = offsets[tokens[:, None], tokens[None, :]]
+            return torch.einsum('mnk,gk->gmn', offsets.to(dtype), coef)
 
     def matrices(self, tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
         return FlushedSoftmax.apply(self.scores(tokens))
 
 
+_FLUSH_FLOOR = torch.finfo(torch.float32).tiny ** 0.5
+_LOG_FLUSH_FLOOR = math.log(_FLUSH_FLOOR) - 10.0
+
+
 class FlushedSoftmax(torch.autograd.Function):
     """Softmax over the last dimension, with the probabilities below the square root of the
-    smallest normal float set to zero, forward and backward.
+    smallest normal float32 set to zero, forward and backward.
 
     Far tokens get scores near -170 at init. Their probabilities, the products of those with
     activations, and autograd's softmax gradient (computed from the unflushed output) land in
     the subnormal range, where x86 arithmetic is an order of magnitude slower: one mixing
     product took 3.5 s instead of 0.14 s, and at 224x224 the gradient of the 18 third-stage
-    matrices took a quarter of a training step. The values changed are below 1.1e-19 (float32),
-    far under the precision of a row that sums to one; scores that far below their row's
-    maximum are clamped before the exponential so that it never goes subnormal either.
+    matrices took a quarter of a training step. The values changed are below 1.1e-19, far under
+    the precision of a row that sums to one; scores that far below their row's maximum are
+    clamped before the exponential so that it never goes subnormal either. The threshold is
+    float32's whatever the dtype of the scores (which are float32 or wider, see GQPE.scores).
     """
 
     @staticmethod
     def forward(ctx, scores: torch.Tensor) -> torch.Tensor:
-        floor = torch.finfo(scores.dtype).tiny ** 0.5
         shifted = scores - scores.amax(dim=-1, keepdim=True)
-        P = shifted.clamp_(min=math.log(floor) - 10.0).exp_()
-        P = P.div_(P.sum(dim=-1, keepdim=True))
-        P = P.masked_fill_(P < floor, 0.0)
+        P = torch.clamp(shifted, min=_LOG_FLUSH_FLOOR).exp()
+        P = F.threshold(P / P.sum(dim=-1, keepdim=True), _FLUSH_FLOOR, 0.0)
         ctx.save_for_backward(P)
         return P
 
@@ -339,8 +321,57 @@ class DenseTokenMixer(nn.Module):
 MIXER_CLASSES = {'gqpe': GQPE, 'lrpe': LRPE, 'sgu': DenseTokenMixer}
 
 
+def token_mix(u: torch.Tensor, P: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """out = P_g u + bias for the channel-major rows of u, groups contiguous: group g's rows,
+    viewed as (channels x windows, tokens), times P_g transposed, in one batched product.
+    u: (C, T) contiguous with whole windows of n tokens; P: (groups, n, n); bias: (n,)."""
+    groups, n = P.shape[0], P.shape[-1]
+    out = torch.baddbmm(bias.view(1, 1, n), u.view(groups, -1, n), P.transpose(1, 2))
+    return out.view(u.shape)
+
+
+class _GeluGatedTokenMix(torch.autograd.Function):
+    """y = TokenMix(u) * v with [u; v] = GELU(h), keeping h and TokenMix(u) for backward and
+    recomputing GELU there.
+
+    Autograd would keep GELU(h) as well (the hidden activations once more), and turn the
+    u / v row slices into zero-filled gradients the size of h (14% of a training step was
+    such fills). Here the gradient of [u; v] is written into one buffer. Measured on
+    RetinaNet-PosMLP-T training (README, performance): less time and memory than the autograd
+    composition of the same ops."""
+
+    @staticmethod
+    def forward(ctx, h, P, bias):
+        with autocast_off(h.device):  # inputs already in the compute dtype
+            u, v = F.gelu(h).chunk(2)
+            mixed = token_mix(u, P, bias)
+            ctx.save_for_backward(h, P, mixed)
+            return mixed * v
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        h, P, mixed = ctx.saved_tensors
+        groups, n = P.shape[0], P.shape[-1]
+        with autocast_off(h.device):
+            u, v = F.gelu(h).chunk(2)
+            grad_act = torch.empty_like(h)
+            grad_u, grad_v = grad_act.chunk(2)
+            torch.mul(grad_y, mixed, out=grad_v)
+            grad_mixed = (grad_y * v).view(groups, -1, n)
+            torch.bmm(grad_mixed, P, out=grad_u.view(groups, -1, n))
+            grad_P = grad_bias = None
+            if ctx.needs_input_grad[1]:
+                grad_P = torch.bmm(grad_mixed.transpose(1, 2), u.view(groups, -1, n))
+            if ctx.needs_input_grad[2]:
+                grad_bias = grad_mixed.sum(dim=(0, 1))
+            grad_h = torch.ops.aten.gelu_backward(grad_act, h)
+        return grad_h, grad_P, grad_bias
+
+
 class PosSGU(nn.Module):
-    """Positional spatial gating unit: TokenMix(u) * v, with no norm inside the gate."""
+    """Positional spatial gating unit: TokenMix(u) * v, with no norm inside the gate.
+
+    It takes the hidden activations before the block's GELU (see _GeluGatedTokenMix)."""
 
     def __init__(self, dim: int, window: int, groups: int, mixer: str = 'gqpe'):
         super().__init__()
@@ -348,57 +379,71 @@ class PosSGU(nn.Module):
             raise KeyError(f"PosMLP: unknown mixer '{mixer}', choose one of {MIXERS}")
         self.gate_dim, self.groups, self.window = dim // 2, groups, window
         self.pos = MIXER_CLASSES[mixer](window, groups)
-        self._mixing = InferenceCache()
 
-    def forward(self, u: torch.Tensor, v: torch.Tensor, region: Region) -> torch.Tensor:
-        """u, v: (gate_dim, T_r) channel-major with groups contiguous, the columns of one
-        region of windows. Returns TokenMix(u) * v."""
-        return self.token_mix(u, region) * v
-
-    def mixing(self, region: Region) -> torch.Tensor:
-        """P for the windows of a region: computed once per forward per window shape,
-        whatever the number of windows and images."""
-        shape = (region.rows, region.cols)
-        return self._mixing.get(list(self.pos.parameters()), lambda: self._matrices(*shape),
-                                variant=shape)
-
-    def _clipped_tokens(self, rows: int, cols: int) -> Optional[torch.Tensor]:
-        if rows == cols == self.window:
-            return None
-        return window_tokens(self.window, rows, cols, device=self.pos.token_proj_n_bias.device)
-
-    def _matrices(self, rows: int, cols: int) -> torch.Tensor:
-        return self.pos.matrices(self._clipped_tokens(rows, cols))
-
-    def token_mix(self, u: torch.Tensor, region: Region) -> torch.Tensor:
-        """One batched product for windows of one region: group g's rows of u, viewed as
-        (channels x windows, tokens), times P_g transposed. u: contiguous rows, whole windows."""
-        P = self.mixing(region)
+    def mixing(self, rows: int, cols: int, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(P, bias) for windows of rows x cols tokens, cast once to the compute dtype."""
         bias = self.pos.token_proj_n_bias.view(-1)
-        tokens = self._clipped_tokens(region.rows, region.cols)
-        if tokens is not None:
-            bias = bias[tokens]
-        n = region.tokens
-        out = torch.baddbmm(bias.to(u.dtype).view(1, 1, n), u.view(self.groups, -1, n),
-                            P.to(u.dtype).transpose(1, 2))
-        return out.view(u.shape)
+        if rows == cols == self.window:
+            P = self.pos.matrices()
+        else:
+            tokens = window_tokens(self.window, rows, cols, device=bias.device)
+            P, bias = self.pos.matrices(tokens), bias[tokens]
+        return P.to(dtype), bias.to(dtype)
+
+    def forward(self, h: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """h: (2 * gate_dim, T) channel-major, groups contiguous, whole windows of rows x cols
+        tokens. The mixing matrices are computed once per call, i.e. once per forward for
+        each window shape."""
+        return _GeluGatedTokenMix.apply(h, *self.mixing(rows, cols, h.dtype))
 
 
 # --------------------------------------------------------------------------- block and stage
 
+class _ChannelNorm(torch.autograd.Function):
+    """(x - mean) / std over the rows (channels) of a channel-major (C, T) matrix, statistics
+    in float32 or wider; the affine is folded into the next Linear (PosMLPBlock). One function,
+    so that only its output (which the Linear keeps anyway) and 1/std are stored. The means
+    over channels are products with a row of 1/C: several times faster than a reduction
+    across the rows of a row-major matrix."""
+
+    @staticmethod
+    def forward(ctx, x, eps: float):
+        stats = x.to(torch.promote_types(x.dtype, torch.float32))
+        mean_row = stats.new_full((1, x.shape[0]), 1.0 / x.shape[0])
+        d = stats - mean_row @ stats
+        rstd = torch.rsqrt(mean_row @ (d * d) + eps)
+        xhat = d.mul_(rstd).to(x.dtype)
+        ctx.save_for_backward(xhat, rstd)
+        return xhat
+
+    @staticmethod
+    def backward(ctx, grad):
+        xhat, rstd = ctx.saved_tensors
+        mean_row = grad.new_full((1, grad.shape[0]), 1.0 / grad.shape[0])
+        mean_grad = mean_row @ grad
+        mean_proj = mean_row @ (grad * xhat)
+        # (grad - mean(grad) - xhat * mean(grad * xhat)) / std
+        return torch.addcmul(grad, xhat, mean_proj, value=-1).sub_(mean_grad).mul_(rstd), None
+
+
+def channel_norm(x: torch.Tensor, eps: float = LN_EPS) -> torch.Tensor:
+    with autocast_off(x.device):
+        return _ChannelNorm.apply(x, eps)
+
+
 class DropPath(nn.Module):
-    """Stochastic depth per sample, for channel-major (C, B * tokens) activations."""
+    """Stochastic depth per sample, for a region's channel-major (C, B * tokens) matrix."""
 
     def __init__(self, drop_prob: float = 0.0):
         super().__init__()
         self.drop_prob = drop_prob
 
-    def forward(self, x: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, batch: int) -> torch.Tensor:
         if self.drop_prob == 0.0 or not self.training:
             return x
         keep = 1.0 - self.drop_prob
-        mask = x.new_empty(grid.batch).bernoulli_(keep).div_(keep)
-        return x * mask[grid.image_of_column(x.device)]
+        mask = x.new_empty(1, batch, 1).bernoulli_(keep).div_(keep)
+        return (x.view(x.shape[0], batch, -1) * mask).view(x.shape)
 
     def extra_repr(self) -> str:
         return f'drop_prob={self.drop_prob}'
@@ -416,12 +461,14 @@ class _Permute(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, dim, order, inverse):
-        ctx.dim, ctx.inverse = dim, inverse
+        ctx.dim = dim
+        ctx.save_for_backward(inverse)
         return x.index_select(dim, order)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad.index_select(ctx.dim, ctx.inverse), None, None, None
+        inverse, = ctx.saved_tensors
+        return grad.index_select(ctx.dim, inverse), None, None, None
 
 
 def permute(x: torch.Tensor, dim: int, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
@@ -448,70 +495,27 @@ class PosMLPBlock(nn.Module):
         self.register_buffer('_gate_inverse', torch.argsort(half), persistent=False)
         self.register_buffer('_hidden_order', full, persistent=False)
         self.register_buffer('_hidden_inverse', torch.argsort(full), persistent=False)
-        self._weights = InferenceCache()
 
-    def fused_weights(self):
-        """[expansion weight | bias] with the LayerNorm affine folded in and rows grouped, and
-        the output weight with columns grouped the same way. Tiny next to the activations."""
+    def grouped_weights(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(expansion weight, its bias, output weight, its bias) for channel-major inputs:
+        the LayerNorm affine folded into the expansion, the hidden channels in contiguous
+        groups. Weight-sized work, tiny next to the activations; the folding is elementwise
+        so that autocast leaves it in float32."""
         order, inverse = self._hidden_order, self._hidden_inverse
         w_e = permute(self.proj_c_e.weight, 0, order, inverse)
-        b_e = permute(self.proj_c_e.bias, 0, order, inverse) + w_e @ self.norm.bias
-        w_eb = torch.cat([w_e * self.norm.weight, b_e[:, None]], dim=1)
-        return w_eb, permute(self.proj_c_s.weight, 1, self._gate_order, self._gate_inverse)
+        b_e = permute(self.proj_c_e.bias, 0, order, inverse) + (w_e * self.norm.bias).sum(1)
+        w_s = permute(self.proj_c_s.weight, 1, self._gate_order, self._gate_inverse)
+        return w_e * self.norm.weight, b_e[:, None], w_s, self.proj_c_s.bias[:, None]
 
-    def forward(self, x: torch.Tensor, grid: WindowGrid, inplace: bool = False) -> torch.Tensor:
-        """x: (C, T) channel-major. `inplace`: when no gradient is recorded, add the residual
-        into x (PosMLPStage does, on its own copy of the map)."""
-        stochastic = self.training and (self.drop.p or self.drop_path.drop_prob)
-        if not (torch.is_grad_enabled() or stochastic):
-            return self._forward_inference(x, grid, inplace)
-        w_eb, w_s = self._fused()
-        C, half = self.dim, self.hidden // 2
-        # LayerNorm statistics per token (column) by two products with a row of 1/C: two-pass
-        # and several times faster than var_mean's reduction across rows.
-        mean_row = x.new_full((1, C), 1.0 / C)
-        d = x - mean_row @ x
-        xn = d * torch.rsqrt(mean_row @ (d * d) + LN_EPS)
-        # The expansion runs per region of windows, so that each region's u is a contiguous
-        # (channels, windows x tokens) matrix for the mixing product (a column slice is a
-        # strided GEMM operand, not a copy); norm and output projection take all columns.
-        ys = []
-        for r in grid.regions:
-            h = F.gelu(torch.addmm(w_eb[:, C:], w_eb[:, :C], xn[:, r.start:r.stop]))
-            ys.append(self.gate_unit(h[:half], h[half:], r))
-        y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
-        y = torch.addmm(self.proj_c_s.bias[:, None], w_s, y)
-        return x + self.drop_path(self.drop(y), grid)
-
-    def _fused(self):
-        return self._weights.get((self.proj_c_e.weight, self.proj_c_e.bias, self.norm.weight,
-                                  self.norm.bias, self.proj_c_s.weight), self.fused_weights)
-
-    def _forward_inference(self, x: torch.Tensor, grid: WindowGrid, inplace: bool) -> torch.Tensor:
-        """The same arithmetic, one chunk of whole windows at a time: a chunk's normalised
-        input, hidden activations and gate output stay in cache from the expansion product
-        to the output product, and no tensor the size of the map is allocated (large CPU
-        allocations are fresh pages from the OS, whose first touch costs as much as the
-        arithmetic of a high-resolution block). The normalised input gets a row of ones so
-        that the expansion bias rides in the product."""
-        w_eb, w_s = self._fused()
-        C, half = self.dim, self.hidden // 2
-        mean_row = x.new_full((1, C), 1.0 / C)
-        bias = self.proj_c_s.bias[:, None]
-        out = x if inplace else x.clone()
-        chunk = max(1, INFERENCE_CHUNK_BYTES // (self.hidden * x.element_size()))
-        for r in grid.regions:
-            step = r.tokens * max(1, chunk // r.tokens)
-            for start in range(r.start, r.stop, step):
-                xc = out[:, start:min(start + step, r.stop)]
-                xn = x.new_empty(C + 1, xc.shape[1])
-                d = torch.sub(xc, mean_row @ xc, out=xn[:C])
-                d.mul_(torch.rsqrt(mean_row @ (d * d) + LN_EPS))
-                xn[C] = 1.0
-                h = torch.mm(w_eb, xn)
-                torch.ops.aten.gelu_(h)
-                y = self.gate_unit.token_mix(h[:half], r).mul_(h[half:])
-                xc.addmm_(w_s, y).add_(bias)
+    def forward(self, parts: List[torch.Tensor], regions: List[Region]) -> List[torch.Tensor]:
+        """parts: one channel-major (C, T_r) matrix per region of windows (window_partition)."""
+        w_e, b_e, w_s, b_s = self.grouped_weights()
+        out = []
+        for x, r in zip(parts, regions):
+            h = torch.addmm(b_e, w_e, channel_norm(x))
+            y = self.gate_unit(h, r.rows, r.cols)
+            y = torch.addmm(b_s, w_s, y)
+            out.append(x + self.drop_path(self.drop(y), r.batch))
         return out
 
 
@@ -540,39 +544,12 @@ class ConvStem(nn.Module):
             nn.Conv2d(chans[2], chans[3], 1))
         self.norms = nn.Sequential(*[nn.BatchNorm2d(c, eps=LN_EPS) for c in chans[1:]])
         self.act = nn.GELU()
-        self._folded = InferenceCache()
-
-    def folded_weights(self) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-        """Each conv with its BatchNorm's running statistics and affine folded in."""
-        out = []
-        for proj, norm in zip(self.projs, self.norms):
-            scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-            out.append((proj.weight * scale[:, None, None, None],
-                        (proj.bias - norm.running_mean) * scale + norm.bias))
-        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or any(norm.training for norm in self.norms):
-            # Training changes the weights and running statistics in place without always
-            # bumping their version counters (fused AdamW, BatchNorm's statistics update do
-            # not), so the folded weights are dropped here rather than trusted later.
-            self._folded.clear()
-            for i, (proj, norm) in enumerate(zip(self.projs, self.norms)):
-                x = norm(proj(x))
-                if i < len(self.projs) - 1:
-                    x = self.act(x)
-            return x
-        # Inference: BatchNorm folded into the convs, GELU in place, channels-last maps (what
-        # oneDNN's convolutions use natively; the first stage's window partition reads any
-        # layout). At 800x1344 this halves the stem's time.
-        x = x.contiguous(memory_format=torch.channels_last)
-        tensors = [t for m in (*self.projs, *self.norms) for t in (*m.parameters(), *m.buffers())
-                   if t.is_floating_point()]
-        for i, (proj, (weight, bias)) in enumerate(
-                zip(self.projs, self._folded.get(tensors, self.folded_weights))):
-            x = F.conv2d(x, weight, bias, proj.stride, proj.padding)
+        for i, (proj, norm) in enumerate(zip(self.projs, self.norms)):
+            x = norm(proj(x))
             if i < len(self.projs) - 1:
-                torch.ops.aten.gelu_(x)
+                x = self.act(x)
         return x
 
 
@@ -593,14 +570,13 @@ class PosMLPStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> (B, C, H', W')."""
-        x = self.pool(x)
-        t, grid = window_partition(x, self.window)  # a new tensor: blocks may update it in place
+        parts, regions = window_partition(self.pool(x), self.window)
         for block in self.encoder:
-            if self.with_cp and t.requires_grad:
-                t = cp.checkpoint(block, t, grid, use_reentrant=False)
+            if self.with_cp and torch.is_grad_enabled():
+                parts = cp.checkpoint(block, parts, regions, use_reentrant=False)
             else:
-                t = block(t, grid, inplace=True)
-        return window_reverse(t, grid)
+                parts = block(parts, regions)
+        return window_reverse(parts, regions)
 
 
 def build_stages(setting: dict, mixer: str = 'gqpe', drop_rate: float = 0.0,
@@ -688,12 +664,17 @@ class PosMLPClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def fuse(self) -> 'PosMLPClassifier':
+        """Deployment step: fold and precompute what the final weights fix (fused.py)."""
+        from .fused import fuse_posmlp
+        return fuse_posmlp(self)
+
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ['ARCH_SETTINGS', 'MIXERS', 'resolve_arch', 'WindowGrid', 'window_partition',
-           'window_reverse', 'window_tokens', 'Region', 'GQPE', 'LRPE',
+__all__ = ['ARCH_SETTINGS', 'MIXERS', 'resolve_arch', 'Region', 'window_regions',
+           'window_partition', 'window_reverse', 'window_tokens', 'GQPE', 'LRPE',
            'DenseTokenMixer', 'PosSGU', 'PosMLPBlock', 'PosMLPStage', 'Downsample', 'ConvStem',
            'build_stages', 'init_posmlp_weights', 'PosMLPClassifier', 'count_parameters']
