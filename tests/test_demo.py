@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from mmdet_posmlp.datasets import shapes
-from mmdet_posmlp.datasets.shapes import CLASSES, make_shapes_dataset
+from tools.demo import shapes
+from tools.demo.shapes import CLASSES, make_shapes_dataset
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIGS = {

@@ -72,7 +72,7 @@ TEST_OPTIONS = ['model.test_cfg.score_thr=0.0', 'test_dataloader.batch_size=2']
 
 @pytest.fixture(scope='module')
 def shapes_root(tmp_path_factory):
-    from mmdet_posmlp.datasets.shapes import make_shapes_dataset
+    from tools.demo.shapes import make_shapes_dataset
     root = str(tmp_path_factory.mktemp('dist_shapes'))
     make_shapes_dataset(root, verbose=False, **DATA)
     return root

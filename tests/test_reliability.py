@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from mmdet_posmlp.datasets import AnnotationFormatError, check_coco_annotations
-from mmdet_posmlp.datasets.shapes import make_shapes_dataset
+from tools.demo.shapes import make_shapes_dataset
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {

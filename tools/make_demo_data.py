@@ -13,10 +13,9 @@ import os.path as osp
 
 
 def _load_shapes():
-    """The generator module by path: it needs numpy and PIL only, so this tool runs before
-    (and without) torch / mmdet, and does not pay for importing them."""
-    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
-                    'mmdet_posmlp', 'datasets', 'shapes.py')
+    """The generator module (tools/demo/shapes.py) by path: it needs numpy and PIL only, so this
+    tool runs before (and without) torch / mmdet and mmdet_posmlp's installation."""
+    path = osp.join(osp.dirname(osp.abspath(__file__)), 'demo', 'shapes.py')
     spec = importlib.util.spec_from_file_location('_posmlp_demo_shapes', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

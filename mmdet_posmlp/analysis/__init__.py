@@ -1,9 +1,11 @@
-"""Library code behind tools/analysis/: model complexity, inference speed, training curves.
+"""Library code behind tools/analysis/: model complexity and inference speed.
 
-Submodules (imported on use, so that ``import mmdet_posmlp`` does not pull matplotlib in):
+Submodules (imported on use, so that ``import mmdet_posmlp`` stays light):
 
 - :mod:`.complexity`: parameters and FLOPs of a detector and of its backbone
   (tools/analysis/get_flops.py);
-- :mod:`.benchmark`: inference FPS of a detector (tools/analysis/benchmark_fps.py);
-- :mod:`.logs`: loss and mAP curves from mmengine's scalars.json (tools/analysis/plot_logs.py).
+- :mod:`.benchmark`: inference FPS of a detector (tools/analysis/benchmark_fps.py).
+
+Training curves (loss and mAP from mmengine's scalars.json) are a tool, not library code:
+tools/analysis/plot_logs.py with tools/analysis/logs.py beside it.
 """

@@ -5,16 +5,23 @@
 #
 # Reads WORK_DIR/<timestamp>/vis_data/scalars.json (all timestamps: resumed runs continue).
 import argparse
+import importlib.util
+import os.path as osp
 import sys
 
-try:
-    import mmdet_posmlp  # noqa: F401
-except ImportError:  # running from a checkout that was not pip-installed
-    import os.path as osp
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-    import mmdet_posmlp  # noqa: F401
 
-from mmdet_posmlp.analysis.logs import plot_training_curves, summarize
+def _load_logs():
+    """logs.py beside this script, by path: plotting needs matplotlib only (no torch, mmdet or
+    mmdet_posmlp), and the script then runs from any directory."""
+    path = osp.join(osp.dirname(osp.abspath(__file__)), 'logs.py')
+    spec = importlib.util.spec_from_file_location('_posmlp_training_logs', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+logs = _load_logs()
+plot_training_curves, summarize = logs.plot_training_curves, logs.summarize
 
 
 def parse_args():

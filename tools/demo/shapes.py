@@ -295,7 +295,7 @@ def generate_split(out_dir: str, split: str, num_images: int, params: dict) -> d
     return dict(
         info=dict(description=f'mmdet_posmlp demo shapes ({split})',
                   version=str(GENERATOR_VERSION), year=2026,
-                  contributor='mmdet_posmlp.datasets.shapes', date_created=''),
+                  contributor='tools/demo/shapes.py', date_created=''),
         licenses=[],
         images=images,
         annotations=annotations,
@@ -304,7 +304,7 @@ def generate_split(out_dir: str, split: str, num_images: int, params: dict) -> d
 
 
 def _manifest(params: dict) -> dict:
-    return dict(generator='mmdet_posmlp.datasets.shapes', generator_version=GENERATOR_VERSION,
+    return dict(generator='tools/demo/shapes.py', generator_version=GENERATOR_VERSION,
                 params=params)
 
 

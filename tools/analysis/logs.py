@@ -1,4 +1,4 @@
-"""Training curves from the scalars mmengine writes during training.
+"""Training curves from the scalars mmengine writes during training (behind plot_logs.py).
 
 mmengine's LocalVisBackend appends one JSON object per line to
 ``WORK_DIR/<timestamp>/vis_data/scalars.json``:
