@@ -1,0 +1,297 @@
+"""The shared base of the family backbones (Hire-MLP, ViP, S2-MLP) for MMDetection.
+
+A family backbone wraps the family's timm-style classifier (``self.model``), built without
+head and pruned after the last stage asked for (``prune_intermediate_layers``), so every
+parameter it holds is used and the detector trains under DDP without unused-parameter checks.
+The family files register the subclasses (``HireMLP``, ``ViP``, ``S2MLP``) at their bottoms; a
+subclass only says which classifier, which archs, how its modules form stages, and which
+checkpoint filter reads its official weights. Everything else lives here once:
+
+- ``out_indices``: stages whose maps ``forward`` returns, NCHW, through the classifier's
+  ``forward_intermediates(..., intermediates_only=True)``; negative indices count from the end.
+- ``out_norm``: a new norm layer ``norm{i}`` per returned map (only for families that ask).
+- ``frozen_stages``: -1 trains all; 0 freezes the stem; k also freezes stages 1..k (with the
+  transition that leads into each, and their output norms). Frozen parts have no gradients and
+  stay in eval mode.
+- ``norm_eval``: the classifier's BatchNorm layers stay in eval mode while training (their
+  ImageNet statistics are kept). New output norms are exempt: they have no statistics to keep.
+- ``with_cp``: activation checkpointing per block, through ``set_grad_checkpointing``.
+- ``init_cfg=dict(type='Pretrained', checkpoint=...)``: reads an official ImageNet checkpoint
+  with the family's ``checkpoint_filter_fn`` (or a detector checkpoint, ``backbone.`` keys),
+  drops the head and whatever the pruned backbone does not hold, logs missing and unexpected
+  keys, and raises naming the path for a missing file, an unreadable file, tensors whose
+  shapes disagree (another variant) or a checkpoint of another model.
+- Invalid arguments raise at build time, naming the argument.
+"""
+import argparse
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+__all__ = ['FamilyBackbone', 'default_checkpoint_filter']
+
+# the only non-tensor, non-container type of the official training checkpoints ('args')
+_SAFE_GLOBALS = [argparse.Namespace]
+
+
+def default_checkpoint_filter(state_dict: Dict, model: nn.Module) -> Dict:
+    """Unwrap {'state_dict_ema' | 'state_dict' | 'model': ...} and DataParallel's 'module.'."""
+    for key in ('state_dict_ema', 'state_dict', 'model'):
+        if isinstance(state_dict.get(key), dict):
+            state_dict = state_dict[key]
+            break
+    return {k[7:] if k.startswith('module.') else k: v for k, v in state_dict.items()}
+
+
+def _read_checkpoint(path: str, owner: str) -> dict:
+    """torch.load with safe unpickling (URLs through mmengine); errors name the path."""
+    safe = getattr(torch.serialization, 'safe_globals', None)
+    if path.startswith(('http://', 'https://')):
+        from mmengine.runner.checkpoint import CheckpointLoader
+        if safe is None:  # pragma: no cover (torch < 2.5)
+            return CheckpointLoader.load_checkpoint(path, map_location='cpu')
+        with safe(_SAFE_GLOBALS):
+            return CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{owner}: init_cfg checkpoint not found: '{path}' (see the config's comment for "
+            'where the ImageNet weights come from and where to put them)')
+    try:
+        if safe is None:  # pragma: no cover (torch < 2.5)
+            return torch.load(path, map_location='cpu')
+        with safe(_SAFE_GLOBALS):
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # unpickling, truncated zip, not a torch file ...
+        raise ValueError(f"{owner}: cannot read checkpoint '{path}' ({type(e).__name__}: "
+                         f'{str(e).splitlines()[0] if str(e) else ""})') from e
+
+
+def _short(keys: Sequence[str], n: int = 8) -> str:
+    keys = list(keys)
+    return str(keys[:n])[:-1] + (f', ... {len(keys) - n} more]' if len(keys) > n else ']')
+
+
+class FamilyBackbone(BaseModule):
+    """Base of the family backbones; see the module docstring. Subclasses set:
+
+    - ``classifier_cls``: the classifier (timm API: ``feature_info``, ``forward_intermediates``,
+      ``prune_intermediate_layers``, ``set_grad_checkpointing``, a ``patch_embed`` stem);
+    - ``arch_settings``: arch name -> classifier arguments; ``arch_keys``: the arguments an
+      arch dict may give;
+    - ``checkpoint_filter``: reads the family's official checkpoints (a staticmethod);
+    - ``out_norm_layer``: the norm built per output when ``out_norm=True`` (None: not offered);
+    - ``stage_modules()``: the modules of each kept stage, the transition into it included.
+    """
+
+    classifier_cls: Type[nn.Module]
+    arch_settings: Dict[str, dict] = {}
+    arch_keys: Tuple[str, ...] = ()
+    checkpoint_filter: Callable[[Dict, nn.Module], Dict] = staticmethod(default_checkpoint_filter)
+    out_norm_layer: Optional[Callable[[int], nn.Module]] = None
+
+    def __init__(self,
+                 arch: Union[str, dict],
+                 in_channels: int = 3,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 out_norm: bool = False,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 pretrained: Optional[str] = None,
+                 init_cfg: Optional[dict] = None,
+                 **classifier_kwargs):
+        name = type(self).__name__
+        init_cfg = self._check_init_cfg(pretrained, init_cfg)
+        super().__init__(init_cfg=init_cfg)
+
+        kwargs = dict(self._resolve_arch(arch), **classifier_kwargs)
+        kwargs.update(in_chans=in_channels, num_classes=0, global_pool='')
+        self._classifier_kwargs = kwargs
+        self.model = self.classifier_cls(**kwargs)
+        info = self.model.feature_info
+        self.num_features = [f['num_chs'] for f in info]
+        self.strides = [f['reduction'] for f in info]
+        num_stages = len(info)
+
+        if isinstance(out_indices, int) or not isinstance(out_indices, Sequence) or \
+                not out_indices or not all(isinstance(i, int) for i in out_indices):
+            raise ValueError(f'{name}: out_indices must be a non-empty sequence of stage '
+                             f'indices, got {out_indices!r}')
+        bad = [i for i in out_indices if not -num_stages <= i < num_stages]
+        if bad:
+            raise ValueError(f'{name}: out_indices {tuple(out_indices)} has {bad} outside the '
+                             f'{num_stages} stages of this arch (0..{num_stages - 1}, or '
+                             'negative from the end)')
+        resolved = [i % num_stages for i in out_indices]
+        if len(set(resolved)) != len(resolved) or resolved != sorted(resolved):
+            raise ValueError(f'{name}: out_indices {tuple(out_indices)} must be increasing '
+                             'without repeats (the neck reads them in order)')
+        if isinstance(frozen_stages, bool) or not isinstance(frozen_stages, int) or \
+                not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'{name}: frozen_stages={frozen_stages!r} must be an int in '
+                             f'[-1, {num_stages}] (-1: none, 0: the stem, k: stem and stages '
+                             '1..k)')
+        if out_norm and self.out_norm_layer is None:
+            raise ValueError(f'{name}: out_norm is not offered by this family (its neck '
+                             'normalises the map itself)')
+
+        self.out_indices = tuple(resolved)
+        self.out_channels = [self.num_features[i] for i in self.out_indices]
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+        self.out_norm = bool(out_norm)
+
+        # keep the stages up to the last one returned; no final norm, no head
+        self.model.prune_intermediate_layers(list(self.out_indices), prune_norm=True,
+                                             prune_head=True)
+        self.model.set_grad_checkpointing(with_cp)
+        if self.out_norm:
+            for i in self.out_indices:
+                self.add_module(f'norm{i}', self.out_norm_layer(self.num_features[i]))
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------ arguments
+    @classmethod
+    def _check_init_cfg(cls, pretrained, init_cfg) -> Optional[dict]:
+        name = cls.__name__
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError(f'{name}: pretrained and init_cfg cannot both be set; use '
+                                 "init_cfg=dict(type='Pretrained', checkpoint=...)")
+            if not isinstance(pretrained, str) or not pretrained:
+                raise TypeError(f'{name}: pretrained must be a checkpoint path, got '
+                                f'{pretrained!r}')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        if init_cfg is None:
+            return None
+        if not isinstance(init_cfg, dict) or 'type' not in init_cfg:
+            raise TypeError(f"{name}: init_cfg must be None or a dict with a 'type', e.g. "
+                            f"dict(type='Pretrained', checkpoint=...); got {init_cfg!r}")
+        if init_cfg['type'] == 'Pretrained':
+            checkpoint = init_cfg.get('checkpoint')
+            if not isinstance(checkpoint, str) or not checkpoint:
+                raise ValueError(f"{name}: init_cfg=dict(type='Pretrained') needs "
+                                 f'checkpoint=<path or URL>, got {checkpoint!r}')
+        return init_cfg
+
+    @classmethod
+    def _resolve_arch(cls, arch) -> dict:
+        name = cls.__name__
+        if isinstance(arch, str):
+            if arch not in cls.arch_settings:
+                raise ValueError(f'{name}: unknown arch {arch!r}; choose one of '
+                                 f'{sorted(cls.arch_settings)} or give a dict of {cls.arch_keys}')
+            return dict(cls.arch_settings[arch])
+        if isinstance(arch, dict):
+            unknown = sorted(set(arch) - set(cls.arch_keys))
+            if unknown:
+                raise ValueError(f'{name}: arch dict has unknown keys {unknown}; allowed: '
+                                 f'{cls.arch_keys}')
+            return dict(arch)
+        raise TypeError(f'{name}: arch must be a name or a dict, got {type(arch).__name__}')
+
+    # ------------------------------------------------------------------ stages
+    def stage_modules(self) -> List[List[nn.Module]]:
+        """The modules of each stage kept after pruning (transition into it included)."""
+        raise NotImplementedError
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages >= 0:
+            self._freeze(self.model.patch_embed)
+        stages = self.stage_modules()
+        for i in range(min(self.frozen_stages, len(stages))):
+            for module in stages[i]:
+                self._freeze(module)
+            if hasattr(self, f'norm{i}'):
+                self._freeze(getattr(self, f'norm{i}'))
+
+    @staticmethod
+    def _freeze(module: nn.Module) -> None:
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.model.modules():  # the classifier's own norms, not the new out norms
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    # ------------------------------------------------------------------ weights
+    def init_weights(self) -> None:
+        # the classifier initialised itself when built (its family's scheme)
+        if self.init_cfg is None or self.init_cfg.get('type') != 'Pretrained':
+            if self.init_cfg is not None:
+                super().init_weights()
+            return
+        self.load_pretrained(self.init_cfg['checkpoint'])
+        self._is_init = True
+
+    def load_pretrained(self, path: str) -> Dict[str, List[str]]:
+        """Load ImageNet (or detector) weights from `path`; returns what was dropped/missing."""
+        name = type(self).__name__
+        ckpt = _read_checkpoint(path, name)
+        if not isinstance(ckpt, dict):
+            raise ValueError(f"{name}: '{path}' holds a {type(ckpt).__name__}, not a dict of "
+                             'weights')
+        sd = self.checkpoint_filter(ckpt, self.model)
+        sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+        if any(k.startswith('backbone.') for k in sd):  # a detector checkpoint
+            sd = {k[9:]: v for k, v in sd.items() if k.startswith('backbone.')}
+        ours = any(k.startswith('model.') for k in sd)  # this wrapper's own keys
+        if not ours:
+            sd = {'model.' + k: v for k, v in sd.items()}
+
+        target = self.state_dict()
+        with torch.device('meta'):  # the unpruned classifier's names, for free
+            full = set('model.' + k for k in self.classifier_cls(**dict(
+                self._classifier_kwargs, num_classes=1, global_pool='avg')).state_dict())
+        head = [k for k in sd if k.startswith('model.head.')]
+        unused = [k for k in sd if k not in target and k in full and k not in head]
+        unexpected = [k for k in sd if k not in target and k not in full]
+        matched = [k for k in sd if k in target]
+        model_keys = [k for k in target if k.startswith('model.')]
+        if len([k for k in matched if k.startswith('model.')]) < len(model_keys) / 2:
+            raise ValueError(
+                f"{name}: '{path}' is not a {name} checkpoint of this arch: "
+                f'{len(matched)} of the backbone\'s {len(model_keys)} tensors found '
+                f'(checkpoint keys {_short(list(sd), 5)}; expected e.g. {_short(model_keys, 3)})')
+        mismatched = [f'{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(target[k].shape)}'
+                      for k in matched if sd[k].shape != target[k].shape]
+        if mismatched:
+            raise ValueError(f"{name}: '{path}' is another {name} variant: "
+                             f'{len(mismatched)} tensors disagree in shape: '
+                             + '; '.join(mismatched[:6]))
+        result = self.load_state_dict({k: sd[k] for k in matched}, strict=False)
+        missing = list(result.missing_keys)
+        print_log(f"{name}: loaded {len(matched)} tensors from '{path}'; dropped the head "
+                  f'({len(head)}) and {len(unused)} the backbone does not use (final norm, '
+                  'stages after the last output)', logger='current')
+        if missing:
+            print_log(f'{name}: missing keys (kept at initialisation): {_short(missing, 20)}',
+                      logger='current', level=30)
+        if unexpected:
+            print_log(f'{name}: unexpected keys (ignored): {_short(unexpected, 20)}',
+                      logger='current', level=30)
+        return dict(head=head, unused=unused, unexpected=unexpected, missing=missing)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        maps = self.model.forward_intermediates(
+            x, indices=list(self.out_indices), stop_early=True, output_fmt='NCHW',
+            intermediates_only=True)
+        outs = []
+        for i, y in zip(self.out_indices, maps):
+            if self.out_norm:
+                y = getattr(self, f'norm{i}')(y)
+            outs.append(y.contiguous())
+        return tuple(outs)
