@@ -1,4 +1,4 @@
-"""Loading mmengine-written checkpoints with torch's safe (``weights_only``) unpickler.
+"""Loading checkpoints with torch's safe (``weights_only``) unpickler: the package's one allowlist.
 
 torch >= 2.6 unpickles with ``weights_only=True`` by default: only tensors, primitive types,
 containers and explicitly allowlisted globals may appear in a checkpoint. mmengine 0.10.7 calls
@@ -9,7 +9,10 @@ training log as mmengine ``HistoryBuffer`` objects, which store numpy arrays. Th
 
 We keep safe loading on and allow exactly the globals such checkpoints contain (found by writing
 a checkpoint with a real training run and asking torch which globals it would refuse, see
-:func:`unsafe_globals_in_checkpoint`). Anything else in a pickle, e.g. an arbitrary class or a
+:func:`unsafe_globals_in_checkpoint`), plus the one type of the reference PosMLP ImageNet
+checkpoints (their ``args``, an ``argparse.Namespace``). This is the only allowlist of the
+package: the weight loader (:mod:`mmdet_posmlp.models.weights`) uses
+:func:`mmengine_checkpoint_loading` too. Anything else in a pickle, e.g. an arbitrary class or a
 function call smuggled through ``__reduce__``, is still refused. ``weights_only=False`` is never
 used here.
 """
@@ -51,6 +54,16 @@ MMENGINE_CHECKPOINT_GLOBALS: Tuple[Tuple[str, str], ...] = (
     # methods of HistoryBuffer and refuses every other lookup.
     ('builtins.getattr', 'HistoryBuffer statistics methods, getattr(HistoryBuffer, "min"|...)'),
 )
+
+# The globals of the reference implementation's ImageNet training checkpoints (the files the
+# configs' init_cfg and tools/model_converters read): besides tensors and containers they hold
+# only the training command line. argparse.Namespace is a plain attribute container: unpickling
+# one runs no code beyond setting its attributes, which are themselves unpickled safely.
+REFERENCE_CHECKPOINT_GLOBALS: Tuple[Tuple[str, str], ...] = (
+    ('argparse.Namespace', "'args' of the reference PosMLP training checkpoints (command line)"),
+)
+# The allowlist: every global that any checkpoint this package reads may reference.
+ALLOWED_CHECKPOINT_GLOBALS = MMENGINE_CHECKPOINT_GLOBALS + REFERENCE_CHECKPOINT_GLOBALS
 
 # The same functions under the module names that numpy 1.x writes into pickles.
 _NUMPY1_ALIASES = {
@@ -99,7 +112,7 @@ def safe_globals_list() -> List:
     lack are skipped.
     """
     entries = []
-    for name, _why in MMENGINE_CHECKPOINT_GLOBALS:
+    for name, _why in ALLOWED_CHECKPOINT_GLOBALS:
         obj = _resolve(name)
         if obj is None and name in _NUMPY1_ALIASES:
             obj = _resolve(_NUMPY1_ALIASES[name])
@@ -126,7 +139,7 @@ def _torch_has_named_allowlist() -> bool:
 
 
 def allow_mmengine_checkpoints() -> None:
-    """Allowlist the globals of mmengine checkpoints for every later ``torch.load``.
+    """Allowlist the globals of mmengine and reference checkpoints for every later ``torch.load``.
 
     Idempotent. Safe loading stays on: only the named types are added to torch's allowlist.
     Does nothing on torch < 2.6, which does not unpickle safely by default.
@@ -140,11 +153,26 @@ def allow_mmengine_checkpoints() -> None:
 
 @contextlib.contextmanager
 def mmengine_checkpoint_loading() -> Iterator[None]:
-    """Allow the mmengine checkpoint globals only inside the ``with`` block."""
-    if not _torch_has_named_allowlist():
+    """Allow the globals of the allowlist (mmengine and reference checkpoints) inside the block.
+
+    Only the entries not allowed already are added, and removed again on exit: torch's
+    ``safe_globals`` context removes what it was given, so passing the whole list would take
+    away the process-wide registration of :func:`allow_mmengine_checkpoints` after the block.
+    On torch 2.5, whose allowlist takes objects matched by their own ``module.qualname`` only,
+    the entries whose name is that (argparse.Namespace, HistoryBuffer) are allowed; torch < 2.5
+    has no scoped allowlist.
+    """
+    if _torch_has_named_allowlist():
+        entries = safe_globals_list()
+    elif hasattr(torch.serialization, 'safe_globals'):
+        entries = [(obj, name) for obj, name in safe_globals_list()
+                   if f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}" == name]
+        entries = [obj for obj, _ in entries]
+    else:
         yield
         return
-    with torch.serialization.safe_globals(safe_globals_list()):
+    present = set(torch.serialization.get_safe_globals())
+    with torch.serialization.safe_globals([e for e in entries if e not in present]):
         yield
 
 
@@ -187,6 +215,6 @@ def check_checkpoint_loadable(path: str) -> None:
     if unsafe:
         raise UnsafeCheckpointError(
             f"'{path}' references globals that torch's safe unpickler refuses: {unsafe}. "
-            f'mmdet_posmlp allows only those of mmengine checkpoints '
+            f'mmdet_posmlp allows only those of mmengine and reference PosMLP checkpoints '
             f'({allowed_global_names()}). If you trust this file, convert it to a plain state '
             "dict first (torch.save({'state_dict': ckpt['state_dict']}, new_path)).")

@@ -9,7 +9,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmdet.registry import MODELS
 
-from ..checkpoint import load_backbone_weights
+from .weights import load_backbone_weights
 from .posmlp import LN_EPS, MIXERS, ConvStem, build_stages, init_posmlp_weights, resolve_arch
 
 

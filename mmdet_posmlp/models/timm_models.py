@@ -7,7 +7,7 @@ the window-derived buffers the reference stored).
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ..checkpoint import DERIVED_BUFFERS, extract_state_dict
+from .weights import DERIVED_BUFFERS, extract_state_dict
 from .posmlp import PosMLPClassifier
 
 

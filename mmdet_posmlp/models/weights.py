@@ -1,16 +1,20 @@
-"""Reading PosMLP weights in every form they come in, and turning them into backbone weights.
+"""PosMLP weights in every form they come in, turned into backbone weights: state dict in, state
+dict out.
 
-Accepted inputs (one loader, used by the backbone's init_cfg and by
-tools/convert_posmlp_checkpoint.py):
+Accepted inputs (one loader, used by the backbone's init_cfg, by timm's pretrained loading and
+by tools/model_converters/convert_posmlp_checkpoint.py):
 - the reference implementation's training checkpoint: a dict with 'state_dict_ema' (preferred),
   'state_dict', 'optimizer', 'args' (a pickled argparse.Namespace), ...
 - a timm state dict of posmlp_t / posmlp_s / posmlp_b (same key names as the reference);
 - a backbone checkpoint written by the converter, or a detector checkpoint ('backbone.' keys).
 
-torch >= 2.6 unpickles with weights_only=True. We keep that, and allow exactly the one extra
-type these checkpoints hold (argparse.Namespace), for the duration of the load only.
+Below the model: nothing here imports or builds one. The target of a conversion is a state dict
+(``model.state_dict()``); building a model to convert into is the converter tool's business.
+
+Files are read with torch's safe (``weights_only``) unpickler and the package's one allowlist
+(:mod:`mmdet_posmlp.engine.safe_load`, which holds the reference checkpoints' argparse.Namespace
+next to the types of mmengine's checkpoints).
 """
-import argparse
 import math
 import os
 import pickle
@@ -20,8 +24,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-# The only non-tensor, non-container type found in the reference checkpoints.
-SAFE_GLOBALS = (argparse.Namespace,)
+from ..engine.safe_load import allowed_global_names, mmengine_checkpoint_loading
+
 # Window-derived buffers: rebuilt by the model for its own window, never loaded.
 DERIVED_BUFFERS = ('rel_indices', 'window_relative_position_index')
 # Parameters whose shape depends on the window and that can be resized.
@@ -33,35 +37,27 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot become PosMLP weights; the message names the file and keys."""
 
 
-def _torch_load(f, path: str):
-    kwargs = dict(map_location='cpu')
-    if hasattr(torch.serialization, 'safe_globals'):
-        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
-            return torch.load(f, weights_only=True, **kwargs)
-    return torch.load(f, **kwargs)  # torch < 2.5: no allowlist API and no safe default either
-
-
 def load_checkpoint_file(path: str) -> dict:
     """torch.load a checkpoint with safe unpickling; clear errors for missing or broken files."""
     if not isinstance(path, str) or not path:
         raise CheckpointError(f'PosMLP: checkpoint path must be a non-empty string, got {path!r}')
     if path.startswith(('http://', 'https://')):
         from mmengine.runner.checkpoint import CheckpointLoader
-        if hasattr(torch.serialization, 'safe_globals'):
-            with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
-                return CheckpointLoader.load_checkpoint(path, map_location='cpu')
-        return CheckpointLoader.load_checkpoint(path, map_location='cpu')
+        with mmengine_checkpoint_loading():
+            return CheckpointLoader.load_checkpoint(path, map_location='cpu')
     if not os.path.isfile(path):
         raise CheckpointError(
             f"PosMLP: checkpoint file not found: '{path}'. ImageNet weights go in checkpoints/ "
             '(see checkpoints/README.md for where they come from and how they are named).')
     size = os.path.getsize(path)
     try:
-        return _torch_load(path, path)
+        with mmengine_checkpoint_loading():
+            return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"PosMLP: '{path}' holds objects that safe loading refuses (only tensors, containers "
-            f'and {[t.__module__ + "." + t.__name__ for t in SAFE_GLOBALS]} are allowed): {e}') from e
+            f'and the types of mmdet_posmlp.engine.safe_load are allowed: '
+            f'{allowed_global_names()}): {e}') from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
         raise CheckpointError(
             f"PosMLP: cannot read checkpoint '{path}' ({size} bytes): the file is truncated or "
@@ -196,33 +192,3 @@ def infer_mixer(sd: Dict[str, torch.Tensor]) -> str:
     if any(k.endswith('token_proj_n_weight') for k in sd):
         return 'sgu'
     return 'gqpe'
-
-
-def convert_checkpoint(src: str, dst: str, **backbone_args) -> dict:
-    """Write a backbone checkpoint for `PosMLP(**backbone_args)` from any accepted source.
-
-    The same conversion as the backbone's Pretrained init; arch and mixer default to the
-    checkpoint's own. The output is written to a temporary file and renamed, so an
-    interrupted run never leaves a half-written `dst`.
-    """
-    from .models.backbone import PosMLP
-    sd, source = extract_state_dict(load_checkpoint_file(src), src)
-    backbone_args.setdefault('arch', infer_arch(sd, src))
-    backbone_args.setdefault('mixer', infer_mixer(sd))
-    model = PosMLP(**backbone_args)
-    last = f'norm{len(model.num_features) - 1}'
-    converted, report = convert_to_backbone(sd, model.state_dict(), src,
-                                            final_norm=last if hasattr(model, last) else None)
-    missing = sorted(set(model.state_dict()) - set(converted))
-    meta = dict(source=os.path.abspath(src), found_in=source, backbone=backbone_args,
-                dropped=report['dropped'], renamed=report['renamed'], resized=report['resized'],
-                missing=missing)
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    tmp = f'{dst}.tmp.{os.getpid()}'
-    try:
-        torch.save({'state_dict': converted, 'meta': meta}, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return meta

@@ -1,0 +1,86 @@
+"""Convert PosMLP ImageNet weights (reference checkpoint or timm state dict) to a backbone
+checkpoint: the classifier head goes, window-derived buffers are rebuilt, window-dependent
+parameters are resized to --windows, and the final norm becomes the last output's norm.
+
+    python tools/model_converters/convert_posmlp_checkpoint.py SRC.pth checkpoints/posmlp_t_in1k.pth
+
+The conversion itself is mmdet_posmlp.models.weights (state dict in, state dict out, the same
+as the backbone's Pretrained init); this tool builds the backbone to convert into and writes
+the file.
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+try:
+    import mmdet_posmlp  # noqa: F401
+except ImportError:  # running from a checkout that was not pip-installed
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    import mmdet_posmlp  # noqa: F401
+
+from mmdet_posmlp.models.backbone import PosMLP
+from mmdet_posmlp.models.weights import (convert_to_backbone, extract_state_dict, infer_arch,
+                                         infer_mixer, load_checkpoint_file)
+
+
+def convert_checkpoint(src: str, dst: str, **backbone_args) -> dict:
+    """Write a backbone checkpoint for `PosMLP(**backbone_args)` from any accepted source.
+
+    The same conversion as the backbone's Pretrained init; arch and mixer default to the
+    checkpoint's own. The output is written to a temporary file and renamed, so an
+    interrupted run never leaves a half-written `dst`.
+    """
+    sd, source = extract_state_dict(load_checkpoint_file(src), src)
+    backbone_args.setdefault('arch', infer_arch(sd, src))
+    backbone_args.setdefault('mixer', infer_mixer(sd))
+    model = PosMLP(**backbone_args)
+    last = f'norm{len(model.num_features) - 1}'
+    converted, report = convert_to_backbone(sd, model.state_dict(), src,
+                                            final_norm=last if hasattr(model, last) else None)
+    missing = sorted(set(model.state_dict()) - set(converted))
+    meta = dict(source=os.path.abspath(src), found_in=source, backbone=backbone_args,
+                dropped=report['dropped'], renamed=report['renamed'], resized=report['resized'],
+                missing=missing)
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    tmp = f'{dst}.tmp.{os.getpid()}'
+    try:
+        torch.save({'state_dict': converted, 'meta': meta}, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return meta
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('src', help='reference training checkpoint, timm state dict or backbone checkpoint')
+    p.add_argument('dst', help='where to write the backbone checkpoint')
+    p.add_argument('--arch', choices=['tiny', 'small', 'base'], help='default: from the checkpoint')
+    p.add_argument('--mixer', choices=['gqpe', 'lrpe', 'sgu'], help='default: from the checkpoint')
+    p.add_argument('--windows', type=int, nargs='+', help='detection window per stage (or one for all)')
+    p.add_argument('--out-indices', type=int, nargs='+', default=[0, 1, 2, 3])
+    p.add_argument('--no-out-norm', action='store_true', help='backbone without per-output norms')
+    return p.parse_args()
+
+
+def main():
+    args = parse_args()
+    backbone = dict(out_indices=tuple(args.out_indices), out_norm=not args.no_out_norm)
+    for key in ('arch', 'mixer'):
+        if getattr(args, key):
+            backbone[key] = getattr(args, key)
+    if args.windows:
+        backbone['windows'] = args.windows[0] if len(args.windows) == 1 else tuple(args.windows)
+    meta = convert_checkpoint(args.src, args.dst, **backbone)
+    print(json.dumps({k: meta[k] for k in ('found_in', 'backbone', 'renamed', 'resized', 'missing')},
+                     indent=1))
+    print(f'dropped {len(meta["dropped"])} keys (classifier head, window-derived buffers); '
+          f'wrote {args.dst}')
+
+
+if __name__ == '__main__':
+    main()
