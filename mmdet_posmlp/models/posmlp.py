@@ -234,7 +234,9 @@ class GQPE(nn.Module):
             offsets = self.rel_indices
             if tokens is not None:
                 offsets = offsets[tokens[:, None], tokens[None, :]]
-            return torch.einsum('mnk,gk->gmn', offsets.to(dtype), coef)
+            n = offsets.shape[0]
+            # (groups, 5) x (5, n * n): the scores come out contiguous, as the softmax wants
+            return (coef @ offsets.reshape(n * n, 5).to(dtype).t()).view(-1, n, n)
 
     def matrices(self, tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
         return FlushedSoftmax.apply(self.scores(tokens))
