@@ -1,21 +1,48 @@
 """PosMLP backbone for MMDetection 3.x.
 
-Importing this package registers `PosMLP` in mmdet's MODELS registry and the classifiers
-`posmlp_t`, `posmlp_s`, `posmlp_b` with timm. From an mmdet config:
+From an mmdet config::
 
     custom_imports = dict(imports=['mmdet_posmlp'], allow_failed_imports=False)
 
-It also lets torch's safe (weights_only) unpickler read the checkpoints that mmengine's
-CheckpointHook writes, by allowlisting exactly the types they hold (see engine/safe_load.py), so
-that resuming and testing work under torch >= 2.6 with any tool, mmdet's own included, and
-registers the training hooks the configs use (CrashSafeCheckpointHook, NonFiniteLossHook).
+What importing the package does:
+
+- registers `PosMLP` in mmdet's MODELS registry and the classifiers `posmlp_t`, `posmlp_s`,
+  `posmlp_b` with timm;
+- registers the training hooks the configs use (CrashSafeCheckpointHook, NonFiniteLossHook) in
+  mmdet's HOOKS;
+- lets torch's safe (weights_only) unpickler read the checkpoints that mmengine's
+  CheckpointHook writes and the reference PosMLP ImageNet checkpoints, by allowlisting exactly
+  the types they hold (one list, engine/safe_load.py), so that resuming and testing work under
+  torch >= 2.6 with any tool, mmdet's own included;
+- makes the configs shipped in the package (`mmdet_posmlp/.mim/configs/`) readable by name from
+  any directory: it adds `mmdet_posmlp` to mmengine's `MODULE2PACKAGE` table (mmengine 0.10.7
+  accepts `pkg::` names only for packages listed there) and resolves names that start with
+  `mmdet_posmlp::` in `Config.fromfile` and in `_base_` (mim.py says why mmengine cannot alone):
+  `Config.fromfile('mmdet_posmlp::retinanet_posmlp_t_1x.py')`, or in another project's config
+  `_base_ = 'mmdet_posmlp::retinanet_posmlp_t_1x.py'` when the tool reading it imported
+  mmdet_posmlp before (`custom_imports` runs only after the `_base_` files are read).
+
+mmcv (>= 2.0.0rc4, < 2.2.0, built with its compiled ops) is needed but not a declared
+dependency of the distribution: pip cannot build it correctly by itself (see README,
+Installation); tools/setup_env.sh builds and installs it.
 """
 __version__ = '0.1.0'
+
+try:
+    import mmcv  # noqa: E402,F401
+except ImportError as e:  # the one dependency pip does not install for us
+    raise ImportError(
+        'mmdet_posmlp needs mmcv >= 2.0.0rc4, < 2.2.0 built with its compiled ops, which '
+        '`pip install` does not install: run `bash tools/setup_env.sh` in the repository (it '
+        'builds mmcv 2.1.0 against the installed torch), or install an mmcv wheel built for '
+        'your torch (see README, Installation)') from e
 
 from .models import PosMLP, PosMLPClassifier  # noqa: E402
 from .engine import hooks  # noqa: E402,F401  (registers the hooks in mmdet's HOOKS)
 from .engine.safe_load import allow_mmengine_checkpoints  # noqa: E402
+from .mim import register_config_package  # noqa: E402
 
 allow_mmengine_checkpoints()
+register_config_package()
 
 __all__ = ['PosMLP', 'PosMLPClassifier', '__version__']

@@ -3,6 +3,12 @@
 #
 #   bash tools/setup_env.sh            # first run on a fresh machine: ~20 min (mmcv ops are compiled)
 #                                      # later runs: seconds (every step checks before it acts)
+#   PYTHON=.venv/bin/python bash tools/setup_env.sh   # another environment (need not be active)
+#
+# What pyproject.toml declares is installed by pip from it (the package editable, with its
+# `onnx` and `tests` extras); what pip cannot do correctly by itself comes first: torch and
+# torchvision as a pair, and mmcv built with its compiled ops (not a declared dependency, see
+# pyproject.toml). Every install is constrained to the torch found or installed here.
 #
 # Environment knobs:
 #   PYTHON=python3           interpreter whose environment receives the packages
@@ -67,13 +73,13 @@ py '
 import importlib.metadata as m
 print("torch==" + m.version("torch"))
 print("torchvision==" + m.version("torchvision"))
-print("setuptools<81")' > "$CONSTRAINTS"
+print("setuptools>=77,<81")' > "$CONSTRAINTS"
 
 # ---------------------------------------------------------------- build tools
-step "build tools (setuptools<81: mmcv and mmengine import pkg_resources)"
+step "build tools (setuptools>=77,<81: pyproject.toml's license; mmcv and mmengine import pkg_resources)"
 if ! py 'import pkg_resources, ninja, wheel' 2>/dev/null \
-   || ! py 'import setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) >= 81)'; then
-  pip_install -c "$CONSTRAINTS" "setuptools<81" wheel ninja
+   || ! py 'import setuptools, sys; sys.exit(not 77 <= int(setuptools.__version__.split(".")[0]) < 81)'; then
+  pip_install -c "$CONSTRAINTS" "setuptools>=77,<81" wheel ninja
 fi
 
 # ---------------------------------------------------------------- mmcv with compiled ops
@@ -135,21 +141,28 @@ assert mmdet.__version__ == '$MMDET_VERSION' and mmengine.__version__ == '$MMENG
 fi
 
 # ---------------------------------------------------------------- the plugin itself
-step "mmdet_posmlp (editable)"
+# Editable, with the dependencies pyproject.toml declares and its onnx and tests extras (onnx,
+# onnxruntime, pytest): whatever the steps above did not install yet, torch kept by the
+# constraints. Done again when the installed metadata is not this pyproject.toml's (new extras).
+step "mmdet_posmlp (editable) with its extras: onnx, onnxruntime, pytest"
 if ! py "
-import mmdet_posmlp, os, sys
-sys.exit(os.path.realpath(os.path.dirname(mmdet_posmlp.__file__)) != os.path.realpath('$REPO/mmdet_posmlp'))
+import importlib.metadata as m, os, sys
+import mmdet_posmlp, onnx, onnxruntime, pytest
+here = os.path.realpath(os.path.dirname(mmdet_posmlp.__file__)) == os.path.realpath('$REPO/mmdet_posmlp')
+extras = set(m.metadata('mmdet_posmlp').get_all('Provides-Extra') or [])
+sys.exit(not (here and m.version('mmdet_posmlp') == mmdet_posmlp.__version__ and {'onnx', 'tests'} <= extras))
 " 2>/dev/null; then
-  pip_install -c "$CONSTRAINTS" --no-deps --no-build-isolation -e "$REPO"
+  pip_install -c "$CONSTRAINTS" --no-build-isolation -e "$REPO[onnx,tests]"
 fi
 
 # ---------------------------------------------------------------- verify
 step "verify the stack"
 mmcv_ok || { echo "[setup] mmcv ops check failed" >&2; false; }
 py "
-import torch, torchvision, mmcv, mmdet, mmengine, timm, pycocotools, mmdet_posmlp
+import torch, torchvision, mmcv, mmdet, mmengine, timm, pycocotools, onnxruntime, mmdet_posmlp
 print('[setup] torch', torch.__version__, '| torchvision', torchvision.__version__, '| mmcv', mmcv.__version__,
       '| mmdet', mmdet.__version__, '| mmengine', mmengine.__version__, '| timm', timm.__version__,
+      '| onnxruntime', onnxruntime.__version__, '| mmdet_posmlp', mmdet_posmlp.__version__,
       '| cuda available:', torch.cuda.is_available())
 "
 rm -f "$CONSTRAINTS"
