@@ -43,8 +43,9 @@ def _free_port():
 def _run(cmd, cwd, timeout=300, **env):
     """Run a tool in its own process group (torchrun's workers included), as a user would;
     kill the whole group if it runs over ``timeout``. Returns (returncode, stdout + stderr)."""
+    # PYTHON: the shell launchers run this interpreter (not whatever python3 is on PATH)
     full_env = dict(os.environ, PYTHONWARNINGS='ignore', CUDA_VISIBLE_DEVICES='',
-                    PYTHONPATH=os.pathsep.join(
+                    PYTHON=sys.executable, PYTHONPATH=os.pathsep.join(
                         p for p in (REPO, os.environ.get('PYTHONPATH')) if p), **env)
     proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)

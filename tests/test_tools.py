@@ -45,7 +45,7 @@ BACKBONE_T_PARAMS = 20_155_002  # PosMLP-T without out norms: classifier minus h
 
 def run_tool(args, cwd, timeout=300):
     """Run a tool in a fresh interpreter, as a user would; returns the CompletedProcess."""
-    env = dict(os.environ, PYTHONWARNINGS='ignore',
+    env = dict(os.environ, PYTHONWARNINGS='ignore', PYTHON=PYTHON,
                PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
     return subprocess.run([PYTHON] + args, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
