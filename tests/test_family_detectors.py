@@ -386,7 +386,8 @@ def test_pretrained_errors_name_the_path(tmp_path):
     other = str(tmp_path / 'wide.pth')
     torch.save(CLASSIFIER['HireMLP'](embed_dims=(16, 32, 48, 64), depths=(1, 2, 1, 1))
                .state_dict(), other)
-    with pytest.raises(ValueError, match=r"wide\.pth' is another HireMLP variant.*network\.3\.proj"):
+    with pytest.raises(ValueError,
+                       match=r"wide\.pth' is another HireMLP variant.*network\.3\.proj"):
         small('HireMLP').load_pretrained(other)
     # not a torch file
     junk = tmp_path / 'junk.pth'

@@ -1,5 +1,6 @@
-# RetinaNet with a Hire-MLP-Base backbone, 1x schedule on COCO 2017. Same recipe as Hire-MLP-Tiny;
-# deeper (same widths, so the FPN inputs are unchanged), drop path 0.2 as the authors' dense setting.
+# RetinaNet with a Hire-MLP-Base backbone, 1x schedule on COCO 2017. Same recipe as
+# Hire-MLP-Tiny; deeper (same widths, so the FPN inputs are unchanged), drop path 0.2 as the
+# authors' dense setting.
 _base_ = './retinanet_hire_mlp_tiny_1x.py'
 
 # hire_mlp_base.pth of the official release (83.1%), see retinanet_hire_mlp_tiny_1x.py
