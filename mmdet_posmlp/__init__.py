@@ -24,7 +24,7 @@ What importing the package does:
 
 mmcv (>= 2.0.0rc4, < 2.2.0, built with its compiled ops) is needed but not a declared
 dependency of the distribution: pip cannot build it correctly by itself (see README,
-Installation); tools/setup_env.sh builds and installs it.
+"Installing as a package"); tools/setup_env.sh builds and installs it.
 """
 __version__ = '0.1.0'
 
@@ -35,7 +35,7 @@ except ImportError as e:  # the one dependency pip does not install for us
         'mmdet_posmlp needs mmcv >= 2.0.0rc4, < 2.2.0 built with its compiled ops, which '
         '`pip install` does not install: run `bash tools/setup_env.sh` in the repository (it '
         'builds mmcv 2.1.0 against the installed torch), or install an mmcv wheel built for '
-        'your torch (see README, Installation)') from e
+        'your torch (see README, "Installing as a package")') from e
 
 from .models import PosMLP, PosMLPClassifier  # noqa: E402
 from .engine import hooks  # noqa: E402,F401  (registers the hooks in mmdet's HOOKS)
