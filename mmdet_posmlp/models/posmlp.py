@@ -414,7 +414,7 @@ class _ChannelNorm(torch.autograd.Function):
         mean_row = stats.new_full((1, x.shape[0]), 1.0 / x.shape[0])
         d = stats - mean_row @ stats
         rstd = torch.rsqrt(mean_row @ (d * d) + eps)
-        xhat = d.mul_(rstd).to(x.dtype)
+        xhat = (d * rstd).to(x.dtype)
         ctx.save_for_backward(xhat, rstd)
         return xhat
 
