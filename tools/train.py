@@ -17,6 +17,7 @@ except ImportError:  # running from a checkout that was not pip-installed
     import mmdet_posmlp  # noqa: F401
 
 from mmdet_posmlp.datasets.coco_check import AnnotationFormatError
+from mmdet_posmlp.engine.amp import AmpUnavailableError
 from mmdet_posmlp.engine.data_check import DatasetNotFoundError
 from mmdet_posmlp.engine.runner import LAUNCHERS, build_train_runner, set_local_rank
 from mmdet_posmlp.engine.safe_load import UnsafeCheckpointError
@@ -59,7 +60,7 @@ def main():
             auto_scale_lr=args.auto_scale_lr, resume=args.resume,
             cfg_options=args.cfg_options, launcher=args.launcher)
     except (DatasetNotFoundError, AnnotationFormatError, UnsafeCheckpointError,
-            FileNotFoundError) as e:
+            AmpUnavailableError, FileNotFoundError) as e:
         sys.exit(f'\n{e}')
     runner.train()
 

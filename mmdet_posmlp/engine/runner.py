@@ -57,9 +57,12 @@ def configure_training(cfg: Config,
                        auto_scale_lr: bool = False,
                        resume: Optional[str] = None) -> Config:
     """Apply ``--amp``, ``--auto-scale-lr`` and ``--resume`` (a path, or 'auto') to ``cfg``."""
-    if amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if amp:  # before anything is built or read: a machine without mixed precision stops here
+        from .amp import amp_optim_wrapper
+        cfg.optim_wrapper = amp_optim_wrapper(cfg.optim_wrapper)
+        if cfg.optim_wrapper.type != 'AmpOptimWrapper':
+            print_log('--amp without a GPU: bfloat16 autocast on the CPU '
+                      f'({cfg.optim_wrapper.type}, no loss scaling)', logger='current')
     if auto_scale_lr:
         scale = cfg.get('auto_scale_lr')
         if not scale or 'enable' not in scale or 'base_batch_size' not in scale:

