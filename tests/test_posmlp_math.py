@@ -225,7 +225,7 @@ def test_clipped_windows_cost_only_their_tokens():
     hidden, gate = 4 * C, 2 * C
     flops = count_flops(stage, torch.randn(1, C, 15, 14))
     tokens = 15 * 14
-    linear = 2 * tokens * (C * hidden + gate * C)  # expansion and output
+    linear = 2 * tokens * ((C + 1) * hidden + gate * C)  # expansion (bias column) and output
     norm_stats = 2 * 2 * tokens * C                # the two 1 x C products per token
     mixing = 2 * gate * (196 * 196 + 14 * 14)
     # GQPE's matrices, once per window shape (2 shapes): A = S S^T (G products of 2 x 2

@@ -65,10 +65,10 @@ class FusedPosMLPBlock(nn.Module):
         self.dim, self.hidden = block.dim, block.hidden
         self.chunk_bytes = chunk_bytes
         with torch.no_grad():
-            w_e, b_e, w_s, b_s = block.grouped_weights()
-            self.register_buffer('w_eb', torch.cat([w_e, b_e], dim=1))  # bias rides a ones row
-            self.register_buffer('w_s', w_s.clone())
-            self.register_buffer('b_s', b_s.clone())
+            w_eb, w_s, b_s = (t.detach().clone() for t in block.grouped_weights())
+            self.register_buffer('w_eb', w_eb)  # the bias rides a row of ones
+            self.register_buffer('w_s', w_s)
+            self.register_buffer('b_s', b_s)
         self.gate_unit = copy.deepcopy(block.gate_unit).requires_grad_(False)
         self._mixing: Dict[Tuple[int, int, torch.dtype], Tuple[torch.Tensor, torch.Tensor]] = {}
 

@@ -403,25 +403,33 @@ class PosSGU(nn.Module):
 
 class _ChannelNorm(torch.autograd.Function):
     """(x - mean) / std over the rows (channels) of a channel-major (C, T) matrix, statistics
-    in float32 or wider; the affine is folded into the next Linear (PosMLPBlock). One function,
-    so that only its output (which the Linear keeps anyway) and 1/std are stored. The means
-    over channels are products with a row of 1/C: several times faster than a reduction
-    across the rows of a row-major matrix."""
+    in float32 or wider, with a row of ones appended: (C + 1, T).
+
+    The LayerNorm's affine and the expansion's bias are folded into the expansion weight
+    (PosMLPBlock.grouped_weights), the bias as a last column that meets the row of ones: the
+    product then needs no pass over the hidden activations to add the bias, and the bias
+    gradient comes out of the weight-gradient product. One function, so that only its output
+    (which the Linear keeps anyway) and 1/std are stored. The means over channels are products
+    with a row of 1/C: several times faster than a reduction across the rows of a row-major
+    matrix."""
 
     @staticmethod
     def forward(ctx, x, eps: float):
+        C = x.shape[0]
         stats = x.to(torch.promote_types(x.dtype, torch.float32))
-        mean_row = stats.new_full((1, x.shape[0]), 1.0 / x.shape[0])
+        mean_row = stats.new_full((1, C), 1.0 / C)
         d = stats - mean_row @ stats
         rstd = torch.rsqrt(mean_row @ (d * d) + eps)
-        xhat = (d * rstd).to(x.dtype)
-        ctx.save_for_backward(xhat, rstd)
-        return xhat
+        out = torch.cat([d * rstd, rstd.new_ones(1, x.shape[1])]).to(x.dtype)
+        ctx.save_for_backward(out, rstd)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        xhat, rstd = ctx.saved_tensors
-        mean_row = grad.new_full((1, grad.shape[0]), 1.0 / grad.shape[0])
+        out, rstd = ctx.saved_tensors
+        C = out.shape[0] - 1
+        xhat, grad = out[:C], grad[:C]
+        mean_row = grad.new_full((1, C), 1.0 / C)
         mean_grad = mean_row @ grad
         mean_proj = mean_row @ (grad * xhat)
         # (grad - mean(grad) - xhat * mean(grad * xhat)) / std
@@ -429,6 +437,7 @@ class _ChannelNorm(torch.autograd.Function):
 
 
 def channel_norm(x: torch.Tensor, eps: float = LN_EPS) -> torch.Tensor:
+    """(C, T) -> (C + 1, T): normalised over channels, then a row of ones (see _ChannelNorm)."""
     with autocast_off(x.device):
         return _ChannelNorm.apply(x, eps)
 
@@ -498,23 +507,25 @@ class PosMLPBlock(nn.Module):
         self.register_buffer('_hidden_order', full, persistent=False)
         self.register_buffer('_hidden_inverse', torch.argsort(full), persistent=False)
 
-    def grouped_weights(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(expansion weight, its bias, output weight, its bias) for channel-major inputs:
-        the LayerNorm affine folded into the expansion, the hidden channels in contiguous
-        groups. Weight-sized work, tiny next to the activations; the folding is elementwise
-        so that autocast leaves it in float32."""
+    def grouped_weights(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(expansion weight, output weight, output bias) for channel-major inputs: the
+        expansion with the LayerNorm affine folded in and its bias as a last column (against
+        channel_norm's row of ones), the hidden channels in contiguous groups. Weight-sized
+        work, tiny next to the activations; the folding is elementwise so that autocast
+        leaves it in float32."""
         order, inverse = self._hidden_order, self._hidden_inverse
         w_e = permute(self.proj_c_e.weight, 0, order, inverse)
         b_e = permute(self.proj_c_e.bias, 0, order, inverse) + (w_e * self.norm.bias).sum(1)
+        w_eb = torch.cat([w_e * self.norm.weight, b_e[:, None]], dim=1)
         w_s = permute(self.proj_c_s.weight, 1, self._gate_order, self._gate_inverse)
-        return w_e * self.norm.weight, b_e[:, None], w_s, self.proj_c_s.bias[:, None]
+        return w_eb, w_s, self.proj_c_s.bias[:, None]
 
     def forward(self, parts: List[torch.Tensor], regions: List[Region]) -> List[torch.Tensor]:
         """parts: one channel-major (C, T_r) matrix per region of windows (window_partition)."""
-        w_e, b_e, w_s, b_s = self.grouped_weights()
+        w_eb, w_s, b_s = self.grouped_weights()
         out = []
         for x, r in zip(parts, regions):
-            h = torch.addmm(b_e, w_e, channel_norm(x))
+            h = torch.mm(w_eb, channel_norm(x))
             y = self.gate_unit(h, r.rows, r.cols)
             y = torch.addmm(b_s, w_s, y)
             out.append(x + self.drop_path(self.drop(y), r.batch))
