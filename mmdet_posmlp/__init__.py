@@ -6,10 +6,12 @@ From an mmdet config::
 
 What importing the package does:
 
-- registers `PosMLP` in mmdet's MODELS registry and the classifiers `posmlp_t`, `posmlp_s`,
-  `posmlp_b` with timm;
+- registers the backbones `PosMLP`, `HireMLP`, `ViP`, `S2MLP` and the neck
+  `SimpleFeaturePyramid` in mmdet's MODELS registry, and the classifiers `posmlp_t/s/b`,
+  `hire_mlp_tiny/small/base/large`, `vip_s7/m7/l7`, `s2mlp_deep/wide` with timm;
 - registers the training hooks the configs use (CrashSafeCheckpointHook, NonFiniteLossHook) in
-  mmdet's HOOKS;
+  mmdet's HOOKS, and the optimizer wrapper that `--amp` selects on CPUs with native bfloat16
+  (BFloat16AutocastOptimWrapper, engine/amp.py) in mmdet's OPTIM_WRAPPERS;
 - lets torch's safe (weights_only) unpickler read the checkpoints that mmengine's
   CheckpointHook writes and the reference PosMLP ImageNet checkpoints, by allowlisting exactly
   the types they hold (one list, engine/safe_load.py), so that resuming and testing work under
@@ -39,6 +41,7 @@ except ImportError as e:  # the one dependency pip does not install for us
 
 from .models import PosMLP, PosMLPClassifier  # noqa: E402
 from .engine import hooks  # noqa: E402,F401  (registers the hooks in mmdet's HOOKS)
+from .engine import amp  # noqa: E402,F401  (registers BFloat16AutocastOptimWrapper: --amp on CPUs)
 from .engine.safe_load import allow_mmengine_checkpoints  # noqa: E402
 from .mim import register_config_package  # noqa: E402
 
