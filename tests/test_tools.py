@@ -337,6 +337,29 @@ def test_test_tool_with_checkpoint(tiny_run, tmp_path):
     assert out.is_file()
     drawn = [f for _, _, files in os.walk(work_dir) for f in files if f.endswith('.jpg')]
     assert len(drawn) == 2, drawn
+    assert 'PosMLP.fuse() done' in log  # the deployment step ran before testing
+
+
+def test_test_tool_fused_and_plain_give_the_same_detections(tiny_run, tmp_path):
+    """tools/test.py fuses the backbone by default; --no-fuse tests it as trained: the same
+    detections either way (the fused blocks are the same function, tested to 1e-10)."""
+    import pickle
+    outs = {}
+    for flag in ([], ['--no-fuse']):
+        out = tmp_path / f"results{''.join(flag)}.pkl"
+        result = run_tool([osp.join(REPO, 'tools', 'test.py'), str(tiny_run['config']),
+                           str(tiny_run['checkpoint']), '--work-dir', str(tmp_path / 'w'),
+                           '--out', str(out)] + flag, cwd=str(tiny_run['root']))
+        log = result.stdout + result.stderr
+        assert result.returncode == 0, log[-3000:]
+        assert ('fuse() done' in log) == (not flag)
+        with open(out, 'rb') as f:
+            outs[bool(flag)] = pickle.load(f)
+    for fused, plain in zip(outs[False], outs[True]):
+        a, b = fused['pred_instances'], plain['pred_instances']
+        assert torch.equal(a['labels'], b['labels'])
+        torch.testing.assert_close(a['bboxes'], b['bboxes'], rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(a['scores'], b['scores'], rtol=1e-4, atol=1e-5)
 
 
 def test_test_tool_refuses_unsafe_checkpoint(tiny_run, tmp_path, monkeypatch):

@@ -47,6 +47,10 @@ def parse_args():
         'key="[(a,b),(c,d)]" Note that the quotation marks are necessary and that no white '
         'space is allowed. Dataset paths: override test_dataloader.dataset.data_root and '
         'test_evaluator.ann_file, not data_root (already substituted when the config is read).')
+    parser.add_argument(
+        '--no-fuse', action='store_true',
+        help="test the backbone as trained, without its deployment step (fuse(): folded "
+        'norms, precomputed mixing matrices; same outputs, faster)')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
@@ -60,7 +64,7 @@ def main():
         runner = build_test_runner(
             args.config, args.checkpoint, work_dir=args.work_dir, out=args.out,
             show=args.show, show_dir=args.show_dir, wait_time=args.wait_time,
-            cfg_options=args.cfg_options, launcher=args.launcher)
+            cfg_options=args.cfg_options, launcher=args.launcher, fuse=not args.no_fuse)
     except (DatasetNotFoundError, AnnotationFormatError, UnsafeCheckpointError,
             FileNotFoundError) as e:
         sys.exit(f'\n{e}')

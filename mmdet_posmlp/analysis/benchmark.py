@@ -79,14 +79,18 @@ def benchmark(model: nn.Module, batch: dict, repeat: int = 10, warmup: int = 2) 
 def benchmark_fps(config, checkpoint: Optional[str] = None,
                   shape: Sequence[int] = (800, 1333), image: Optional[str] = None,
                   repeat: int = 10, warmup: int = 2, cfg_options: Optional[dict] = None,
-                  threads: Optional[int] = None) -> dict:
-    """Build (and load) the detector from ``config`` and benchmark it on one image."""
+                  threads: Optional[int] = None, fuse: bool = True) -> dict:
+    """Build (and load) the detector from ``config`` and benchmark it on one image; ``fuse``:
+    after the backbone's deployment step, as tools/test.py runs it."""
     if threads:
         torch.set_num_threads(threads)
     model = load_detector(config, checkpoint, cfg_options)
+    fused = fuse and hasattr(model.backbone, 'fuse')
+    if fused:
+        model.backbone.fuse()
     batch = make_batch(model, shape, image)
     result = benchmark(model, batch, repeat, warmup)
-    result.update(config=str(config), checkpoint=checkpoint, image=image)
+    result.update(config=str(config), checkpoint=checkpoint, image=image, fused=fused)
     return result
 
 
@@ -97,7 +101,8 @@ def format_benchmark(result: dict) -> str:
     weights = result['checkpoint'] or 'random weights (no checkpoint)'
     return '\n'.join([
         f'Config: {result["config"]}',
-        f'Weights: {weights}',
+        f'Weights: {weights}' + (', backbone fused (deployment step)' if result.get('fused')
+                                 else ''),
         f'Input: {source}, network input {h}x{w} (padded), batch 1, '
         f'{result["threads"]} threads',
         f'Detections on the last run: {result["num_detections"]}',

@@ -12,7 +12,11 @@
   overflow (mmengine's convention), reports every skipped step and stops only after
   ``max_amp_skips`` skips in a row.
 
-Both are registered in mmdet's HOOKS registry; the 1x configs use them.
+- :class:`FuseBackboneHook`: before testing, the backbone's deployment step (``fuse()``:
+  folded norms, precomputed mixing matrices, in-place CPU chunks; see models/fused.py).
+  tools/test.py adds it (``--no-fuse`` leaves it out); validation during training never fuses.
+
+All are registered in mmdet's HOOKS registry; the 1x configs use the first two.
 """
 import math
 import os
@@ -25,6 +29,7 @@ from mmengine.dist import is_main_process
 from mmengine.fileio import register_backend
 from mmengine.fileio.backends import LocalBackend
 from mmengine.hooks import CheckpointHook, Hook
+from mmengine.model import is_model_wrapper
 from mmengine.optim import AmpOptimWrapper
 from mmdet.registry import HOOKS
 
@@ -153,3 +158,24 @@ class NonFiniteLossHook(Hook):
         raise FloatingPointError(
             f'Non-finite loss at {where}: {terms}. Stopping: {reason}. Last checkpoint: {last} '
             '(resume with --resume after lowering the learning rate or checking the data).')
+
+
+@HOOKS.register_module()
+class FuseBackboneHook(Hook):
+    """Run the backbone's deployment step once the test checkpoint is loaded, before testing.
+
+    The fused backbone gives the plain one's outputs (tests/test_posmlp_math.py) faster; it
+    is inference-only, so the hook acts in ``before_test`` (tools/test.py), never during
+    training or its validation. Backbones without ``fuse()`` are left alone."""
+
+    priority = 'LOWEST'
+
+    def before_test(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        fuse = getattr(getattr(model, 'backbone', None), 'fuse', None)
+        if fuse is None:
+            runner.logger.info('FuseBackboneHook: the backbone has no fuse(); testing as built')
+            return
+        fuse()
+        runner.logger.info(f'FuseBackboneHook: {type(model.backbone).__name__}.fuse() done '
+                           '(deployment step: folded norms, precomputed mixing matrices)')

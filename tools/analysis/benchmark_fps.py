@@ -31,6 +31,8 @@ def parse_args():
     parser.add_argument('--repeat', type=int, default=10, help='timed runs (median reported)')
     parser.add_argument('--warmup', type=int, default=2, help='untimed runs first')
     parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s)')
+    parser.add_argument('--no-fuse', action='store_true',
+                        help="time the backbone as trained, without its deployment step")
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override some settings in the used config, xxx=yyy format')
@@ -46,7 +48,8 @@ def main():
     args = parse_args()
     result = benchmark_fps(args.config, checkpoint=args.checkpoint, shape=args.shape,
                            image=args.image, repeat=args.repeat, warmup=args.warmup,
-                           cfg_options=args.cfg_options, threads=args.threads)
+                           cfg_options=args.cfg_options, threads=args.threads,
+                           fuse=not args.no_fuse)
     print(format_benchmark(result))
 
 
