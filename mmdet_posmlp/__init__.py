@@ -16,6 +16,11 @@ What importing the package does:
   CheckpointHook writes and the reference PosMLP ImageNet checkpoints, by allowlisting exactly
   the types they hold (one list, engine/safe_load.py), so that resuming and testing work under
   torch >= 2.6 with any tool, mmdet's own included;
+- adds handles for the operators of PosMLP that mmengine's FLOP counter lacks (``baddbmm``,
+  ``addmm_``, and the custom autograd Functions, which a jit trace shows as opaque
+  ``prim::PythonOp`` nodes) to mmengine's default handle tables, so that
+  ``get_model_complexity_info`` and mmdet's own ``tools/analysis_tools/get_flops.py`` count the
+  token mixing (analysis/flop_handles.py; names mmengine already handles are left alone);
 - makes the configs shipped in the package (`mmdet_posmlp/.mim/configs/`) readable by name from
   any directory: it adds `mmdet_posmlp` to mmengine's `MODULE2PACKAGE` table (mmengine 0.10.7
   accepts `pkg::` names only for packages listed there) and resolves names that start with
@@ -44,8 +49,10 @@ from .engine import hooks  # noqa: E402,F401  (registers the hooks in mmdet's HO
 from .engine import amp  # noqa: E402,F401  (registers BFloat16AutocastOptimWrapper: --amp on CPUs)
 from .engine.safe_load import allow_mmengine_checkpoints  # noqa: E402
 from .mim import register_config_package  # noqa: E402
+from .analysis.flop_handles import register_flop_handles  # noqa: E402
 
 allow_mmengine_checkpoints()
 register_config_package()
+register_flop_handles()
 
 __all__ = ['PosMLP', 'PosMLPClassifier', '__version__']

@@ -1,9 +1,11 @@
 """Parameters and FLOPs of a detector built from a config, and of its backbone alone.
 
 FLOPs are counted by mmengine's FlopAnalyzer (fvcore's rules): one multiply-add counts as one
-FLOP, convolutions, linear layers, matrix products (baddbmm included, which mmengine lacks and
-PosMLP's token mixing uses) and normalisations are counted, element-wise work (activations,
-softmax, additions) is not. This is the convention of MMDetection's
+FLOP, convolutions, linear layers, matrix products and normalisations are counted,
+element-wise work (activations, softmax, additions) is not. The handles for what mmengine lacks
+and PosMLP uses (baddbmm, addmm_, its custom autograd Functions) are in flop_handles.py,
+registered in mmengine's default tables on ``import mmdet_posmlp``, so that mmdet's own
+get_flops.py counts the same operators. This is the convention of MMDetection's
 tools/analysis_tools/get_flops.py and of the "MACs" columns in papers.
 """
 import warnings
@@ -77,23 +79,13 @@ class _TensorForward(nn.Module):
         return self.detector._forward(inputs, self.data_samples)
 
 
-def _baddbmm_flop_jit(inputs, outputs) -> int:
-    """FLOPs of ``baddbmm(input, batch1, batch2)``: the batched product (the addition is free,
-    as for addmm). mmengine has no handle for it; PosMLP's token mixing uses it."""
-    from mmengine.analysis.jit_handles import get_shape
-    b, n, k = get_shape(inputs[1])
-    m = get_shape(inputs[2])[-1]
-    return b * n * k * m
-
-
 def _flops(module: nn.Module, inputs: Tuple) -> Tuple[int, Dict[str, int]]:
     """Total FLOPs of ``module(*inputs)`` and the operators that were not counted."""
     from mmengine.analysis import FlopAnalyzer
-    from mmengine.analysis.jit_handles import addmm_flop_jit
+
+    from .flop_handles import register_flop_handles
+    register_flop_handles()  # done by `import mmdet_posmlp` already; PosMLP's ops (flop_handles)
     analyzer = FlopAnalyzer(module, inputs)
-    analyzer.set_op_handle('aten::baddbmm', _baddbmm_flop_jit)
-    # PosMLP's inference adds the output projection into the residual in place
-    analyzer.set_op_handle('aten::addmm_', addmm_flop_jit)
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # jit tracing warnings about data-dependent shapes
