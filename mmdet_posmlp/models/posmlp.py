@@ -623,20 +623,66 @@ def init_posmlp_weights(module: nn.Module) -> None:
 
 
 class PosMLPClassifier(nn.Module):
-    """The ImageNet classifier, with the reference's parameter names (timm: posmlp_t/s/b)."""
+    """The ImageNet classifier, with the reference's parameter names (timm: posmlp_t/s/b).
+
+    ConvStem -> levels (4 x PosMLPStage) -> norm (LayerNorm over channels) -> global pool ->
+    dropout -> head, with timm's model API: ``forward_features`` / ``forward_head``,
+    ``forward_intermediates`` / ``prune_intermediate_layers`` (``features_only=True`` builds a
+    ``feature_cls='getter'`` net on them), ``set_grad_checkpointing``, ``group_matcher``,
+    ``no_weight_decay``, ``get_classifier`` / ``reset_classifier``.
+
+    Any input size: the windows clip at the right and bottom edges (see ``window_regions``),
+    so ``img_size`` is accepted for timm's API and ignored; nothing is sized by it.
+
+    Export: ``torch.jit.script`` is not supported. The blocks run custom autograd Functions
+    (gated token mixing, channel norm, permutations: one kernel each way and a small saved
+    state) and pass the windows as lists of ``Region`` NamedTuples with Python-int shapes;
+    TorchScript compiles neither ``Function.apply`` nor that control flow and stops with
+    "Python builtin <built-in method apply of FunctionMeta object ...> is currently not
+    supported in Torchscript". ``torch.compile`` captures the whole model (tests/test_compile.py).
+    FX (``timm.models.create_feature_extractor``, ``features_only=True, feature_cls='fx'``):
+    ``PosMLPStage`` is registered with timm as a leaf ("notrace") module, because partitioning
+    into windows needs the map's concrete height and width; the graph then holds the stem, one
+    call per stage, the final norm, the pool and the head, so any stage output is a node
+    (``levels.0`` ... ``levels.3``).
+    """
+    pool_types = ('', 'avg', 'max')
+    # every mixer's positional parameters: GQPE, LRPE, dense (SGU), and their per-token bias
+    positional_params = ('attention_centers', 'attention_spreads', 'token_proj_n_bias',
+                         'window_relative_position_bias_table', 'token_proj_n_weight')
 
     def __init__(self, arch='tiny', in_chans: int = 3, num_classes: int = 1000,
                  mixer: str = 'gqpe', drop_rate: float = 0.0, drop_path_rate: float = 0.1,
-                 global_pool: str = 'avg', with_cp: bool = False, **kwargs):
+                 global_pool: str = 'avg', with_cp: bool = False, img_size=None, **kwargs):
+        """
+        Args:
+            arch: 'tiny' | 'small' | 'base' (or 't' | 's' | 'b'), or a dict as ARCH_SETTINGS.
+            in_chans: image channels.
+            num_classes: classes of the head; 0 removes it (forward returns pooled features).
+            mixer: token mixer of every block, one of MIXERS.
+            drop_rate: dropout before the head (and inside the blocks, as the reference).
+            drop_path_rate: stochastic depth, rising linearly from 0 over all blocks.
+            global_pool: 'avg' (the reference), 'max', or '' (no pooling, only with
+                num_classes=0: forward then returns the normalised (B, C, H, W) map).
+            with_cp: activation checkpointing per block (``set_grad_checkpointing``).
+            img_size: accepted for timm's API (int or (H, W)) and ignored: any size runs.
+        """
         super().__init__()
         if kwargs:
             raise TypeError(f'PosMLPClassifier: unexpected arguments {sorted(kwargs)}')
+        self._check_pool(global_pool, num_classes)
+        if img_size is not None:
+            size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+            if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+                raise ValueError(f'PosMLPClassifier: img_size must be a positive int or (H, W), '
+                                 f'got {img_size!r}')
         setting = resolve_arch(arch)
         self.setting = setting
         self.num_classes = num_classes
-        self.num_features = setting['embed_dims'][-1]
+        self.num_features = self.head_hidden_size = setting['embed_dims'][-1]
         self.drop_rate = drop_rate
         self.global_pool = global_pool
+        self.grad_checkpointing = with_cp
         self.patch_embed = ConvStem(in_chans, setting['embed_dims'][0])
         self.levels = build_stages(setting, mixer, drop_rate, drop_path_rate, with_cp)
         self.feature_info = [dict(num_chs=d, reduction=4 * 2 ** i, module=f'levels.{i}')
@@ -645,34 +691,148 @@ class PosMLPClassifier(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         init_posmlp_weights(self)
 
-    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """The (B, C, H, W) output of every stage, before the final norm."""
-        x = self.patch_embed(x)
-        outs = []
+    @classmethod
+    def _check_pool(cls, global_pool: str, num_classes: int) -> None:
+        if global_pool not in cls.pool_types:
+            raise ValueError(f'PosMLPClassifier: global_pool={global_pool!r} is not supported; '
+                             f'use one of {cls.pool_types}')
+        if global_pool == '' and num_classes > 0:
+            raise ValueError("PosMLPClassifier: global_pool='' (no pooling) needs num_classes=0: "
+                             'the linear head cannot take an unpooled map')
+
+    # ---- timm API ---------------------------------------------------------------------------
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> 'Set[str]':
+        """Names of the positional parameters (every mixer's), exempt from weight decay as in
+        the reference training and configs/_posmlp_det_recipe.py. Norm weights and biases are
+        1-D, which timm's optimizer factory exempts by itself."""
+        return {name for name, _ in self.named_parameters()
+                if name.rsplit('.', 1)[-1] in self.positional_params}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> 'Dict[str, Any]':
+        """Parameter groups, stem to head, for layer-wise lr decay: a stage's downsampling
+        joins its first block (coarse: whole stages); the final norm joins the last block."""
+        return dict(
+            stem=r'^patch_embed',
+            blocks=r'^levels\.(\d+)' if coarse else [
+                (r'^levels\.(\d+)\.pool', (0,)),
+                (r'^levels\.(\d+)\.encoder\.(\d+)', None),
+                (r'^norm', (99999,)),
+            ])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing per block (the stages' ``with_cp``), in training only."""
+        self.grad_checkpointing = enable
         for stage in self.levels:
-            x = stage(x)
-            outs.append(x)
-        return outs
+            stage.with_cp = enable
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_stages(x)[-1]
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == 'avg':
-            x = x.mean(dim=(2, 3))
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.head(x)
-
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        if global_pool is None:
+            global_pool = self.global_pool
+        self._check_pool(global_pool, num_classes)
         self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = global_pool
+        self.global_pool = global_pool
         self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: 'Optional[Union[int, List[int]]]' = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> 'Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]':
+        """Outputs of the selected stages (0-3, strides 4-32), timm 1.0 semantics.
+
+        Args:
+            indices: None for all stages, an int n for the last n, or a list of stage indices
+                (negative ones count from the last stage present).
+            norm: apply the final norm to the last stage's output when it is taken.
+            stop_early: skip the stages after the last selected one.
+            output_fmt: 'NCHW' or 'NHWC' for the intermediates (the final features are NCHW).
+            intermediates_only: return only the list of intermediates.
+
+        Returns:
+            The intermediates, or (final features, intermediates); the final features are
+            ``forward_features``'s when every stage ran, else the last stage run's output.
+        """
+        if output_fmt not in ('NCHW', 'NHWC'):
+            raise ValueError(f"PosMLPClassifier: output_fmt must be 'NCHW' or 'NHWC', "
+                             f'got {output_fmt!r}')
+        nhwc = output_fmt == 'NHWC'
+        take_indices, max_index = feature_take_indices(len(self.levels), indices)
+        last_idx = len(self.levels) - 1  # the final norm is sized for (and only applies to) it
+        stages = self.levels[:max_index + 1] if stop_early else self.levels
+
+        intermediates = []
+        x = self.patch_embed(x)
+        i = 0
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                if norm and i == last_idx:
+                    x_inter = self.norm(x.permute(0, 2, 3, 1))
+                    x_inter = x_inter if nhwc else x_inter.permute(0, 3, 1, 2)
+                else:
+                    x_inter = x.permute(0, 2, 3, 1).contiguous() if nhwc else x
+                intermediates.append(x_inter)
+
+        if intermediates_only:
+            return intermediates
+        if i == last_idx:
+            x = self._final_norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: 'Union[int, List[int]]' = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the stages after the last one in `indices`, and the norm / head if asked.
+
+        Dropping the last stage drops the final norm and the head too (both are sized for it);
+        ``num_features`` then becomes the last kept stage's width. Returns the absolute indices.
+        """
+        take_indices, max_index = feature_take_indices(len(self.levels), indices)
+        prune_end = max_index < len(self.levels) - 1
+        self.levels = self.levels[:max_index + 1]  # nn.Sequential slice: names are kept
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """The (B, C, H, W) output of every stage, before the final norm."""
+        return self.forward_intermediates(x, intermediates_only=True)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        x = self.levels(x)
+        return self._final_norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == 'avg':
+            x = x.mean(dim=(2, 3))
+        elif self.global_pool == 'max':
+            x = x.amax(dim=(2, 3))
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -687,7 +847,76 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+# --------------------------------------------------------------------------- timm registration
+# timm.create_model('posmlp_t' | 'posmlp_s' | 'posmlp_b'). Parameter names are the reference
+# implementation's, so its ImageNet checkpoints load with `pretrained_cfg_overlay=dict(file=PATH)`
+# (checkpoint_filter_fn picks 'state_dict_ema' and drops the window-derived buffers it stored).
+
+from typing import Any, Dict, Set, Union  # noqa: E402
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # noqa: E402
+from timm.layers import register_notrace_module  # noqa: E402
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model  # noqa: E402
+from timm.models._features import feature_take_indices  # noqa: E402
+
+from .weights import DERIVED_BUFFERS, extract_state_dict  # noqa: E402
+
+# FX: a stage partitions its map into windows by the map's concrete size (see the class docstring)
+register_notrace_module(PosMLPStage)
+
+
+def checkpoint_filter_fn(state_dict: Dict, model: nn.Module) -> Dict:
+    """A reference training checkpoint, a timm state dict, ... (weights.extract_state_dict) ->
+    this model's state dict, without the window-derived buffers the reference stored."""
+    state_dict, _ = extract_state_dict(state_dict)
+    return {k: v for k, v in state_dict.items() if not k.endswith(DERIVED_BUFFERS)}
+
+
+def _cfg(**kwargs) -> Dict:
+    return {
+        'url': '', 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.9, 'interpolation': 'bicubic', 'fixed_input_size': False,
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'patch_embed.projs.0', 'classifier': 'head', 'license': 'apache-2.0',
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'posmlp_t.in1k': _cfg(),
+    'posmlp_s.in1k': _cfg(),
+    'posmlp_b.untrained': _cfg(),
+})
+
+
+def _create(variant: str, arch: str, pretrained: bool = False, **kwargs) -> PosMLPClassifier:
+    return build_model_with_cfg(
+        PosMLPClassifier, variant, pretrained, arch=arch,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
+        **kwargs)
+
+
+@register_model
+def posmlp_t(pretrained: bool = False, **kwargs) -> PosMLPClassifier:
+    """PosMLP-T: 20.9M parameters, 82.1% ImageNet top-1 in the paper."""
+    return _create('posmlp_t', 'tiny', pretrained, **kwargs)
+
+
+@register_model
+def posmlp_s(pretrained: bool = False, **kwargs) -> PosMLPClassifier:
+    """PosMLP-S: 36.8M parameters, 83.0% ImageNet top-1 in the paper."""
+    return _create('posmlp_s', 'small', pretrained, **kwargs)
+
+
+@register_model
+def posmlp_b(pretrained: bool = False, **kwargs) -> PosMLPClassifier:
+    """PosMLP-B: about 82M parameters, 83.6% ImageNet top-1 in the paper (no reference code)."""
+    return _create('posmlp_b', 'base', pretrained, **kwargs)
+
+
 __all__ = ['ARCH_SETTINGS', 'MIXERS', 'resolve_arch', 'Region', 'window_regions',
            'window_partition', 'window_reverse', 'window_tokens', 'GQPE', 'LRPE',
            'DenseTokenMixer', 'PosSGU', 'PosMLPBlock', 'PosMLPStage', 'Downsample', 'ConvStem',
-           'build_stages', 'init_posmlp_weights', 'PosMLPClassifier', 'count_parameters']
+           'build_stages', 'init_posmlp_weights', 'PosMLPClassifier', 'count_parameters',
+           'checkpoint_filter_fn', 'posmlp_t', 'posmlp_s', 'posmlp_b']

@@ -1,0 +1,466 @@
+"""timm's model API for posmlp_t / posmlp_s / posmlp_b (mmdet_posmlp/models/posmlp.py): the
+checks timm's own tests/test_models.py applies to every model (default cfg and head_hidden_size,
+forward / backward, features_only, forward_intermediates, grad checkpointing), plus the parts
+of the API those tests leave to each model: prune_intermediate_layers, group_matcher,
+no_weight_decay with timm's optimizer factory, reset_classifier / global_pool, img_size, and
+what torchscript and FX do."""
+import copy
+import math
+import os.path as osp
+import re
+import runpy
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+
+timm = pytest.importorskip('timm')
+
+from timm.models import create_feature_extractor, group_parameters  # noqa: E402
+from timm.models._features import FeatureGetterNet  # noqa: E402
+from timm.optim import create_optimizer_v2  # noqa: E402
+
+from mmdet_posmlp.models import PosMLP  # noqa: E402  (importing the package registers posmlp_*)
+from mmdet_posmlp.models.posmlp import ARCH_SETTINGS, PosMLPClassifier  # noqa: E402
+from conftest import REPO, randomize_  # noqa: E402
+
+NAMES = {'posmlp_t': 'tiny', 'posmlp_s': 'small', 'posmlp_b': 'base'}
+SMALL = dict(embed_dims=(16, 32, 64, 128), depths=(1, 1, 2, 1), windows=(4, 4, 4, 2),
+             groups=(2, 4, 8, 8), mlp_ratios=(4, 4, 4, 2))
+POSITIONAL = ('attention_centers', 'attention_spreads', 'token_proj_n_bias',
+              'window_relative_position_bias_table', 'token_proj_n_weight')
+
+_built = {}
+
+
+def fresh(name: str, **kwargs) -> nn.Module:
+    """timm.create_model(name); without kwargs built once and deep-copied (posmlp_b: seconds)."""
+    if kwargs:
+        return timm.create_model(name, **kwargs)
+    if name not in _built:
+        _built[name] = timm.create_model(name)
+    return copy.deepcopy(_built[name])
+
+
+@pytest.fixture(scope='module')
+def tiny():
+    """posmlp_t with non-trivial weights, eval mode."""
+    torch.manual_seed(0)
+    return randomize_(timm.create_model('posmlp_t')).eval()
+
+
+def _map_size(n: int, stage: int) -> int:
+    for _ in range(stage + 2):
+        n = (n + 1) // 2
+    return n
+
+
+# ---- registration and default cfg (timm: test_model_default_cfgs) ---------------------------
+
+def test_registered_from_the_family_file():
+    assert sorted(timm.list_models('posmlp*')) == sorted(NAMES)
+    assert type(fresh('posmlp_t')).__module__ == 'mmdet_posmlp.models.posmlp'
+    with pytest.raises(ImportError):
+        import mmdet_posmlp.models.timm_models  # noqa: F401  (merged into posmlp.py)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_default_cfg_and_head_hidden_size(name):
+    model = fresh(name).eval()
+    widths = ARCH_SETTINGS[NAMES[name]]['embed_dims']
+    assert model.num_classes == 1000
+    assert model.num_features == model.head_hidden_size == widths[-1]
+    cfg = model.pretrained_cfg
+    for key in ('url', 'num_classes', 'input_size', 'pool_size', 'crop_pct', 'interpolation',
+                'mean', 'std', 'first_conv', 'classifier', 'fixed_input_size'):
+        assert key in cfg, key
+    state_dict = model.state_dict()
+    assert cfg['classifier'] + '.weight' in state_dict
+    assert cfg['first_conv'] + '.weight' in state_dict
+    modules = dict(model.named_modules())
+    assert modules[cfg['classifier']] is model.get_classifier()
+    assert modules[cfg['first_conv']].in_channels == cfg['input_size'][0]
+    assert [(f['num_chs'], f['reduction'], f['module']) for f in model.feature_info] == [
+        (w, 4 * 2 ** i, f'levels.{i}') for i, w in enumerate(widths)]
+
+    x = torch.randn(1, *cfg['input_size'])
+    small = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        feats = model.forward_features(x)  # unpooled, pool_size at the default input size
+        pre = model.forward_head(feats, pre_logits=True)
+        assert feats.shape[1] == model.num_features and tuple(feats.shape[2:]) == cfg['pool_size']
+        assert pre.shape == (1, model.head_hidden_size)
+
+        model.reset_classifier(0)
+        assert model.num_classes == 0 and isinstance(model.get_classifier(), nn.Identity)
+        out = model(small)
+        assert out.shape == pre.shape == (1, model.head_hidden_size)
+        torch.testing.assert_close(out, model.forward_features(small).mean((2, 3)))
+
+        model.reset_classifier(0, '')
+        assert model(small).shape == (1, model.num_features, 2, 3)
+        if name == 'posmlp_t':  # the same constructor for all three: built once
+            direct = timm.create_model(name, num_classes=0, global_pool='').eval()
+            assert direct(small).shape == (1, model.num_features, 2, 3)
+
+
+# ---- forward and backward (timm: test_model_forward / test_model_backward) ------------------
+
+@pytest.mark.parametrize('name,size', [('posmlp_t', (224, 224)), ('posmlp_t', (96, 128)),
+                                       ('posmlp_s', (64, 96)), ('posmlp_b', (64, 96))])
+def test_forward_backward(name, size):
+    model = fresh(name, num_classes=42).train()
+    params = dict(model.named_parameters())
+    outputs = model(torch.randn(2, 3, *size))
+    assert outputs.shape == (2, 42) and torch.isfinite(outputs).all()
+    outputs.mean().backward()
+    for n, p in params.items():
+        assert p.grad is not None, f'no gradient for {n}'
+        assert torch.isfinite(p.grad).all(), n
+    assert sum(p.grad.numel() for p in params.values()) == sum(p.numel() for p in params.values())
+    with torch.no_grad():
+        assert torch.isfinite(model.eval()(torch.randn(1, 3, *size))).all()
+
+
+# ---- features_only (timm: test_model_forward_features / ..._intermediates_features) ---------
+
+@pytest.mark.parametrize('name', NAMES)
+def test_features_only_getter(name):
+    model = fresh(name, features_only=True, out_indices=(1, 3)).eval()
+    widths = ARCH_SETTINGS[NAMES[name]]['embed_dims']
+    assert isinstance(model, FeatureGetterNet)
+    assert model.feature_info.channels() == [widths[1], widths[3]]
+    assert model.feature_info.reduction() == [8, 32]
+    h, w = 70, 45
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, h, w))
+    assert len(outs) == 2
+    for o, c, r, stage in zip(outs, (widths[1], widths[3]), (8, 32), (1, 3)):
+        assert o.shape == (1, c, _map_size(h, stage), _map_size(w, stage))
+        assert o.shape[2] <= math.ceil(h / r) + 1 and o.shape[3] <= math.ceil(w / r) + 1
+        assert torch.isfinite(o).all()
+
+
+def test_features_only_equals_the_mmdet_backbone(tiny):
+    """Feature maps against the independent mmdet backbone loaded with the same weights; stages
+    after the last index are pruned, the norm and head are gone, the names are kept."""
+    weights = tiny.state_dict()
+    backbone = PosMLP('tiny', out_indices=(0, 1, 2, 3), out_norm=False).eval()
+    result = backbone.load_state_dict(weights, strict=False)
+    assert not result.missing_keys
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        ref = backbone(x)
+    for out_indices in [(0, 1), (1, 3), (-1,)]:
+        model = timm.create_model('posmlp_t', features_only=True, out_indices=out_indices).eval()
+        result = model.model.load_state_dict(weights, strict=False)
+        kept = [i % 4 for i in out_indices]
+        assert not result.missing_keys
+        dropped = {'.'.join(k.split('.')[:2 if k.startswith('levels.') else 1])
+                   for k in result.unexpected_keys}
+        assert dropped == {'head', 'norm'} | {f'levels.{i}' for i in range(max(kept) + 1, 4)}
+        assert len(model.model.levels) == max(kept) + 1
+        assert isinstance(model.model.norm, nn.Identity)
+        with torch.no_grad():
+            outs = model(x)
+        assert len(outs) == len(kept)
+        for o, i in zip(outs, kept):
+            torch.testing.assert_close(o, ref[i])
+
+
+# ---- forward_intermediates (timm: test_model_forward_intermediates) -------------------------
+
+def test_forward_intermediates(tiny):
+    weights = tiny.state_dict()
+    backbone = PosMLP('tiny', out_indices=(0, 1, 2, 3), out_norm=False).eval()
+    backbone.load_state_dict(weights, strict=False)
+    x = torch.randn(2, 3, 70, 45)
+    with torch.no_grad():
+        ref = backbone(x)
+        final, inter = tiny.forward_intermediates(x)
+        feats = tiny.forward_features(x)
+        assert torch.equal(final, feats)
+        assert len(inter) == 4
+        for o, r, info in zip(inter, ref, tiny.feature_info):
+            assert o.shape[1] == info['num_chs']
+            torch.testing.assert_close(o, r)
+        stages = tiny.forward_stages(x)
+        assert all(torch.equal(a, b) for a, b in zip(stages, inter))
+        normed_last = tiny.norm(inter[3].permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        torch.testing.assert_close(feats, normed_last)
+
+        last2 = tiny.forward_intermediates(x, indices=2, intermediates_only=True)
+        assert isinstance(last2, list) and len(last2) == 2
+        assert torch.equal(last2[0], inter[2]) and torch.equal(last2[1], inter[3])
+        picked = tiny.forward_intermediates(x, indices=[0, -1], intermediates_only=True)
+        assert torch.equal(picked[0], inter[0]) and torch.equal(picked[1], inter[3])
+
+        # norm: only the last stage's output is normalised (the norm is sized for it)
+        normed = tiny.forward_intermediates(x, indices=[1, 3], norm=True, intermediates_only=True)
+        assert torch.equal(normed[0], inter[1]) and torch.equal(normed[1], final)
+
+        # NHWC, contiguous; with norm the last is forward_features's map, channels last
+        nhwc = tiny.forward_intermediates(x, indices=[0, 3], output_fmt='NHWC', norm=True,
+                                          intermediates_only=True)
+        assert nhwc[0].is_contiguous()
+        assert torch.equal(nhwc[0], inter[0].permute(0, 2, 3, 1))
+        torch.testing.assert_close(nhwc[1], final.permute(0, 2, 3, 1))
+
+        # stop_early: the stages after the last index do not run; the output is that stage's
+        calls = []
+        hooks = [s.register_forward_hook(lambda m, i, o, k=k: calls.append(k))
+                 for k, s in enumerate(tiny.levels)]
+        try:
+            early, sel = tiny.forward_intermediates(x, indices=[1], stop_early=True)
+            assert calls == [0, 1]
+            calls.clear()
+            tiny.forward_intermediates(x, indices=[1])
+            assert calls == [0, 1, 2, 3]
+        finally:
+            for h in hooks:
+                h.remove()
+        assert torch.equal(early, inter[1]) and len(sel) == 1 and torch.equal(sel[0], inter[1])
+
+    with pytest.raises(ValueError, match='output_fmt'):
+        tiny.forward_intermediates(x, output_fmt='NLC')
+    with pytest.raises(AssertionError):
+        tiny.forward_intermediates(x, indices=[4])
+    with pytest.raises(AssertionError):
+        tiny.forward_intermediates(x, indices=5)
+
+
+def test_prune_intermediate_layers(tiny):
+    x = torch.randn(1, 3, 64, 64)
+    names = set(tiny.state_dict())
+    with torch.no_grad():
+        inter = tiny.forward_intermediates(x, intermediates_only=True)
+        logits = tiny(x)
+
+        model = copy.deepcopy(tiny)
+        assert model.prune_intermediate_layers([0, 1]) == [0, 1]
+        assert len(model.levels) == 2 and isinstance(model.norm, nn.Identity)
+        assert model.num_classes == 0 and isinstance(model.get_classifier(), nn.Identity)
+        assert model.num_features == model.head_hidden_size == 192
+        assert set(model.state_dict()) < names  # the kept parameters keep their names
+        got = model.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
+        assert torch.equal(got[0], inter[0]) and torch.equal(got[1], inter[1])
+        assert torch.equal(model(x), inter[1])  # no norm, no pooling: the stage-1 map
+        # negative indices now count from the last stage kept, as in timm
+        assert torch.equal(model.forward_intermediates(x, indices=[-1], intermediates_only=True)[0],
+                           inter[1])
+
+        full = copy.deepcopy(tiny)
+        assert full.prune_intermediate_layers(indices=1, prune_norm=False, prune_head=False) == [3]
+        assert len(full.levels) == 4 and isinstance(full.norm, nn.LayerNorm)
+        assert full.num_classes == 1000 and torch.equal(full(x), logits)
+        assert full.prune_intermediate_layers(indices=2, prune_norm=True) == [2, 3]
+        assert isinstance(full.norm, nn.Identity) and full.num_classes == 0
+        assert torch.equal(full(x), inter[3])
+
+        # dropping the last stage drops the norm and head even when asked to keep them
+        cut = copy.deepcopy(tiny)
+        assert cut.prune_intermediate_layers([2], prune_norm=False, prune_head=False) == [2]
+        assert cut.num_features == 384 and cut.num_classes == 0
+        assert isinstance(cut.norm, nn.Identity)
+        assert torch.equal(cut(x), inter[2])
+
+
+# ---- grad checkpointing ---------------------------------------------------------------------
+
+def test_set_grad_checkpointing_same_outputs_and_gradients():
+    torch.manual_seed(1)
+    model = randomize_(timm.create_model('posmlp_t', num_classes=5, drop_path_rate=0.0)).train()
+    x = torch.randn(2, 3, 64, 80)
+    state = copy.deepcopy(model.state_dict())
+    runs = []
+    for enable in (False, True):
+        model.set_grad_checkpointing(enable)
+        assert model.grad_checkpointing is enable
+        assert all(stage.with_cp is enable for stage in model.levels)
+        model.load_state_dict(state)  # the stem's BatchNorm statistics as before
+        model.zero_grad()
+        calls = []
+        # a pre-hook: the recomputation stops once it has what backward needs (torch's
+        # early stop), before a forward hook would fire
+        hook = model.levels[2].encoder[0].register_forward_pre_hook(lambda *a: calls.append(1))
+        out = model(x)
+        out.square().sum().backward()
+        hook.remove()
+        runs.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()},
+                     len(calls)))
+    (o0, g0, c0), (o1, g1, c1) = runs
+    assert (c0, c1) == (1, 2)  # with checkpointing the block runs again during backward
+    torch.testing.assert_close(o1, o0, rtol=0, atol=0)
+    assert g0.keys() == g1.keys()
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], rtol=1e-5, atol=1e-6, msg=n)
+    # timm: forward_intermediates with checkpointing gives the same features
+    model.eval()
+    with torch.no_grad():
+        final_cp, _ = model.forward_intermediates(x)
+        model.set_grad_checkpointing(False)
+        final, _ = model.forward_intermediates(x)
+    torch.testing.assert_close(final_cp, final)
+
+
+# ---- group_matcher --------------------------------------------------------------------------
+
+def test_group_matcher_covers_every_parameter_stem_to_head():
+    model = fresh('posmlp_t')
+    names = [n for n, _ in model.named_parameters()]
+    for coarse in (False, True):
+        groups = group_parameters(model, model.group_matcher(coarse=coarse))
+        order = [n for g in groups.values() for n in g]
+        assert sorted(order) == sorted(names)  # every parameter, once
+        assert all(n.startswith('patch_embed.') for n in groups[0])
+        first = [min(order.index(n) for n in names if n.startswith(f'levels.{i}.'))
+                 for i in range(4)]
+        assert first == sorted(first)
+        assert set(groups[len(groups) - 1]) >= {'head.weight', 'head.bias'}
+    fine = group_parameters(model, model.group_matcher())
+    assert len(fine) == 1 + sum(ARCH_SETTINGS['tiny']['depths']) + 1  # stem, blocks, head
+    # a stage's downsampling joins its first block; the final norm joins the last block
+    by_name = {n: gid for gid, g in fine.items() for n in g}
+    assert by_name['levels.1.pool.conv.weight'] == by_name['levels.1.encoder.0.norm.weight']
+    assert by_name['norm.weight'] == by_name['levels.3.encoder.1.norm.weight']
+    assert len(group_parameters(model, model.group_matcher(coarse=True))) == 1 + 4 + 1
+
+
+# ---- no_weight_decay and timm's optimizer factory -------------------------------------------
+
+def _recipe_exempt(model: nn.Module) -> set:
+    """The parameters the mmdet recipe exempts by custom key (mmengine matches substrings)."""
+    recipe = runpy.run_path(osp.join(REPO, 'configs', '_posmlp_det_recipe.py'))
+    keys = [k for k, v in recipe['optim_wrapper']['paramwise_cfg']['custom_keys'].items()
+            if v.get('decay_mult') == 0.0]
+    return {n for n, _ in model.named_parameters() if any(k in n for k in keys)}
+
+
+@pytest.mark.parametrize('mixer', ['gqpe', 'lrpe', 'sgu'])
+def test_no_weight_decay_names_the_positional_parameters(mixer):
+    model = fresh('posmlp_t') if mixer == 'gqpe' else PosMLPClassifier(SMALL, mixer=mixer)
+    params = dict(model.named_parameters())
+    nwd = model.no_weight_decay()
+    assert nwd and nwd <= set(params)
+    assert nwd == {n for n in params if n.rsplit('.', 1)[-1] in POSITIONAL}
+    assert nwd == _recipe_exempt(model)
+    if mixer == 'gqpe':
+        assert len(nwd) == 3 * sum(ARCH_SETTINGS['tiny']['depths']) == 72
+
+
+def test_create_optimizer_v2_decays_exactly_the_rest():
+    model = fresh('posmlp_t')
+    params = dict(model.named_parameters())
+    opt = create_optimizer_v2(model, 'adamw', lr=1e-3, weight_decay=0.05)
+    by_id = {id(p): n for n, p in params.items()}
+    groups = {g['weight_decay']: {by_id[id(p)] for p in g['params']} for g in opt.param_groups}
+    assert set(groups) == {0.0, 0.05}
+    nwd = model.no_weight_decay()
+    plain = {n for n, p in params.items() if p.ndim <= 1 or n.endswith('.bias')}
+    assert groups[0.0] == nwd | plain
+    assert groups[0.05] == set(params) - nwd - plain
+    assert not groups[0.05] & nwd and 'levels.2.encoder.5.gate_unit.pos.attention_spreads' in nwd
+    assert 'levels.0.encoder.0.proj_c_e.weight' in groups[0.05]
+    # norms and biases go to no-decay by timm's own rule, as the recipe's norm/bias multipliers
+    assert {'norm.weight', 'levels.1.pool.norm.weight', 'head.bias'} <= groups[0.0]
+
+
+# ---- classifier, pooling, img_size ----------------------------------------------------------
+
+def test_reset_classifier_and_global_pool(tiny):
+    x = torch.randn(1, 3, 64, 96)
+    for bad in ('token', 'avgmax', 'catavgmax', 'fast'):
+        with pytest.raises(ValueError, match='global_pool'):
+            timm.create_model('posmlp_t', global_pool=bad)
+    with pytest.raises(ValueError, match='num_classes=0'):
+        PosMLPClassifier(SMALL, global_pool='')
+
+    model = timm.create_model('posmlp_t', global_pool='max', num_classes=3).eval()
+    model.load_state_dict({k: v for k, v in tiny.state_dict().items() if not k.startswith('head')},
+                          strict=False)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        torch.testing.assert_close(model.forward_head(feats, pre_logits=True), feats.amax((2, 3)))
+        assert model(x).shape == (1, 3)
+        model.reset_classifier(10)
+        assert model.global_pool == 'max' and model(x).shape == (1, 10)
+        assert model.get_classifier().out_features == 10
+        model.reset_classifier(0)
+        torch.testing.assert_close(model(x), feats.amax((2, 3)))
+        model.reset_classifier(0, '')
+        torch.testing.assert_close(model(x), feats)
+        model.reset_classifier(4, 'avg')
+        assert model(x).shape == (1, 4)
+    with pytest.raises(ValueError, match='global_pool'):
+        model.reset_classifier(5, 'catavgmax')
+    with pytest.raises(ValueError, match='num_classes=0'):
+        model.reset_classifier(5, '')
+    assert model.global_pool == 'avg' and model.num_classes == 4  # unchanged by the refusals
+
+
+def test_img_size_is_accepted_and_changes_nothing():
+    torch.manual_seed(3)
+    a = timm.create_model('posmlp_t', img_size=96).eval()
+    torch.manual_seed(3)
+    b = timm.create_model('posmlp_t', img_size=(96, 128)).eval()
+    torch.manual_seed(3)
+    c = timm.create_model('posmlp_t').eval()
+    sd = c.state_dict()
+    assert all(torch.equal(v, sd[k]) for m in (a, b) for k, v in m.state_dict().items())
+    with torch.no_grad():
+        x = torch.randn(1, 3, 96, 128)
+        assert torch.equal(a(x), c(x)) and torch.equal(b(x), c(x))
+    for bad in (0, (96,), (96, 128, 3), (96.0, 128)):
+        with pytest.raises(ValueError, match='img_size'):
+            PosMLPClassifier(SMALL, img_size=bad)
+    with pytest.raises(TypeError, match='unexpected'):
+        timm.create_model('posmlp_t', patch_size=4)
+
+
+# ---- torchscript and FX ---------------------------------------------------------------------
+
+def test_torchscript_is_refused_with_the_documented_error():
+    model = PosMLPClassifier(SMALL).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # torch.jit.script's deprecation warning
+        with pytest.raises(RuntimeError) as info:
+            torch.jit.script(model)
+    message = re.search(r'Python builtin <built-in method apply of FunctionMeta object at '
+                        r'0x[0-9a-f]+> is currently not supported in Torchscript', str(info.value))
+    assert message, str(info.value)[:500]
+    doc = ' '.join(PosMLPClassifier.__doc__.split())
+    assert ('"Python builtin <built-in method apply of FunctionMeta object ...> is currently not '
+            'supported in Torchscript"') in doc
+
+
+def test_fx_feature_extraction(tiny):
+    x = torch.randn(1, 3, 64, 80)
+    extractor = create_feature_extractor(
+        tiny, return_nodes={'levels.1': 'c3', 'levels.3': 'c5', 'head': 'logits'})
+    with torch.no_grad():
+        got = extractor(x)
+        inter = tiny.forward_intermediates(x, intermediates_only=True)
+        torch.testing.assert_close(got['c3'], inter[1])
+        torch.testing.assert_close(got['c5'], inter[3])
+        torch.testing.assert_close(got['logits'], tiny(x))
+    # the stages are leaves of the graph: one call each
+    calls = [n.target for n in extractor.graph.nodes if n.op == 'call_module']
+    assert [t for t in calls if t.startswith('levels.')] == ['levels.0', 'levels.1', 'levels.2',
+                                                             'levels.3']
+
+    fx_model = timm.create_model('posmlp_t', features_only=True, feature_cls='fx').eval()
+    assert fx_model.feature_info.channels() == [96, 192, 384, 768]
+    wanted = fx_model.state_dict().keys()
+    fx_model.load_state_dict({f'graph_module.{k}': v for k, v in tiny.state_dict().items()
+                              if f'graph_module.{k}' in wanted})
+    with torch.no_grad():
+        for a, b in zip(fx_model(x), inter):
+            torch.testing.assert_close(a, b)
+
+    # timm: test_model_backward_fx, a traced training graph gives every parameter a gradient
+    train = timm.create_model('posmlp_t', num_classes=7).train()
+    traced = create_feature_extractor(train, return_nodes=['head'])
+    traced(torch.randn(2, 3, 64, 64))['head'].mean().backward()
+    for n, p in traced.named_parameters():
+        assert p.grad is not None, n
