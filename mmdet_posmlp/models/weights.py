@@ -30,6 +30,17 @@ from ..engine.safe_load import allowed_global_names, mmengine_checkpoint_loading
 DERIVED_BUFFERS = ('rel_indices', 'window_relative_position_index')
 # Parameters whose shape depends on the window and that can be resized.
 WINDOW_PARAMS = ('token_proj_n_bias', 'window_relative_position_bias_table')
+# Window-dependent parameters that cannot be resized (see NOT_RESIZABLE_WHY).
+NOT_RESIZABLE = ('token_proj_n_weight',)
+NOT_RESIZABLE_WHY = (
+    "the dense 'sgu' mixer learns one free weight for every (output token, input token) pair "
+    'of a window, at absolute positions, whereas GQPE (6 parameters per group, whatever the '
+    'window) and LRPE (a table over relative offsets, resized bicubically) are functions of '
+    'the offset between two tokens; a window of another size pairs other positions at other '
+    'offsets than those the matrix learned, and interpolating it would treat a learned, '
+    'unconstrained N x N matrix as a smooth kernel (nothing in training makes it one) and '
+    "change what each row sums to. Build the model with the checkpoint's window for those stages (windows=...), or "
+    'start the sgu mixer from its initialisation (no Pretrained)')
 STATE_DICT_KEYS = ('state_dict_ema', 'state_dict', 'model', 'module')
 
 
@@ -102,6 +113,11 @@ def resize_lrpe_table(table: torch.Tensor, window: int) -> torch.Tensor:
     return grid.reshape(groups, new * new).t().contiguous().to(table.dtype)
 
 
+def _window_of(num_tokens: int) -> str:
+    side = math.isqrt(num_tokens)
+    return f'{side}x{side}' if side * side == num_tokens else f'{num_tokens}-token'
+
+
 def _describe_variant(sd: Dict[str, torch.Tensor]) -> str:
     w = sd.get('patch_embed.projs.2.weight')
     dims = [sd[f'levels.{i}.pool.conv.weight'].shape[0] for i in range(1, 4)
@@ -118,8 +134,10 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor], target: Dict[str, torch.Ten
 
     Drops the classifier head and window-derived buffers, renames the classifier's final
     `norm` to `final_norm` (the last output's norm) when given, and resizes window-dependent
-    parameters to the target window. Raises CheckpointError naming the keys and shapes that
-    disagree (another variant) or when nothing matches (another model).
+    parameters to the target window (GQPE's and LRPE's; the dense sgu matrix cannot be, see
+    NOT_RESIZABLE_WHY). Raises CheckpointError naming the keys and shapes that disagree
+    (another variant, or a dense sgu matrix of another window, saying why) or when nothing
+    matches (another model).
     """
     report = {'dropped': [], 'resized': [], 'renamed': []}
     out = {}
@@ -142,7 +160,7 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor], target: Dict[str, torch.Ten
             f"PosMLP: '{path}' is not a PosMLP checkpoint: none of its {len(sd)} keys match the "
             f'backbone (first keys: {list(sd)[:5]}; expected e.g. {list(target)[:3]})')
 
-    mismatched = []
+    mismatched, not_resizable = [], []
     for key in matched:
         have, want = out[key].shape, target[key].shape
         if have == want:
@@ -153,8 +171,21 @@ def convert_to_backbone(sd: Dict[str, torch.Tensor], target: Dict[str, torch.Ten
         elif key.endswith('window_relative_position_bias_table') and have[1] == want[1]:
             out[key] = resize_lrpe_table(out[key], (math.isqrt(want[0]) + 1) // 2)
             report['resized'].append(f'{key}: {tuple(have)} -> {tuple(want)}')
+        elif key.endswith(NOT_RESIZABLE) and len(have) == len(want) == 3 and \
+                have[0] == want[0] and have[1] == have[2] and want[1] == want[2]:
+            not_resizable.append(f'{key}: checkpoint {tuple(have)} ({_window_of(have[1])} '
+                                 f'windows) vs model {tuple(want)} ({_window_of(want[1])} '
+                                 'windows)')
         else:
             mismatched.append(f'{key}: checkpoint {tuple(have)} vs model {tuple(want)}')
+    if not_resizable and not mismatched:
+        shown = '\n  '.join(not_resizable[:12])
+        more = f'\n  ... and {len(not_resizable) - 12} more' if len(not_resizable) > 12 else ''
+        raise CheckpointError(
+            f"PosMLP: '{path}' has windows of another size than the model, and "
+            f'{len(not_resizable)} window-dependent tensors cannot be resized:\n  {shown}{more}'
+            f'\nThey cannot be resized because {NOT_RESIZABLE_WHY}.')
+    mismatched += not_resizable
     if mismatched:
         shown = '\n  '.join(mismatched[:12])
         more = f'\n  ... and {len(mismatched) - 12} more' if len(mismatched) > 12 else ''
