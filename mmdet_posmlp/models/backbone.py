@@ -46,8 +46,9 @@ class PosMLP(BaseModule):
         norm_eval (bool): Keep BatchNorm layers (the stem's) in eval mode while training.
         with_cp (bool): Activation checkpointing per block: less memory, more compute.
         pretrained (str, optional): Deprecated, use init_cfg=dict(type='Pretrained', checkpoint=...).
-        init_cfg (dict, optional): Initialisation; 'Pretrained' accepts the reference's
-            checkpoints, timm state dicts and converted backbone checkpoints.
+        init_cfg (dict | list[dict], optional): Initialisation; 'Pretrained' accepts the
+            reference's checkpoints, timm state dicts and converted backbone checkpoints, and is
+            applied after the other entries. Invalid values raise here, naming the argument.
     """
 
     def __init__(self,
@@ -65,11 +66,10 @@ class PosMLP(BaseModule):
                  with_cp: bool = False,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None):
-        if pretrained is not None:
-            if init_cfg is not None:
-                raise ValueError('PosMLP: init_cfg and pretrained cannot both be set')
-            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
-        super().__init__(init_cfg=init_cfg)
+        from .init_args import check_init_args
+        # raises naming the argument: wrong types, both set, a 'Pretrained' without a string
+        # checkpoint, an unknown initializer type
+        super().__init__(init_cfg=check_init_args('PosMLP', pretrained, init_cfg))
 
         setting = resolve_arch(arch)
         num_stages = len(setting['depths'])
@@ -107,13 +107,17 @@ class PosMLP(BaseModule):
 
     # ------------------------------------------------------------------ init and loading
     def init_weights(self) -> None:
-        if self.init_cfg is None or self.init_cfg.get('type') != 'Pretrained':
-            init_posmlp_weights(self)
-            if self.init_cfg is not None:
-                super().init_weights()
-            return
+        from .init_args import split_pretrained
+        path, others = split_pretrained(self.init_cfg)
         init_posmlp_weights(self)  # whatever the checkpoint does not hold starts as in training
-        path = self.init_cfg.get('checkpoint')
+        if others is not None:  # mmengine's initializers, before the checkpoint (as mmengine)
+            init_cfg, self.init_cfg = self.init_cfg, others
+            try:
+                super().init_weights()
+            finally:
+                self.init_cfg = init_cfg
+        if path is None:
+            return
         last_norm = f'norm{len(self.num_features) - 1}'
         state, report = load_backbone_weights(
             path, self.state_dict(), final_norm=last_norm if hasattr(self, last_norm) else None)

@@ -16,14 +16,15 @@ checkpoint filter reads its official weights. Everything else lives here once:
 - ``norm_eval``: the classifier's BatchNorm layers stay in eval mode while training (their
   ImageNet statistics are kept). New output norms are exempt: they have no statistics to keep.
 - ``with_cp``: activation checkpointing per block, through ``set_grad_checkpointing``.
-- ``init_cfg=dict(type='Pretrained', checkpoint=...)``: reads an official ImageNet checkpoint
-  with the family's ``checkpoint_filter_fn`` (or a detector checkpoint, ``backbone.`` keys),
+- ``init_cfg=dict(type='Pretrained', checkpoint=...)`` (alone or in a list, applied after the
+  other entries): reads an official ImageNet checkpoint (torch's safe unpickler with the
+  package's one allowlist, engine/safe_load.py) with the family's ``checkpoint_filter_fn``
+  (or a detector checkpoint, ``backbone.`` keys),
   drops the head and whatever the pruned backbone does not hold, logs missing and unexpected
   keys, and raises naming the path for a missing file, an unreadable file, tensors whose
   shapes disagree (another variant) or a checkpoint of another model.
 - Invalid arguments raise at build time, naming the argument.
 """
-import argparse
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
@@ -33,10 +34,10 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ['FamilyBackbone', 'default_checkpoint_filter']
+from ..engine.safe_load import mmengine_checkpoint_loading
+from .init_args import check_init_args, split_pretrained
 
-# the only non-tensor, non-container type of the official training checkpoints ('args')
-_SAFE_GLOBALS = [argparse.Namespace]
+__all__ = ['FamilyBackbone', 'default_checkpoint_filter']
 
 
 def default_checkpoint_filter(state_dict: Dict, model: nn.Module) -> Dict:
@@ -49,22 +50,19 @@ def default_checkpoint_filter(state_dict: Dict, model: nn.Module) -> Dict:
 
 
 def _read_checkpoint(path: str, owner: str) -> dict:
-    """torch.load with safe unpickling (URLs through mmengine); errors name the path."""
-    safe = getattr(torch.serialization, 'safe_globals', None)
+    """torch.load with safe unpickling and the package's one allowlist (engine/safe_load.py:
+    the official checkpoints' argparse.Namespace 'args' is on it); URLs through mmengine;
+    errors name the path."""
     if path.startswith(('http://', 'https://')):
         from mmengine.runner.checkpoint import CheckpointLoader
-        if safe is None:  # pragma: no cover (torch < 2.5)
-            return CheckpointLoader.load_checkpoint(path, map_location='cpu')
-        with safe(_SAFE_GLOBALS):
+        with mmengine_checkpoint_loading():
             return CheckpointLoader.load_checkpoint(path, map_location='cpu')
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"{owner}: init_cfg checkpoint not found: '{path}' (see the config's comment for "
             'where the ImageNet weights come from and where to put them)')
     try:
-        if safe is None:  # pragma: no cover (torch < 2.5)
-            return torch.load(path, map_location='cpu')
-        with safe(_SAFE_GLOBALS):
+        with mmengine_checkpoint_loading():
             return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # unpickling, truncated zip, not a torch file ...
         raise ValueError(f"{owner}: cannot read checkpoint '{path}' ({type(e).__name__}: "
@@ -158,27 +156,9 @@ class FamilyBackbone(BaseModule):
 
     # ------------------------------------------------------------------ arguments
     @classmethod
-    def _check_init_cfg(cls, pretrained, init_cfg) -> Optional[dict]:
-        name = cls.__name__
-        if pretrained is not None:
-            if init_cfg is not None:
-                raise ValueError(f'{name}: pretrained and init_cfg cannot both be set; use '
-                                 "init_cfg=dict(type='Pretrained', checkpoint=...)")
-            if not isinstance(pretrained, str) or not pretrained:
-                raise TypeError(f'{name}: pretrained must be a checkpoint path, got '
-                                f'{pretrained!r}')
-            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
-        if init_cfg is None:
-            return None
-        if not isinstance(init_cfg, dict) or 'type' not in init_cfg:
-            raise TypeError(f"{name}: init_cfg must be None or a dict with a 'type', e.g. "
-                            f"dict(type='Pretrained', checkpoint=...); got {init_cfg!r}")
-        if init_cfg['type'] == 'Pretrained':
-            checkpoint = init_cfg.get('checkpoint')
-            if not isinstance(checkpoint, str) or not checkpoint:
-                raise ValueError(f"{name}: init_cfg=dict(type='Pretrained') needs "
-                                 f'checkpoint=<path or URL>, got {checkpoint!r}')
-        return init_cfg
+    def _check_init_cfg(cls, pretrained, init_cfg) -> Union[dict, List[dict], None]:
+        """init_cfg with ``pretrained`` folded in; raises naming the argument (init_args.py)."""
+        return check_init_args(cls.__name__, pretrained, init_cfg)
 
     @classmethod
     def _resolve_arch(cls, arch) -> dict:
@@ -229,12 +209,16 @@ class FamilyBackbone(BaseModule):
     # ------------------------------------------------------------------ weights
     def init_weights(self) -> None:
         # the classifier initialised itself when built (its family's scheme)
-        if self.init_cfg is None or self.init_cfg.get('type') != 'Pretrained':
-            if self.init_cfg is not None:
+        path, others = split_pretrained(self.init_cfg)
+        if others is not None:  # mmengine's initializers, before the checkpoint (as mmengine)
+            init_cfg, self.init_cfg = self.init_cfg, others
+            try:
                 super().init_weights()
-            return
-        self.load_pretrained(self.init_cfg['checkpoint'])
-        self._is_init = True
+            finally:
+                self.init_cfg = init_cfg
+        if path is not None:
+            self.load_pretrained(path)
+            self._is_init = True
 
     def load_pretrained(self, path: str) -> Dict[str, List[str]]:
         """Load ImageNet (or detector) weights from `path`; returns what was dropped/missing."""
