@@ -9,7 +9,7 @@ from mmdet_posmlp.models.fused import fuse_posmlp
 from mmdet_posmlp.models.posmlp import (GQPE, LRPE, DenseTokenMixer, PosMLPClassifier, PosMLPStage,
                                         window_partition, window_regions, window_reverse,
                                         window_tokens)
-from mmdet_posmlp.models.reference import reference_stages
+from benchmarks.reference_math import reference_stages
 from conftest import randomize_
 
 

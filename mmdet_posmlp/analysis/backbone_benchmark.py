@@ -40,7 +40,7 @@ class ReferenceMath(torch.nn.Module):
         self.net = PosMLPClassifier(arch, num_classes=0)
 
     def forward(self, x):
-        from mmdet_posmlp.models.reference import reference_stages
+        from benchmarks.reference_math import reference_stages
         weights = {**dict(self.net.named_parameters()), **dict(self.net.named_buffers())}
         return reference_stages(weights, self.net.setting, x)
 
