@@ -128,7 +128,7 @@ def measurement(spec: dict) -> Measurement:
         def flops():
             batch = model.data_preprocessor(data, False)
             return count_flops(lambda: model.predict(batch['inputs'], batch['data_samples']))
-    return Measurement(info, step, flops)
+    return Measurement(info, step, flops, model)
 
 
 # ------------------------------------------------------------------ driver side

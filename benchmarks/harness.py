@@ -78,8 +78,9 @@ def matmul_rate(threads: int, n: int = 2048, repeat: int = 5) -> float:
 class Measurement:
     """A built, warmed-up model and one step of work on it. Suites subclass or fill it."""
 
-    def __init__(self, info: dict, step: Callable[[], object], flops: Callable[[], int]):
-        self.info, self._step, self._flops = info, step, flops
+    def __init__(self, info: dict, step: Callable[[], object], flops: Callable[[], int],
+                 model: Optional[torch.nn.Module] = None):
+        self.info, self._step, self._flops, self.model = info, step, flops, model
         step()  # warm-up: first-touch allocations, oneDNN primitive caches, compilation
 
     def time_step(self) -> float:

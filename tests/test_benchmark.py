@@ -1,8 +1,11 @@
-"""The backbone benchmark's machinery (benchmarks/benchmark_backbones.py): memory accounting,
-interleaved worker sessions, the report. Timings themselves are never asserted."""
+"""The benchmarks' machinery (benchmarks/harness.py, benchmark_backbones.py,
+benchmark_detectors.py): memory accounting, interleaved worker sessions, the measured steps
+and the reports. Timings themselves are never asserted."""
 import torch
 
-from mmdet_posmlp.analysis import backbone_benchmark as bench
+from benchmarks import benchmark_backbones as backbones
+from benchmarks import benchmark_detectors as detectors
+from benchmarks import harness
 
 
 def test_peak_tensor_bytes_sees_a_step_allocations():
@@ -11,43 +14,91 @@ def test_peak_tensor_bytes_sees_a_step_allocations():
         del a
         b = torch.ones(2_000_000)       # 8 MB
         return b.sum()
-    peak = bench.peak_tensor_bytes(step)
+    peak = harness.peak_tensor_bytes(step)
     assert 8_000_000 <= peak < 12_000_000 + 4096
 
 
+def _spec(name, mode, h=160, w=224, **kw):
+    return dict(suite='benchmark_backbones', name=name, mode=mode, height=h, width=w,
+                threads=2, **kw)
+
+
 def test_with_cp_cuts_training_memory_with_the_same_gradients():
-    plain = bench.Measurement('posmlp_t', 160, 224, 'train', threads=2)
-    cp = bench.Measurement('posmlp_t_cp', 160, 224, 'train', threads=2)
-    cp.model.load_state_dict(plain.model.state_dict())
+    plain = harness.build_measurement(_spec('posmlp_t', 'train'))
+    cp = harness.build_measurement(_spec('posmlp_t_cp', 'train'))
     assert cp.peak_memory_mb() < 0.65 * plain.peak_memory_mb()
+    x = torch.randn(1, 3, 160, 224)
+    models = []
+    for m in ('posmlp_t', 'posmlp_t_cp'):
+        torch.manual_seed(0)
+        models.append(backbones.build_model(m).train())
+    models[1].load_state_dict(models[0].state_dict())
     grads = []
-    for m in (plain, cp):
-        m.model(m.x)[-1].float().mean().backward()
-        grads.append({n: p.grad.clone() for n, p in m.model.named_parameters() if p.grad is not None})
-        m.model.zero_grad(set_to_none=True)
+    for model in models:
+        sum(o.mean() for o in model(x)).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
     for n in grads[0]:
         torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-9, msg=n)
 
 
-def test_interleaved_sessions_and_report(tmp_path):
-    rows = bench.measure_interleaved(['posmlp_t', 'resnet50'], 64, 96, 'infer', repeat=2,
-                                     threads=1)
-    assert [r['model'] for r in rows] == ['posmlp_t', 'resnet50']
+def test_fused_backbone_counts_the_same_flops_and_gives_the_same_features():
+    torch.manual_seed(0)
+    plain = backbones.build_model('posmlp_t').eval()
+    fused = backbones.build_model('posmlp_t').eval()
+    fused.load_state_dict(plain.state_dict())
+    fused.fuse()
+    x = torch.randn(1, 3, 96, 160)
+    with torch.no_grad():
+        for a, b in zip(plain(x), fused(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    flops = [harness.count_flops(lambda m=m: m(x)) for m in (plain, fused)]
+    # the same products, but the fused model's mixing matrices were computed once, before
+    assert 0 < flops[0] - flops[1] < 0.03 * flops[0]
+
+
+def test_interleaved_sessions_and_report():
+    specs = [_spec(n, 'infer', 64, 96) for n in ('posmlp_t_fused', 'resnet50', 'swin_t')]
+    rows = harness.measure_interleaved(specs, repeat=2, memory=False, flops=True)
+    assert [r['name'] for r in rows] == ['posmlp_t_fused', 'resnet50', 'swin_t']
     for r in rows:
         assert len(r['times']) == 2 and r['median_s'] > 0 and r['flops'] > 0
-    # the worker counted what this process counts, after the timed passes (which leave the
-    # mixing matrices cached: steady-state inference does not recompute them)
-    m = bench.build_model('posmlp_t').eval()
+    # the worker counted what this process counts, in steady state (the fused model computed
+    # its mixing matrices at the first pass)
+    m = backbones.build_model('posmlp_t').fuse()
     x = torch.randn(1, 3, 64, 96)
-    with torch.no_grad():
-        m(x)
-    assert rows[0]['flops'] == bench.count_flops(m, x)
-    results = dict(machine=dict(threads=1, torch=torch.__version__, cpu='test', date='now',
+    m(x)
+    assert rows[0]['flops'] == harness.count_flops(lambda: m(x))
+    results = dict(machine=dict(threads=2, torch=torch.__version__, cpu='test', date='now',
                                 matmul_gflops=100.0), rows=rows, sweep=[], agreement={})
-    table = bench.summary_table(results)
-    assert '| PosMLP-T (ours) | 64x96 | 20.2M |' in table and 'ResNet-50 (mmdet)' in table
+    table = backbones.report(results)
+    assert '| PosMLP-T (ours, fused) | 64x96 | 20.2M |' in table and 'ResNet-50 (mmdet)' in table
 
 
 def test_reference_math_agrees_with_ours():
-    assert bench.agreement(64, 96) < 1e-5
+    assert backbones.agreement(64, 96) < 1e-5
+
+
+def test_detector_training_step_and_report():
+    """The measured detector step is mmengine's train_step with the config's optimizer: the
+    weights change; predict returns detections; the report sets ours against Swin-T."""
+    m = harness.build_measurement(dict(suite='benchmark_detectors', name='retinanet_posmlp_t',
+                                       mode='train', batch=2, height=96, width=128, threads=2))
+    assert m.info['optimizer'] == 'AdamW' and 31.0e6 < m.info['params'] < 31.2e6
+    weight = m.model.backbone.levels[2].encoder[0].proj_c_e.weight
+    before = weight.detach().clone()
+    assert m.time_step() > 0 and not torch.equal(weight, before)  # an optimizer step happened
+    assert m.flops() > 0
+    p = harness.build_measurement(dict(suite='benchmark_detectors', name='retinanet_posmlp_t',
+                                       mode='predict_fused', batch=1, height=96, width=128,
+                                       threads=2))
+    assert p.time_step() > 0 and 'FusedPosMLPBlock' in repr(p.model.backbone)
+    rows = [dict(name='retinanet_posmlp_t', mode='train', batch=2, median_s=1.0, params=31e6,
+                 peak_mem_mb=900.0, flops=3e11, group=0),
+            dict(name='retinanet_swin_t', mode='train', batch=2, median_s=1.25, params=38e6,
+                 peak_mem_mb=1000.0, flops=3e11, group=0)]
+    results = dict(machine=dict(cpu='test', threads=2, torch='x', date='now', matmul_gflops=300.0),
+                   height=800, width=1333, rows=rows)
+    table = detectors.report(results)
+    assert '| RetinaNet PosMLP-T (ours) | 31.0M | train | 2 | 1.00 | 0.80 | 900 | 0.90 | 300 | 3.00 | 0.3x |' in table
+    assert '800x1344 after padding' in table

@@ -219,11 +219,12 @@ def test_clipped_windows_cost_only_their_tokens():
     """FLOPs of a stage on a 15 x 14 map with 14 x 14 windows: the per-token Linear layers for
     210 tokens, a 196-token and a 14-token mixing product, and each shape's matrices once
     (padding to whole windows would pay for 392 tokens)."""
-    from mmdet_posmlp.analysis.backbone_benchmark import count_flops
+    from benchmarks.harness import count_flops
     C, w, G = 16, 14, 2
     stage = PosMLPStage(None, C, 1, w, G, 4.0).eval()
     hidden, gate = 4 * C, 2 * C
-    flops = count_flops(stage, torch.randn(1, C, 15, 14))
+    x = torch.randn(1, C, 15, 14)
+    flops = count_flops(lambda: stage(x))
     tokens = 15 * 14
     linear = 2 * tokens * ((C + 1) * hidden + gate * C)  # expansion (bias column) and output
     norm_stats = 2 * 2 * tokens * C                # the two 1 x C products per token
