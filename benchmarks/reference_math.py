@@ -71,12 +71,32 @@ def _mixing(sd, prefix, mixer, window, valid):
     return W if valid is None else W * valid
 
 
+def _windows(x: torch.Tensor, w: int, offset: int):
+    """Zero-pad x (B, C, H, W) by `offset` at the top and left and to window multiples at the
+    bottom and right; cut into windows: (B, nW, N, C), the valid-token mask of each window,
+    and the function that puts windows back and crops."""
+    B, C, H, W = x.shape
+    top = (w - offset) % w
+    Hp, Wp = -(-(H + top) // w) * w, -(-(W + top) // w) * w
+    t = F.pad(x, (top, Wp - W - top, top, Hp - H - top)).permute(0, 2, 3, 1)  # B, Hp, Wp, C
+    t = t.reshape(B, Hp // w, w, Wp // w, w, C).permute(0, 1, 3, 2, 4, 5).reshape(B, -1, w * w, C)
+    inside = torch.zeros(Hp, Wp, dtype=torch.bool, device=x.device)
+    inside[top:top + H, top:top + W] = True
+    valid = inside.view(Hp // w, w, Wp // w, w).permute(0, 2, 1, 3).reshape(-1, w * w)
+
+    def back(t):
+        t = t.view(B, Hp // w, Wp // w, w, w, C).permute(0, 5, 1, 3, 2, 4).reshape(B, C, Hp, Wp)
+        return t[:, :, top:top + H, top:top + W].contiguous()
+    return t, valid, back
+
+
 def reference_stages(sd: Dict[str, torch.Tensor], setting: dict, x: torch.Tensor,
-                     mixer: str = 'gqpe') -> List[torch.Tensor]:
-    """The (B, C, H, W) output of every stage for image batch x (eval mode)."""
+                     mixer: str = 'gqpe', shift: bool = False) -> List[torch.Tensor]:
+    """The (B, C, H, W) output of every stage for image batch x (eval mode). With `shift`,
+    every second block of a stage works on the window grid moved down and right by half a
+    window (zero padding at the top and left, kept out of the mixing like any padding)."""
     x = _stem(sd, x)
     outs = []
-    lrpe_cache = {}
     for i, depth in enumerate(setting['depths']):
         w, G = setting['windows'][i], setting['groups'][i]
         if i > 0:
@@ -85,16 +105,10 @@ def reference_stages(sd: Dict[str, torch.Tensor], setting: dict, x: torch.Tensor
                          groups=x.shape[1])
             x = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), sd[p + 'norm.weight'],
                              sd[p + 'norm.bias'], EPS).permute(0, 3, 1, 2)
-        B, C, H, W = x.shape
-        Hp, Wp = -(-H // w) * w, -(-W // w) * w
-        t = F.pad(x, (0, Wp - W, 0, Hp - H)).permute(0, 2, 3, 1)          # B, Hp, Wp, C
-        t = t.reshape(B, Hp // w, w, Wp // w, w, C).permute(0, 1, 3, 2, 4, 5)
-        t = t.reshape(B, -1, w * w, C)                                     # B, nW, N, C
-        inside = torch.zeros(Hp, Wp, dtype=torch.bool, device=x.device)
-        inside[:H, :W] = True
-        valid = inside.view(Hp // w, w, Wp // w, w).permute(0, 2, 1, 3).reshape(-1, w * w)
-        kinds, kind_of_window = torch.unique(valid, dim=0, return_inverse=True)
+        B, C = x.shape[:2]
         for j in range(depth):
+            t, valid, back = _windows(x, w, w // 2 if shift and j % 2 else 0)
+            kinds, kind_of_window = torch.unique(valid, dim=0, return_inverse=True)
             p = f'levels.{i}.encoder.{j}.'
             h = F.layer_norm(t, (C,), sd[p + 'norm.weight'], sd[p + 'norm.bias'], EPS)
             h = _gelu(F.linear(h, sd[p + 'proj_c_e.weight'], sd[p + 'proj_c_e.bias']))
@@ -107,8 +121,6 @@ def reference_stages(sd: Dict[str, torch.Tensor], setting: dict, x: torch.Tensor
                 mixed[:, sel] = torch.einsum('gmn,bwnvg->bwmvg', P, u[:, sel])
             mixed = mixed + sd[p + 'gate_unit.pos.token_proj_n_bias'].view(1, 1, -1, 1, 1)
             y = mixed.reshape(v.shape) * v
-            t = t + F.linear(y, sd[p + 'proj_c_s.weight'], sd[p + 'proj_c_s.bias'])
-        t = t.view(B, Hp // w, Wp // w, w, w, C).permute(0, 5, 1, 3, 2, 4).reshape(B, C, Hp, Wp)
-        x = t[:, :, :H, :W].contiguous()
+            x = back(t + F.linear(y, sd[p + 'proj_c_s.weight'], sd[p + 'proj_c_s.bias']))
         outs.append(x)
     return outs

@@ -19,11 +19,12 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize('mixer', ['gqpe', 'lrpe', 'sgu'])
-@pytest.mark.parametrize('training', [True, False])
-def test_backbone_traces_without_graph_breaks(mixer, training):
+@pytest.mark.parametrize('mixer,training,shift', [
+    ('gqpe', True, False), ('gqpe', False, False), ('lrpe', True, False), ('sgu', True, False),
+    ('gqpe', True, True)])
+def test_backbone_traces_without_graph_breaks(mixer, training, shift):
     torch.manual_seed(0)
-    model = PosMLPClassifier(SMALL, mixer=mixer, num_classes=0).train(training)
+    model = PosMLPClassifier(SMALL, mixer=mixer, num_classes=0, shift=shift).train(training)
     x = torch.randn(2, 3, 50, 38)  # clipped windows in every stage
 
     def step(x):

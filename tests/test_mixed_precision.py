@@ -86,8 +86,8 @@ def test_heavy_arithmetic_runs_in_the_autocast_dtype_and_scores_in_float32(monke
     seen = {'mm': set(), 'mixing': []}
     real_mixing = PosSGU.mixing
 
-    def mixing(self, rows, cols, dtype):
-        P, bias = real_mixing(self, rows, cols, dtype)
+    def mixing(self, region, dtype):
+        P, bias = real_mixing(self, region, dtype)
         seen['mixing'].append((P.dtype, self.pos.matrices().dtype))
         return P, bias
 

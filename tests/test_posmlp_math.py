@@ -91,9 +91,9 @@ def test_channel_groups_are_interleaved():
         sgu.pos.token_proj_n_bias.zero_()
         for g in range(G):  # group g shifts tokens by g+1 (a permutation matrix)
             sgu.pos.token_proj_n_weight[g] = torch.roll(torch.eye(N), g + 1, dims=0)
-    (u,), _ = window_partition(torch.randn(1, C, w, w), w)
+    (u,), (region,) = window_partition(torch.randn(1, C, w, w), w)
     order = block._gate_order  # grouped layout used inside blocks
-    P, bias = sgu.mixing(w, w, u.dtype)
+    P, bias = sgu.mixing(region, u.dtype)
     mixed = posmlp.token_mix(u[order].contiguous(), P, bias)
     back = torch.empty_like(mixed)
     back[order] = mixed
@@ -311,3 +311,66 @@ def test_evaluation_follows_every_weight_update(update):
         after = model(x)
     assert (after - before).abs().max() > 1e-3
     torch.testing.assert_close(after, _fresh_copy_output(model, cfg, x), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- shifted windows
+
+def test_shifted_grid_regions_and_roundtrip():
+    """A grid moved by 2 on a 4-token window over a 9 x 11 map: bands of 2, 4, 3 rows and 2,
+    4, 4, 1 columns; the leading bands hold the last 2 rows / columns of a window."""
+    x = torch.randn(2, 3, 9, 11)
+    parts, regions = window_partition(x, 4, shift=2)
+    assert [(r.top, r.left, r.win_rows, r.win_cols, r.rows, r.cols, r.row0, r.col0)
+            for r in regions] == [
+        (0, 0, 1, 1, 2, 2, 2, 2), (0, 2, 1, 2, 2, 4, 2, 0), (0, 10, 1, 1, 2, 1, 2, 0),
+        (2, 0, 1, 1, 4, 2, 0, 2), (2, 2, 1, 2, 4, 4, 0, 0), (2, 10, 1, 1, 4, 1, 0, 0),
+        (6, 0, 1, 1, 3, 2, 0, 2), (6, 2, 1, 2, 3, 4, 0, 0), (6, 10, 1, 1, 3, 1, 0, 0)]
+    assert sum(t.shape[1] for t in parts) == 2 * 9 * 11
+    assert torch.equal(window_reverse(parts, regions), x)
+    for h, w in [(1, 1), (2, 3), (5, 2), (8, 8)]:  # maps smaller than a window or the shift
+        y = torch.randn(1, 2, h, w)
+        assert torch.equal(window_reverse(*window_partition(y, 4, shift=2)), y)
+    assert window_tokens(4, 2, 3, row0=2, col0=1).tolist() == [9, 10, 11, 13, 14, 15]
+
+
+@pytest.mark.parametrize('mixer', posmlp.MIXERS)
+@pytest.mark.parametrize('size', [(50, 38), (64, 64), (20, 27)])
+def test_shifted_windows_match_the_literal_implementation(mixer, size):
+    """shift=True: every second block on the grid moved by half a window, mixing only each
+    shifted window's real tokens, against the oracle (zero padding at the top and left kept
+    out of the mixing), outputs and gradients; and it is not the unshifted model."""
+    torch.manual_seed(11)
+    cfg = dict(embed_dims=(16, 32, 64, 128), depths=(2, 3, 2, 2), windows=(5, 4, 3, 2),
+               groups=(2, 4, 4, 8), mlp_ratios=(4, 4, 4, 2))
+    model = randomize_(PosMLPClassifier(cfg, mixer=mixer, shift=True, drop_path_rate=0.0))
+    model = model.double().eval()
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    params = [p for n, p in model.named_parameters() if n.startswith(('patch_embed', 'levels'))]
+    weights = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    ours = model.forward_stages(x)
+    plain = reference_stages(weights, model.setting, x, mixer, shift=True)
+    for a, b in zip(ours, plain):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    g_ours = torch.autograd.grad(sum(o.sum() for o in ours), params)
+    g_plain = torch.autograd.grad(sum(o.sum() for o in plain), params, allow_unused=True)
+    for a, b in zip(g_ours, g_plain):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+    unshifted = reference_stages(weights, model.setting, x, mixer, shift=False)
+    assert (ours[-1] - unshifted[-1]).abs().max() > 1e-3
+
+
+def test_shift_adds_no_parameters_and_fuses():
+    """The same parameters (ImageNet weights load as they are); the deployed form agrees."""
+    torch.manual_seed(12)
+    cfg = dict(embed_dims=(16, 32, 64, 128), depths=(2, 2, 2, 2), windows=(4, 4, 3, 2),
+               groups=(2, 4, 4, 8), mlp_ratios=(4, 4, 4, 2))
+    plain = PosMLPClassifier(cfg)
+    shifted = PosMLPClassifier(cfg, shift=True)
+    assert {k: v.shape for k, v in plain.state_dict().items()} == \
+        {k: v.shape for k, v in shifted.state_dict().items()}
+    shifted = randomize_(shifted).double().eval()
+    x = torch.randn(1, 3, 45, 61, dtype=torch.float64)
+    expected = shifted.forward_stages(x)
+    fuse_posmlp(shifted, chunk_bytes=1)
+    for a, b in zip(shifted.forward_stages(x), expected):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

@@ -45,6 +45,9 @@ class PosMLP(BaseModule):
             1..k (and their output norms).
         norm_eval (bool): Keep BatchNorm layers (the stem's) in eval mode while training.
         with_cp (bool): Activation checkpointing per block: less memory, more compute.
+        shift (bool): Every second block of a stage works on the window grid moved by half a
+            window (Swin's shifted windows; not in the reference). No new parameters, so the
+            ImageNet weights load as they are.
         pretrained (str, optional): Deprecated, use init_cfg=dict(type='Pretrained', checkpoint=...).
         init_cfg (dict | list[dict], optional): Initialisation; 'Pretrained' accepts the
             reference's checkpoints, timm state dicts and converted backbone checkpoints, and is
@@ -64,6 +67,7 @@ class PosMLP(BaseModule):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 shift: bool = False,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None):
         from .init_args import check_init_args
@@ -99,7 +103,7 @@ class PosMLP(BaseModule):
 
         # Same module names as the classifier, so ImageNet weights map one to one.
         self.patch_embed = ConvStem(in_channels, setting['embed_dims'][0])
-        self.levels = build_stages(setting, mixer, drop_rate, drop_path_rate, with_cp)
+        self.levels = build_stages(setting, mixer, drop_rate, drop_path_rate, with_cp, shift)
         if out_norm:
             for i in out_indices:
                 self.add_module(f'norm{i}', nn.LayerNorm(self.num_features[i], eps=LN_EPS))

@@ -70,15 +70,16 @@ class FusedPosMLPBlock(nn.Module):
             self.register_buffer('w_s', w_s)
             self.register_buffer('b_s', b_s)
         self.gate_unit = copy.deepcopy(block.gate_unit).requires_grad_(False)
-        self._mixing: Dict[Tuple[int, int, torch.dtype], Tuple[torch.Tensor, torch.Tensor]] = {}
+        self._mixing: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def mixing(self, rows: int, cols: int, dtype: torch.dtype):
-        """The gate's (P, bias) for a window shape; the weights are fixed, so each shape's
-        matrices are computed once (and again after a move to another device or dtype)."""
-        key = (rows, cols, dtype, self.w_s.device)
+    def mixing(self, region: Region, dtype: torch.dtype):
+        """The gate's (P, bias) for a region's windows; the weights are fixed, so each window
+        shape and position is computed once (and again after a move to another device or
+        dtype)."""
+        key = (region.rows, region.cols, region.row0, region.col0, dtype, self.w_s.device)
         if key not in self._mixing:
             with torch.no_grad():
-                self._mixing[key] = self.gate_unit.mixing(rows, cols, dtype)
+                self._mixing[key] = self.gate_unit.mixing(region, dtype)
         return self._mixing[key]
 
     def _apply(self, fn, *args, **kwargs):
@@ -95,7 +96,7 @@ class FusedPosMLPBlock(nn.Module):
 
     def _forward_region(self, x: torch.Tensor, r: Region) -> torch.Tensor:
         C = self.dim
-        P, bias = self.mixing(r.rows, r.cols, x.dtype)
+        P, bias = self.mixing(r, x.dtype)
         groups, n = P.shape[0], P.shape[-1]
         mean_row = x.new_full((1, C), 1.0 / C)
         step = x.shape[1]

@@ -103,85 +103,96 @@ def autocast_off(device: torch.device):
 # --------------------------------------------------------------------------- windows
 
 class Region(NamedTuple):
-    """A block of same-shaped windows of a (B, C, H, W) map: the whole windows, or the clipped
-    ones at the right edge, the bottom edge or the corner. As a channel-major matrix its
-    columns are ordered (image, window row, window col, token row, token col)."""
+    """A block of same-shaped windows of a (B, C, H, W) map: the whole windows, or the ones
+    clipped by an edge of the map. As a channel-major matrix its columns are ordered (image,
+    window row, window col, token row, token col)."""
     batch: int
+    top: int           # first pixel row and column of the region in the map
+    left: int
     win_rows: int      # how many windows down and across
     win_cols: int
-    rows: int          # tokens per window: rows x cols, the top-left part of a full window
+    rows: int          # tokens per window: rows x cols ...
     cols: int
+    row0: int = 0      # ... whose first token is (row0, col0) of a full window
+    col0: int = 0
 
     @property
     def tokens(self) -> int:  # tokens per window
         return self.rows * self.cols
 
 
-def window_regions(batch: int, height: int, width: int, window: int) -> List[Region]:
-    """How a map is cut into windows of `window` x `window` tokens, as up to four regions:
-    whole windows, right edge, bottom edge, corner (in that order; empty ones left out).
-
-    Where H or W is not a multiple of the window, the last windows are clipped to the map
-    instead of padded: they hold only real tokens, and mix them with the top-left block of
-    the full window's matrix (softmax over that block for GQPE). That is what the reference
-    computes with zero padding kept out of the mixing, without spending anything on padding.
-    """
-    full_r, full_c = height // window, width // window
-    edge_r, edge_c = height % window, width % window
-    regions = []
-    for win_rows, rows in ((full_r, window), (1, edge_r)):
-        for win_cols, cols in ((full_c, window), (1, edge_c)):
-            if win_rows and win_cols and rows and cols:
-                regions.append(Region(batch, win_rows, win_cols, rows, cols))
-    return regions
+def _bands(size: int, window: int, shift: int) -> List[Tuple[int, int, int, int]]:
+    """(start, windows, tokens per window, first token) of the bands of windows along one side
+    of a map, for a grid of windows moved by `shift` tokens: a leading band of the last `shift`
+    rows of a window, the whole windows, a trailing band clipped by the edge; empty ones out."""
+    lead = min(shift, size)
+    full, edge = divmod(size - lead, window)
+    bands = [(0, 1, lead, window - shift), (lead, full, window, 0),
+             (lead + full * window, 1, edge, 0)]
+    return [b for b in bands if b[1] and b[2]]
 
 
-def _split_edges(x: torch.Tensor, window: int, dim: int) -> List[torch.Tensor]:
-    """x cut along `dim` into the part whole windows cover and the remainder (if any)."""
-    size = x.shape[dim]
-    full = size - size % window
-    return [t for t in x.split([full, size - full], dim=dim) if t.shape[dim]]
+def window_regions(batch: int, height: int, width: int, window: int,
+                   shift: int = 0) -> List[Region]:
+    """How a map is cut into windows of `window` x `window` tokens, as regions of same-shaped
+    windows, band by band of rows: with `shift` = 0 the whole windows, the right edge, the
+    bottom edge and the corner; with a shift (the grid moved down and right by `shift` tokens,
+    as Swin's shifted windows) up to nine.
+
+    Windows that the map cuts are clipped to it instead of padded: they hold only real tokens,
+    and mix them with the matching block of the full window's matrix (softmax over that block
+    for GQPE). That is what the reference computes with zero padding kept out of the mixing,
+    without spending anything on padding; with a shift, what Swin's cyclic shift and attention
+    mask compute, without the wrap-around."""
+    return [Region(batch, top, left, win_rows, win_cols, rows, cols, row0, col0)
+            for top, win_rows, rows, row0 in _bands(height, window, shift)
+            for left, win_cols, cols, col0 in _bands(width, window, shift)]
 
 
-def window_partition(x: torch.Tensor, window: int) -> Tuple[List[torch.Tensor], List[Region]]:
+def window_partition(x: torch.Tensor, window: int,
+                     shift: int = 0) -> Tuple[List[torch.Tensor], List[Region]]:
     """(B, C, H, W) -> one channel-major (C, B * wr * wc * rows * cols) matrix per region."""
     B, C, H, W = x.shape
-    regions = window_regions(B, H, W, window)
-    blocks = [block for band in _split_edges(x, window, 2) for block in _split_edges(band, window, 3)]
-    parts = []
-    for block, r in zip(blocks, regions):
-        # always a new tensor (a reshape may return a view of x): the deployed blocks
-        # (fused.py) add their output into it in place
-        t = x.new_empty(C, B * r.win_rows * r.win_cols * r.tokens)
-        t.view(C, B, r.win_rows, r.win_cols, r.rows, r.cols).copy_(
-            block.unflatten(2, (r.win_rows, r.rows)).unflatten(4, (r.win_cols, r.cols))
-            .permute(1, 0, 2, 4, 3, 5))
-        parts.append(t)
+    row_bands, col_bands = _bands(H, window, shift), _bands(W, window, shift)
+    parts, regions = [], []
+    # split, not slices: the gradient of a split is one concatenation, of a slice a zero-filled
+    # tensor the size of the map per region
+    for band, (top, win_rows, rows, row0) in zip(
+            x.split([n * k for _, n, k, _ in row_bands], dim=2), row_bands):
+        for block, (left, win_cols, cols, col0) in zip(
+                band.split([n * k for _, n, k, _ in col_bands], dim=3), col_bands):
+            r = Region(B, top, left, win_rows, win_cols, rows, cols, row0, col0)
+            # always a new tensor (a reshape may return a view of x): the deployed blocks
+            # (fused.py) add their output into it in place
+            t = x.new_empty(C, B * win_rows * win_cols * r.tokens)
+            t.view(C, B, win_rows, win_cols, rows, cols).copy_(
+                block.unflatten(2, (win_rows, rows)).unflatten(4, (win_cols, cols))
+                .permute(1, 0, 2, 4, 3, 5))
+            parts.append(t)
+            regions.append(r)
     return parts, regions
 
 
 def window_reverse(parts: Sequence[torch.Tensor], regions: Sequence[Region]) -> torch.Tensor:
     """Inverse of window_partition: the region matrices -> (B, C, H, W)."""
-    bands = []  # the regions of one band of rows (whole-window rows, then the bottom edge)
+    bands = {}  # top -> the blocks of that band of rows, left to right
     for t, r in zip(parts, regions):
         block = t.view(t.shape[0], r.batch, r.win_rows, r.win_cols, r.rows, r.cols)
         block = block.permute(1, 0, 2, 4, 3, 5).reshape(
             r.batch, t.shape[0], r.win_rows * r.rows, r.win_cols * r.cols)
-        if bands and bands[-1][0].rows == r.rows:
-            bands[-1][1].append(block)
-        else:
-            bands.append((r, [block]))
-    return _cat([_cat(blocks, dim=3) for _, blocks in bands], dim=2)
+        bands.setdefault(r.top, []).append(block)
+    return _cat([_cat(blocks, dim=3) for blocks in bands.values()], dim=2)
 
 
 def _cat(tensors: List[torch.Tensor], dim: int) -> torch.Tensor:
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
 
 
-def window_tokens(window: int, rows: int, cols: int, device=None) -> torch.Tensor:
-    """Indices (row-major, in a full window) of the top-left rows x cols tokens."""
-    r = torch.arange(rows, device=device)
-    c = torch.arange(cols, device=device)
+def window_tokens(window: int, rows: int, cols: int, row0: int = 0, col0: int = 0,
+                  device=None) -> torch.Tensor:
+    """Indices (row-major, in a full window) of the rows x cols tokens from (row0, col0)."""
+    r = torch.arange(row0, row0 + rows, device=device)
+    c = torch.arange(col0, col0 + cols, device=device)
     return (r[:, None] * window + c[None, :]).flatten()
 
 
@@ -190,7 +201,8 @@ def window_tokens(window: int, rows: int, cols: int, device=None) -> torch.Tenso
 # matrices P of shape (groups, N, N), out[m] = sum_n P[m, n] * u[n] + bias[m], in float32 or
 # wider. Given `tokens` (the indices of a clipped window's tokens, from window_tokens) they
 # return the matrices of that window: P restricted to those tokens, the softmax taken over
-# them alone.
+# them alone. GQPE and LRPE depend on relative positions only, so any clipped window of the
+# same shape gets the same matrix; the bias and the dense mixer index absolute positions.
 
 class GQPE(nn.Module):
     """Generalized quadratic positional encoding (the default of the released models).
@@ -382,21 +394,22 @@ class PosSGU(nn.Module):
         self.gate_dim, self.groups, self.window = dim // 2, groups, window
         self.pos = MIXER_CLASSES[mixer](window, groups)
 
-    def mixing(self, rows: int, cols: int, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(P, bias) for windows of rows x cols tokens, cast once to the compute dtype."""
+    def mixing(self, region: Region, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(P, bias) for the windows of a region, cast once to the compute dtype."""
         bias = self.pos.token_proj_n_bias.view(-1)
-        if rows == cols == self.window:
+        if region.rows == region.cols == self.window:
             P = self.pos.matrices()
         else:
-            tokens = window_tokens(self.window, rows, cols, device=bias.device)
+            tokens = window_tokens(self.window, region.rows, region.cols, region.row0,
+                                   region.col0, device=bias.device)
             P, bias = self.pos.matrices(tokens), bias[tokens]
         return P.to(dtype), bias.to(dtype)
 
-    def forward(self, h: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-        """h: (2 * gate_dim, T) channel-major, groups contiguous, whole windows of rows x cols
-        tokens. The mixing matrices are computed once per call, i.e. once per forward for
-        each window shape."""
-        return _GeluGatedTokenMix.apply(h, *self.mixing(rows, cols, h.dtype))
+    def forward(self, h: torch.Tensor, region: Region) -> torch.Tensor:
+        """h: (2 * gate_dim, T) channel-major, groups contiguous, the windows of one region.
+        The mixing matrices are computed once per call, i.e. once per forward for each
+        region."""
+        return _GeluGatedTokenMix.apply(h, *self.mixing(region, h.dtype))
 
 
 # --------------------------------------------------------------------------- block and stage
@@ -526,7 +539,7 @@ class PosMLPBlock(nn.Module):
         out = []
         for x, r in zip(parts, regions):
             h = torch.mm(w_eb, channel_norm(x))
-            y = self.gate_unit(h, r.rows, r.cols)
+            y = self.gate_unit(h, r)
             y = torch.addmm(b_s, w_s, y)
             out.append(x + self.drop_path(self.drop(y), r.batch))
         return out
@@ -567,13 +580,19 @@ class ConvStem(nn.Module):
 
 
 class PosMLPStage(nn.Module):
-    """Optional downsampling, then `depth` blocks that share one window partition."""
+    """Optional downsampling, then `depth` blocks on windows of the map.
+
+    Without `shift` all blocks share one window partition. With `shift` (not in the reference:
+    Swin's idea, no new parameters) every second block works on the grid of windows moved by
+    half a window down and right, so that information crosses window borders within a stage;
+    windows cut by the map's edges mix their own real tokens only (see window_regions)."""
 
     def __init__(self, in_dim: Optional[int], dim: int, depth: int, window: int, groups: int,
                  mlp_ratio: float, mixer: str = 'gqpe', drop: float = 0.0,
-                 drop_path: Sequence[float] = (), with_cp: bool = False):
+                 drop_path: Sequence[float] = (), with_cp: bool = False, shift: bool = False):
         super().__init__()
         self.window = window
+        self.shift = window // 2 if shift else 0
         self.with_cp = with_cp
         self.pool = Downsample(in_dim, dim) if in_dim is not None else nn.Identity()
         drop_path = list(drop_path) or [0.0] * depth
@@ -583,17 +602,25 @@ class PosMLPStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> (B, C, H', W')."""
-        parts, regions = window_partition(self.pool(x), self.window)
-        for block in self.encoder:
+        x = self.pool(x)
+        parts, regions, grid = None, None, None
+        for i, block in enumerate(self.encoder):
+            shift = self.shift if i % 2 else 0
+            if shift != grid:  # (re)partition when the grid moves
+                if parts is not None:
+                    x = window_reverse(parts, regions)
+                parts, regions = window_partition(x, self.window, shift)
+                grid = shift
             if self.with_cp and torch.is_grad_enabled():
                 parts = cp.checkpoint(block, parts, regions, use_reentrant=False)
             else:
                 parts = block(parts, regions)
-        return window_reverse(parts, regions)
+        return window_reverse(parts, regions) if parts is not None else x
 
 
 def build_stages(setting: dict, mixer: str = 'gqpe', drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, with_cp: bool = False) -> nn.Sequential:
+                 drop_path_rate: float = 0.0, with_cp: bool = False,
+                 shift: bool = False) -> nn.Sequential:
     """The four stages ('levels' in the reference), drop path ramped linearly over all blocks."""
     if mixer not in MIXERS:
         raise KeyError(f"PosMLP: unknown mixer '{mixer}', choose one of {MIXERS}")
@@ -604,7 +631,8 @@ def build_stages(setting: dict, mixer: str = 'gqpe', drop_rate: float = 0.0,
         dim = setting['embed_dims'][i]
         stages.append(PosMLPStage(
             prev, dim, depth, setting['windows'][i], setting['groups'][i],
-            setting['mlp_ratios'][i], mixer, drop_rate, rates[start:start + depth], with_cp))
+            setting['mlp_ratios'][i], mixer, drop_rate, rates[start:start + depth], with_cp,
+            shift))
         start += depth
         prev = dim
     return nn.Sequential(*stages)
@@ -653,7 +681,8 @@ class PosMLPClassifier(nn.Module):
 
     def __init__(self, arch='tiny', in_chans: int = 3, num_classes: int = 1000,
                  mixer: str = 'gqpe', drop_rate: float = 0.0, drop_path_rate: float = 0.1,
-                 global_pool: str = 'avg', with_cp: bool = False, img_size=None, **kwargs):
+                 global_pool: str = 'avg', with_cp: bool = False, img_size=None,
+                 shift: bool = False, **kwargs):
         """
         Args:
             arch: 'tiny' | 'small' | 'base' (or 't' | 's' | 'b'), or a dict as ARCH_SETTINGS.
@@ -666,6 +695,8 @@ class PosMLPClassifier(nn.Module):
                 num_classes=0: forward then returns the normalised (B, C, H, W) map).
             with_cp: activation checkpointing per block (``set_grad_checkpointing``).
             img_size: accepted for timm's API (int or (H, W)) and ignored: any size runs.
+            shift: every second block on windows moved by half a window (PosMLPStage); not
+                in the reference, no new parameters.
         """
         super().__init__()
         if kwargs:
@@ -684,7 +715,7 @@ class PosMLPClassifier(nn.Module):
         self.global_pool = global_pool
         self.grad_checkpointing = with_cp
         self.patch_embed = ConvStem(in_chans, setting['embed_dims'][0])
-        self.levels = build_stages(setting, mixer, drop_rate, drop_path_rate, with_cp)
+        self.levels = build_stages(setting, mixer, drop_rate, drop_path_rate, with_cp, shift)
         self.feature_info = [dict(num_chs=d, reduction=4 * 2 ** i, module=f'levels.{i}')
                              for i, d in enumerate(setting['embed_dims'])]
         self.norm = nn.LayerNorm(self.num_features, eps=LN_EPS)
