@@ -125,8 +125,13 @@ def _bands(size: int, window: int, shift: int) -> List[Tuple[int, int, int, int]
     """(start, windows, tokens per window, first token) of the bands of windows along one side
     of a map, for a grid of windows moved by `shift` tokens: a leading band of the last `shift`
     rows of a window, the whole windows, a trailing band clipped by the edge; empty ones out."""
-    lead = min(shift, size)
-    full, edge = divmod(size - lead, window)
+    # plain integer arithmetic, which symbolic sizes (torch.export with dynamic H, W, see
+    # deployment.py) keep simple: no min() (a Min carried through every later shape) and no
+    # divmod or % (the clipped band comes out an integer when the size is linear in whole
+    # windows, where a Mod would stay symbolic)
+    lead = size if size < shift else shift
+    full = (size - lead) // window
+    edge = size - lead - window * full
     bands = [(0, 1, lead, window - shift), (lead, full, window, 0),
              (lead + full * window, 1, edge, 0)]
     return [b for b in bands if b[1] and b[2]]
@@ -163,25 +168,29 @@ def window_partition(x: torch.Tensor, window: int,
                 band.split([n * k for _, n, k, _ in col_bands], dim=3), col_bands):
             r = Region(B, top, left, win_rows, win_cols, rows, cols, row0, col0)
             # always a new tensor (a reshape may return a view of x): the deployed blocks
-            # (fused.py) add their output into it in place
-            t = x.new_empty(C, B * win_rows * win_cols * r.tokens)
-            t.view(C, B, win_rows, win_cols, rows, cols).copy_(
-                block.unflatten(2, (win_rows, rows)).unflatten(4, (win_cols, cols))
-                .permute(1, 0, 2, 4, 3, 5))
-            parts.append(t)
+            # (fused.py) add their output into it in place. A clone, not a copy_ into an empty
+            # tensor: TorchScript's ONNX export drops copies into views, and wrote a graph
+            # whose outputs did not depend on its input.
+            t = (block.unflatten(2, (win_rows, rows)).unflatten(4, (win_cols, cols))
+                 .permute(1, 0, 2, 4, 3, 5).clone(memory_format=torch.contiguous_format))
+            parts.append(t.view(C, -1))
             regions.append(r)
     return parts, regions
 
 
 def window_reverse(parts: Sequence[torch.Tensor], regions: Sequence[Region]) -> torch.Tensor:
     """Inverse of window_partition: the region matrices -> (B, C, H, W)."""
-    bands = {}  # top -> the blocks of that band of rows, left to right
+    bands = []  # the blocks of each band of rows, left to right
     for t, r in zip(parts, regions):
         block = t.view(t.shape[0], r.batch, r.win_rows, r.win_cols, r.rows, r.cols)
         block = block.permute(1, 0, 2, 4, 3, 5).reshape(
             r.batch, t.shape[0], r.win_rows * r.rows, r.win_cols * r.cols)
-        bands.setdefault(r.top, []).append(block)
-    return _cat([_cat(blocks, dim=3) for blocks in bands.values()], dim=2)
+        # regions come band by band, each band from the map's left edge (not a dict keyed by
+        # r.top: a symbolic size under torch.export cannot be hashed)
+        if r.left == 0:
+            bands.append([])
+        bands[-1].append(block)
+    return _cat([_cat(blocks, dim=3) for blocks in bands], dim=2)
 
 
 def _cat(tensors: List[torch.Tensor], dim: int) -> torch.Tensor:
