@@ -122,8 +122,9 @@ class SizeRule:
         return f'dynamic, {sides[0]}, {sides[1]}'
 
     def next_size(self, height: int, width: int) -> Tuple[int, int]:
-        """The next accepted size after (height, width), one period up on both sides."""
-        return height + self.period, width + self.period
+        """Another accepted size: one period up on both sides (down at the top of the range)."""
+        up = (height + self.period, width + self.period)
+        return up if self.accepts(*up) else (height - self.period, width - self.period)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -442,6 +443,9 @@ class ExportReport:
         for c in self.checks:
             lines.append(f"    {'x'.join(str(s) for s in c['shape'])}: max relative difference "
                          f"{c['max_rel_diff']:.2e} (worst output {c['worst_output']})")
+        if not self.checks:
+            lines.append('    NOT CHECKED')
+            return '\n'.join(lines)
         lines.append(f'  input dependence: a second random input changes every output by at '
                      f'least {self.input_effect:.2e} (relative; required > {MIN_INPUT_EFFECT:.0e}'
                      ') and matches PyTorch there too')
