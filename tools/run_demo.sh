@@ -5,10 +5,13 @@
 #   bash tools/run_demo.sh              # RetinaNet-PosMLP-T (15 min of training measured on 2 shared cores)
 #   bash tools/run_demo.sh mask_rcnn    # Mask R-CNN-PosMLP-T: boxes and instance masks
 #   bash tools/run_demo.sh all          # both, one after the other
+#   bash tools/run_demo.sh configs/demo/retinanet_hire_mlp_tiny_demo.py   # any demo config
+#                                       # (also retinanet_posmlp_t_shift_demo.py: shifted windows)
 #
 # What it leaves (DET = retinanet | mask_rcnn):
 #   data/demo_shapes/                          the data (tools/make_demo_data.py; kept, reused)
 #   work_dirs/demo_DET/                        training log, checkpoint, training_curves.png
+#                                              (a config file: work_dirs/demo_<its name>/)
 #   work_dirs/demo_DET/test/<time>/            test log with the COCO table
 #   work_dirs/demo_DET/test/<time>/vis/        predictions drawn on the val images
 #
@@ -19,11 +22,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3}
 WHICH=${1:-retinanet}
 case "$WHICH" in
-  retinanet) DETECTORS=(retinanet) ;;
-  mask_rcnn) DETECTORS=(mask_rcnn) ;;
-  all) DETECTORS=(retinanet mask_rcnn) ;;
-  -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
-  *) echo "usage: bash tools/run_demo.sh [retinanet|mask_rcnn|all]" >&2; exit 2 ;;
+  retinanet) CONFIGS=(configs/demo/retinanet_posmlp_t_demo.py) ;;
+  mask_rcnn) CONFIGS=(configs/demo/mask_rcnn_posmlp_t_demo.py) ;;
+  all) CONFIGS=(configs/demo/retinanet_posmlp_t_demo.py configs/demo/mask_rcnn_posmlp_t_demo.py) ;;
+  -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+  *.py) [ -f "$WHICH" ] || { echo "no such config: $WHICH" >&2; exit 2; }; CONFIGS=("$WHICH") ;;
+  *) echo "usage: bash tools/run_demo.sh [retinanet|mask_rcnn|all|CONFIG.py]" >&2; exit 2 ;;
 esac
 say() { echo "[demo] $(date +%H:%M:%S) $*"; }
 
@@ -35,8 +39,10 @@ fi
 say "demo data: data/demo_shapes (synthetic shapes in COCO format, no download)"
 "$PYTHON" tools/make_demo_data.py --out data/demo_shapes
 
-for det in "${DETECTORS[@]}"; do
-  config=configs/demo/${det}_posmlp_t_demo.py
+for config in "${CONFIGS[@]}"; do
+  name=$(basename "$config" .py)
+  det=${name%_demo}
+  det=${det%_posmlp_t}  # the default demos keep their work_dirs/demo_retinanet, demo_mask_rcnn
   work=work_dirs/demo_${det}
   say "training $config from scratch -> $work"
   start=$(date +%s)
@@ -53,7 +59,7 @@ for det in "${DETECTORS[@]}"; do
   curves=
   if [ -f tools/analysis/plot_logs.py ]; then
     "$PYTHON" tools/analysis/plot_logs.py "$work" --out "$work/training_curves.png" \
-      --title "$det + PosMLP-T, demo shapes" && curves="$work/training_curves.png"
+      --title "$name, demo shapes" && curves="$work/training_curves.png"
   fi
   say "done: $det"
   echo "    checkpoint:            $checkpoint"

@@ -142,12 +142,12 @@ fi
 
 # ---------------------------------------------------------------- the plugin itself
 # Editable, with the dependencies pyproject.toml declares and its onnx and tests extras (onnx,
-# onnxruntime, pytest): whatever the steps above did not install yet, torch kept by the
+# onnxruntime, onnxscript, pytest): whatever the steps above did not install yet, torch kept by the
 # constraints. Done again when the installed metadata is not this pyproject.toml's (new extras).
-step "mmdet_posmlp (editable) with its extras: onnx, onnxruntime, pytest"
+step "mmdet_posmlp (editable) with its extras: onnx, onnxruntime, onnxscript, pytest"
 if ! py "
 import importlib.metadata as m, os, sys
-import mmdet_posmlp, onnx, onnxruntime, pytest
+import mmdet_posmlp, onnx, onnxruntime, onnxscript, pytest
 here = os.path.realpath(os.path.dirname(mmdet_posmlp.__file__)) == os.path.realpath('$REPO/mmdet_posmlp')
 extras = set(m.metadata('mmdet_posmlp').get_all('Provides-Extra') or [])
 sys.exit(not (here and m.version('mmdet_posmlp') == mmdet_posmlp.__version__ and {'onnx', 'tests'} <= extras))
