@@ -107,7 +107,8 @@ def measurement(spec: dict) -> Measurement:
             loss = sum(o.float().mean() for o in outs)
             loss.backward()
             model.zero_grad(set_to_none=True)
-    return Measurement(info, step, lambda: count_flops(lambda: model(x)), model)
+    return Measurement(info, step, lambda: count_flops(lambda: model(x)), model,
+                       warmup=2 if name.endswith('_compiled') else 1)
 
 
 def agreement(height: int, width: int) -> float:

@@ -98,20 +98,33 @@ def synthetic_batch(batch: int, height: int, width: int, masks: bool, seed: int 
 
 
 def measurement(spec: dict) -> Measurement:
-    """spec: name, mode ('train' | 'predict' | 'predict_fused'), batch, height, width."""
+    """spec: name, mode ('train' | 'predict' | 'predict_fused'), batch, height, width; optional
+    device ('cpu' | 'cuda'), amp (None | 'float16' | 'bfloat16': the optimizer wrapper that
+    tools/train.py --amp selects, and autocast for predict), compile (torch.compile of
+    train_step / test_step, as mmengine's runner does with compile=True)."""
     from mmengine.optim import build_optim_wrapper
+    from mmdet_posmlp.engine.amp import amp_optim_wrapper
+    device, amp = spec.get('device', 'cpu'), spec.get('amp')
     model, cfg = build_detector(spec['name'])
+    model.to(device)
     data = synthetic_batch(spec['batch'], spec['height'], spec['width'],
                            masks='mask_rcnn' in spec['name'])
     info = dict(params=sum(p.numel() for p in model.parameters()),
                 backbone_params=sum(p.numel() for p in model.backbone.parameters()))
     if spec['mode'] == 'train':
         model.train()
-        optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+        wrapper_cfg = cfg.optim_wrapper
+        if amp:
+            wrapper_cfg = dict(amp_optim_wrapper(wrapper_cfg), dtype=amp)
+            if wrapper_cfg['type'] != 'AmpOptimWrapper':  # CPU: bfloat16 autocast only
+                wrapper_cfg.pop('dtype')
+        optim_wrapper = build_optim_wrapper(model, wrapper_cfg)
         info['optimizer'] = type(optim_wrapper.optimizer).__name__
+        info['optim_wrapper'] = type(optim_wrapper).__name__
+        train_step = torch.compile(model.train_step) if spec.get('compile') else model.train_step
 
         def step():
-            model.train_step(data, optim_wrapper)
+            train_step(data, optim_wrapper)
 
         def flops():
             batch = model.data_preprocessor(data, True)
@@ -120,36 +133,45 @@ def measurement(spec: dict) -> Measurement:
         if spec['mode'] == 'predict_fused':
             model.backbone.fuse()
         model.eval()
+        test_step = torch.compile(model.test_step) if spec.get('compile') else model.test_step
 
         def step():
-            with torch.no_grad():
-                model.test_step(data)
+            with torch.no_grad(), torch.autocast(torch.device(device).type,
+                                                 dtype=getattr(torch, amp or 'float32'),
+                                                 enabled=bool(amp)):
+                test_step(data)
 
         def flops():
             batch = model.data_preprocessor(data, False)
             return count_flops(lambda: model.predict(batch['inputs'], batch['data_samples']))
-    return Measurement(info, step, flops, model)
+    # a compiled step may recompile once at its second call
+    return Measurement(info, step, flops, model, device, warmup=2 if spec.get('compile') else 1)
 
 
 # ------------------------------------------------------------------ driver side
 def run(detectors: List[str], family: bool, repeat: int, threads: int, height: int,
-        width: int, out_dir: str) -> Dict:
+        width: int, out_dir: str, name: str = 'detectors', train_batch: int = 2,
+        **variant) -> Dict:
+    """variant: device, amp, compile (see measurement)."""
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, 'detectors.json')
-    results = dict(machine=machine(threads), height=height, width=width, rows=[])
+    path = os.path.join(out_dir, f'{name}.json')
+    results = dict(machine=machine(threads), height=height, width=width, rows=[],
+                   variant=variant)
+    if variant.get('device', 'cpu') != 'cpu':
+        results['machine']['device'] = torch.cuda.get_device_name(0)
     print(f"[bench] {results['machine']}", flush=True)
     groups = []  # ([(name, mode), ...], batch): the measurements timed together
     for det in detectors:
         ours, swin = f'{det}_posmlp_t', f'{det}_swin_t'
-        groups.append(([(ours, 'train'), (swin, 'train')], 2))
+        groups.append(([(ours, 'train'), (swin, 'train')], train_batch))
         groups.append(([(ours, 'predict'), (ours, 'predict_fused'), (swin, 'predict')], 1))
     if family:
-        groups.append(([(name, 'train') for name in FAMILY], 2))
-        groups.append(([(name, 'predict') for name in FAMILY], 1))
+        groups.append(([(n, 'train') for n in FAMILY], train_batch))
+        groups.append(([(n, 'predict') for n in FAMILY], 1))
     for g, (members, batch) in enumerate(groups):
         mode = members[0][1]
-        specs = [dict(suite='benchmark_detectors', name=name, mode=m, batch=batch, height=height,
-                      width=width, threads=threads) for name, m in members]
+        specs = [dict(suite='benchmark_detectors', name=n, mode=m, batch=batch, height=height,
+                      width=width, threads=threads, **variant) for n, m in members]
         label = f'group {g + 1}/{len(groups)} {mode} b{batch}'
         print(f'[bench] {label}: ' + ', '.join(f"{s['name']} ({s['mode']})" for s in specs),
               flush=True)
@@ -172,14 +194,17 @@ def _rows(results, group):
 def report(results: Dict) -> str:
     m = results['machine']
     rate = m.get('matmul_gflops')
-    lines = [f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}, float32 matmul "
+    variant = ', '.join(f'{k} {v}' for k, v in results.get('variant', {}).items()
+                        if v and k != 'device') or 'float32'
+    lines = [f"{m.get('device', 'CPU')} ({variant}); "
+             f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}, float32 matmul "
              f"{rate:.0f} GFLOP/s, {m['date']}; images {results['height']}x{results['width']}, "
              f"{_padded(results['height'])}x{_padded(results['width'])} after padding"
              if rate else 'Machine: unknown', '']
-    lines.append('| detector | params | mode | batch | median (s) | ratio to Swin-T | '
+    lines.append('| detector | params | mode | batch | median (s) | img/s | ratio to Swin-T | '
                  'peak mem (MB) | ratio to Swin-T | GFLOP (forward) | matmul floor (s) | '
                  'time / floor |')
-    lines.append('|---|---|---|---|---|---|---|---|---|---|---|')
+    lines.append('|---|---|---|---|---|---|---|---|---|---|---|---|')
     for group in sorted({r['group'] for r in results['rows']}):
         rows = _rows(results, group)
         swin = next((r for r in rows if r['name'].endswith('swin_t')), None)
@@ -193,7 +218,7 @@ def report(results: Dict) -> str:
             floor = (3 if r['mode'] == 'train' else 1) * gflop / rate if gflop and rate else None
             lines.append('| ' + ' | '.join([
                 LABELS[r['name']], f"{r['params'] / 1e6:.1f}M", mode, str(r['batch']),
-                f"{r['median_s']:.2f}", ratio, f'{mem:.0f}' if mem else '-', mem_ratio,
+                f"{r['median_s']:.2f}", f"{r['batch'] / r['median_s']:.2f}", ratio, f'{mem:.0f}' if mem else '-', mem_ratio,
                 f'{gflop:.0f}' if gflop else '-', f'{floor:.2f}' if floor else '-',
                 f"{r['median_s'] / floor:.1f}x" if floor else '-']) + ' |')
     return '\n'.join(lines)
@@ -234,14 +259,21 @@ def measure_main():
     p.add_argument('--repeat', type=int, default=5)
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--size', nargs=2, type=int, default=[800, 1333], metavar=('H', 'W'))
+    p.add_argument('--train-batch', type=int, default=2)
+    p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+    p.add_argument('--amp', choices=['float16', 'bfloat16'],
+                   help='mixed precision, as tools/train.py --amp (and autocast for predict)')
+    p.add_argument('--compile', action='store_true', help='torch.compile train_step / test_step')
+    p.add_argument('--name', default='detectors', help='results file name (without extension)')
     p.add_argument('--out-dir', default=os.path.join(HERE, 'results'))
     args = p.parse_args()
     results = run(args.detectors, args.family, args.repeat, args.threads, *args.size,
-                  out_dir=args.out_dir)
+                  out_dir=args.out_dir, name=args.name, train_batch=args.train_batch,
+                  device=args.device, amp=args.amp, compile=args.compile)
     table = report(results)
-    with open(os.path.join(args.out_dir, 'detectors.md'), 'w') as f:
+    with open(os.path.join(args.out_dir, f'{args.name}.md'), 'w') as f:
         f.write(table + '\n')
-    print(f"[bench] wrote {plot(results, os.path.join(args.out_dir, 'detectors.png'))}")
+    print(f"[bench] wrote {plot(results, os.path.join(args.out_dir, f'{args.name}.png'))}")
     print(table)
 
 

@@ -76,20 +76,37 @@ def matmul_rate(threads: int, n: int = 2048, repeat: int = 5) -> float:
 
 
 class Measurement:
-    """A built, warmed-up model and one step of work on it. Suites subclass or fill it."""
+    """A built, warmed-up model and one step of work on it, on the CPU or a CUDA device
+    (timed after a synchronisation; peak memory from CUDA's allocator statistics there)."""
 
     def __init__(self, info: dict, step: Callable[[], object], flops: Callable[[], int],
-                 model: Optional[torch.nn.Module] = None):
+                 model: Optional[torch.nn.Module] = None, device: str = 'cpu', warmup: int = 1):
         self.info, self._step, self._flops, self.model = info, step, flops, model
-        step()  # warm-up: first-touch allocations, oneDNN primitive caches, compilation
+        self.cuda = torch.device(device).type == 'cuda'
+        for _ in range(warmup):  # first-touch allocations, oneDNN primitive caches, compilation
+            step()
+        self._sync()
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
 
     def time_step(self) -> float:
+        self._sync()
         start = time.perf_counter()
         self._step()
+        self._sync()
         return time.perf_counter() - start
 
     def peak_memory_mb(self) -> float:
-        return peak_tensor_bytes(self._step) / 2 ** 20
+        if not self.cuda:
+            return peak_tensor_bytes(self._step) / 2 ** 20
+        self._sync()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        self._step()
+        self._sync()
+        return (torch.cuda.max_memory_allocated() - before) / 2 ** 20
 
     def flops(self) -> int:
         return self._flops()

@@ -100,5 +100,22 @@ def test_detector_training_step_and_report():
     results = dict(machine=dict(cpu='test', threads=2, torch='x', date='now', matmul_gflops=300.0),
                    height=800, width=1333, rows=rows)
     table = detectors.report(results)
-    assert '| RetinaNet PosMLP-T (ours) | 31.0M | train | 2 | 1.00 | 0.80 | 900 | 0.90 | 300 | 3.00 | 0.3x |' in table
-    assert '800x1344 after padding' in table
+    assert ('| RetinaNet PosMLP-T (ours) | 31.0M | train | 2 | 1.00 | 2.00 | 0.80 | 900 | 0.90 | '
+            '300 | 3.00 | 0.3x |') in table
+    assert '800x1344 after padding' in table and 'CPU (float32)' in table
+
+
+def test_detector_step_under_mixed_precision():
+    """--amp as tools/train.py selects it (here a CPU: bfloat16 autocast, no loss scaling),
+    and autocast for predict: the same machinery a GPU run uses with float16 or bfloat16."""
+    import pytest
+    from mmdet_posmlp.engine import amp
+    if torch.cuda.is_available() or not amp.cpu_has_native_bfloat16():
+        pytest.skip('needs a CPU-only machine with native bfloat16')
+    spec = dict(suite='benchmark_detectors', name='retinanet_posmlp_t', batch=2, height=96,
+                width=128, threads=2, amp='bfloat16')
+    m = harness.build_measurement(dict(spec, mode='train'))
+    assert m.info['optim_wrapper'] == 'BFloat16AutocastOptimWrapper'
+    assert m.time_step() > 0 and m.peak_memory_mb() > 0
+    p = harness.build_measurement(dict(spec, mode='predict', batch=1))
+    assert p.time_step() > 0
