@@ -382,6 +382,17 @@ def test_plot_logs(tiny_run, tmp_path, monkeypatch, capsys):
     assert 'coco/bbox_mAP' in capsys.readouterr().out
 
 
+def test_plot_logs_compares_runs(tiny_run, tmp_path, monkeypatch, capsys):
+    out = tmp_path / 'compare.png'
+    run = tiny_run['work_dir']
+    assert run_tool_in_process('analysis/plot_logs.py', [run, run, '--labels', 'a', 'b', '--out',
+                                                         out], monkeypatch) is None
+    assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and out.stat().st_size > 10_000
+    assert capsys.readouterr().out.count('coco/bbox_mAP') == 2
+    exit_ = run_tool_in_process('analysis/plot_logs.py', [run, run], monkeypatch)
+    assert exit_ is not None and exit_.code == 2  # several runs need --out
+
+
 def test_plot_logs_reads_scalars(tiny_run):
     from tools.analysis.logs import find_scalar_files, load_scalars
     train, val = load_scalars(find_scalar_files(str(tiny_run['work_dir'])))

@@ -123,6 +123,45 @@ def plot_training_curves(work_dir: str, out: Optional[str] = None, title: Option
     return out
 
 
+def plot_comparison(work_dirs: List[str], out: str, labels: Optional[List[str]] = None,
+                    title: Optional[str] = None, dpi: int = 100) -> str:
+    """Several runs side by side: total training loss per iteration and every val mAP key per
+    epoch, one colour per run. Returns the PNG's path."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    labels = labels or [osp.basename(osp.normpath(d)) for d in work_dirs]
+    fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(13, 4.8))
+    for i, (work_dir, label) in enumerate(zip(work_dirs, labels)):
+        colour = f'C{i}'
+        train, val = load_scalars(find_scalar_files(work_dir))
+        points = [(r['step'], r['loss']) for r in train if 'loss' in r]
+        if points:
+            ax_loss.plot(*zip(*points), color=colour, label=label)
+        for key, style in zip(_map_keys(val), ('o-', 's--', '^:')):
+            points = [(r['step'], r[key]) for r in val if key in r]
+            ax_map.plot(*zip(*points), style, color=colour, label=f'{label}: {key}')
+            x, y = points[-1]
+            ax_map.annotate(f'{y:.3f}', (x, y), textcoords='offset points', xytext=(4, 2),
+                            color=colour, fontsize='small')
+    from matplotlib.ticker import MaxNLocator
+    ax_map.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax, xlabel, ylabel, name in ((ax_loss, 'iteration', 'loss', 'training loss'),
+                                     (ax_map, 'epoch', 'mAP', 'validation mAP')):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize='small')
+    fig.suptitle(title or ' vs '.join(labels))
+    fig.tight_layout()
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
 def summarize(work_dir: str) -> str:
     """One line per run: iterations logged, last loss, best and last mAP."""
     train, val = load_scalars(find_scalar_files(work_dir))
