@@ -151,11 +151,33 @@ def test_dist_test_matches_single_process(dist_trained, shapes_root, tmp_path):
     for d, s in zip(dist_preds, single_preds):
         d, s = d['pred_instances'], s['pred_instances']
         assert len(s['scores']) > 0  # score_thr=0: an untrained model still yields boxes
-        # one thread per process vs two threads: equal up to float rounding
-        # (measured: 3e-8 in the scores, 4e-5 px in the boxes)
-        np.testing.assert_allclose(d['scores'].numpy(), s['scores'].numpy(), rtol=0, atol=1e-5)
-        np.testing.assert_allclose(d['bboxes'].numpy(), s['bboxes'].numpy(), rtol=0, atol=1e-3)
-        np.testing.assert_array_equal(d['labels'].numpy(), s['labels'].numpy())
+        assert len(d['scores']) == len(s['scores'])
+        # one thread per process vs two threads: equal up to float rounding (measured: 3e-8 in
+        # the scores, 4e-5 px in the boxes), which may swap detections of near-equal score
+        _assert_same_detections(d, s, score_atol=1e-5, box_atol=1e-3)
+
+
+def _assert_same_detections(d, s, score_atol, box_atol):
+    """Every detection of one set has its own twin in the other (label equal, score and box
+    within the tolerances); the order may differ between twins of near-equal score, and at
+    the max_per_img cut a near-tie may keep a different detection of the lowest score."""
+    d_scores, d_boxes, d_labels = (d[k].numpy() for k in ('scores', 'bboxes', 'labels'))
+    s_scores, s_boxes, s_labels = (s[k].numpy() for k in ('scores', 'bboxes', 'labels'))
+    unused = set(range(len(s_scores)))
+    unmatched = []
+    for i in range(len(d_scores)):
+        twin = next((j for j in sorted(unused)
+                     if d_labels[i] == s_labels[j]
+                     and abs(d_scores[i] - s_scores[j]) <= score_atol
+                     and np.abs(d_boxes[i] - s_boxes[j]).max() <= box_atol), None)
+        if twin is None:
+            unmatched.append(i)
+        else:
+            unused.remove(twin)
+    lowest = min(d_scores.min(), s_scores.min())
+    at_the_cut = [i for i in unmatched if d_scores[i] <= lowest + score_atol]
+    assert unmatched == at_the_cut, (
+        f'detections without a twin: {[(d_labels[i], d_scores[i], d_boxes[i]) for i in unmatched]}')
 
 
 # ----------------------------------------------------------------------------- same seed

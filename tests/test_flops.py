@@ -141,8 +141,9 @@ def test_mmengine_count_matches_independent_count(mixer, fused):
 def test_gated_token_mix_handle_counts_the_batched_product():
     """One block's mixing: C/2 x T x n multiply-adds, as baddbmm's shapes give."""
     from mmengine.analysis import FlopAnalyzer
-    from mmdet_posmlp.models.posmlp import PosSGU
+    from mmdet_posmlp.models.posmlp import PosSGU, Region
     h = torch.randn(16, 3 * 16)  # 3 windows of 4x4 tokens
+    region = Region(batch=1, top=0, left=0, win_rows=1, win_cols=3, rows=4, cols=4)
 
     class Mix(nn.Module):
         def __init__(self):
@@ -150,7 +151,7 @@ def test_gated_token_mix_handle_counts_the_batched_product():
             self.gate = PosSGU(dim=16, window=4, groups=2)
 
         def forward(self, h):
-            return self.gate(h, 4, 4)
+            return self.gate(h, region)
 
     with torch.no_grad():
         by_op = FlopAnalyzer(Mix(), (h,)).by_operator()
