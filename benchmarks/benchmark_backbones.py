@@ -29,7 +29,7 @@ from benchmarks.harness import (Measurement, count_flops, machine, measure_inter
 LABELS = {
     'posmlp_t': 'PosMLP-T (ours)', 'posmlp_t_fused': 'PosMLP-T (ours, fused)',
     'posmlp_t_compiled': 'PosMLP-T (ours, torch.compile)', 'posmlp_t_cp': 'PosMLP-T (ours, with_cp)',
-    'posmlp_s': 'PosMLP-S (ours)', 'posmlp_s_fused': 'PosMLP-S (ours, fused)',
+    'posmlp_s_fused': 'PosMLP-S (ours, fused)',
     'swin_t': 'Swin-T (mmdet)', 'resnet50': 'ResNet-50 (mmdet)', 'pvt_s': 'PVT-Small (mmdet)',
     'reference_t': 'PosMLP-T plain reference math', 'hire_mlp_tiny': 'Hire-MLP-Tiny (ours)',
     'vip_s7': 'ViP-S/7 (ours)', 's2mlp_deep': 'S2-MLP-deep (ours)',

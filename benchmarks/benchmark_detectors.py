@@ -191,12 +191,22 @@ def _rows(results, group):
     return [r for r in results['rows'] if r['group'] == group]
 
 
+def _variant(results: Dict) -> str:
+    return ', '.join(f'{k} {v}' for k, v in results.get('variant', {}).items()
+                     if v and k != 'device') or 'float32'
+
+
+def _setting(results: Dict) -> str:
+    """'2 CPU threads, float32', 'NVIDIA H200, amp bfloat16, compile True', ..."""
+    m = results['machine']
+    where = m['device'] if 'device' in m else f"{m['threads']} CPU threads"
+    return f'{where}, {_variant(results)}'
+
+
 def report(results: Dict) -> str:
     m = results['machine']
     rate = m.get('matmul_gflops')
-    variant = ', '.join(f'{k} {v}' for k, v in results.get('variant', {}).items()
-                        if v and k != 'device') or 'float32'
-    lines = [f"{m.get('device', 'CPU')} ({variant}); "
+    lines = [f"{m.get('device', 'CPU')} ({_variant(results)}); "
              f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}, float32 matmul "
              f"{rate:.0f} GFLOP/s, {m['date']}; images {results['height']}x{results['width']}, "
              f"{_padded(results['height'])}x{_padded(results['width'])} after padding"
@@ -241,8 +251,7 @@ def plot(results: Dict, path: str) -> str:
         ax.set_xlabel('seconds (median)')
         ax.set_title(f"{rows[0]['mode'].split('_')[0]}, batch {rows[0]['batch']}", fontsize=9)
         ax.tick_params(labelsize=7)
-    fig.suptitle(f"{results['height']}x{results['width']}, {results['machine']['threads']} CPU "
-                 f"threads, float32", fontsize=10)
+    fig.suptitle(f"{results['height']}x{results['width']}, {_setting(results)}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -9,8 +9,8 @@ What importing the package does:
 - registers the backbones `PosMLP`, `HireMLP`, `ViP`, `S2MLP` and the neck
   `SimpleFeaturePyramid` in mmdet's MODELS registry, and the classifiers `posmlp_t/s/b`,
   `hire_mlp_tiny/small/base/large`, `vip_s7/m7/l7`, `s2mlp_deep/wide` with timm;
-- registers the training hooks the configs use (CrashSafeCheckpointHook, NonFiniteLossHook) in
-  mmdet's HOOKS, and the optimizer wrapper that `--amp` selects on CPUs with native bfloat16
+- registers the hooks the configs and tools use (CrashSafeCheckpointHook, NonFiniteLossHook,
+  FuseBackboneHook) in mmdet's HOOKS, and the optimizer wrapper that `--amp` selects on CPUs with native bfloat16
   (BFloat16AutocastOptimWrapper, engine/amp.py) in mmdet's OPTIM_WRAPPERS;
 - lets torch's safe (weights_only) unpickler read the checkpoints that mmengine's
   CheckpointHook writes and the reference PosMLP ImageNet checkpoints, by allowlisting exactly

@@ -21,9 +21,9 @@ Exporters:
 - ``'torchscript'``: ``torch.onnx.export(..., dynamo=False)``, the TorchScript tracer; static
   only. The tracer records the window layout of the traced size (which windows are clipped, how
   many) as constants while it keeps some size arithmetic dynamic, so a graph it writes with
-  dynamic axes can run at another size and be wrong there: ``dynamic=True`` is refused. (It
-  once wrote a graph whose outputs did not depend on its input, because it drops copies into
-  views; ``window_partition`` no longer makes one.) ``aten::threshold`` with a non-zero
+  dynamic axes can run at another size and be wrong there: ``dynamic=True`` is refused. It
+  also drops copies into views, so the model must not write its input into a view (a graph
+  that ignores its input; the export tests compare two inputs). ``aten::threshold`` with a non-zero
   threshold (the flushed softmax) has no ONNX symbolic in torch; one (``Where``) is registered
   for the duration of the export.
 - ``'auto'``: dynamo for dynamic sizes, torchscript (faster, no onnxscript) for a fixed size.
@@ -61,7 +61,7 @@ import math
 import os
 import time
 import warnings
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -648,42 +648,16 @@ def predict_with_onnx(session, detector: nn.Module, inputs: torch.Tensor,
 
 # --------------------------------------------------------------------------- from a config
 
-def load_model(config, checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None,
-               log: Optional[Callable[[str], None]] = None) -> nn.Module:
-    """Build ``cfg.model`` (no init_cfg weights are read) and load ``checkpoint`` with the
-    package's safe loading (engine/safe_load.py: torch's weights_only unpickler with the
-    allowlist of mmengine and reference checkpoints; a file with other globals is refused
-    before the model is built). Without a checkpoint the weights are random: enough to check
-    an export, useless for deployment. Returns the model in eval mode on the CPU."""
-    from .analysis.complexity import build_detector, load_model_config
-    from .engine.safe_load import check_checkpoint_loadable, mmengine_checkpoint_loading
-    log = log or (lambda s: None)
-    cfg = load_model_config(config, cfg_options)
-    if checkpoint:
-        check_checkpoint_loadable(checkpoint)
-    model = build_detector(cfg)
-    if checkpoint:
-        from mmengine.runner import load_checkpoint
-        with mmengine_checkpoint_loading():
-            ckpt = load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
-        meta = ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
-        if 'dataset_meta' in meta:
-            model.dataset_meta = meta['dataset_meta']
-        log(f'loaded {checkpoint}')
-    else:
-        log('no checkpoint: random weights (the export is checked all the same)')
-    model.cfg = cfg
-    return model.cpu().eval()
-
-
 def export_from_config(config, checkpoint: Optional[str], out: str, part: str = 'backbone',
                        size: Sequence[int] = (800, 1344), dynamic: bool = False,
                        opset: Optional[int] = None, exporter: str = 'auto',
                        cfg_options: Optional[dict] = None,
                        log: Optional[Callable[[str], None]] = print) -> ExportReport:
-    """What tools/deployment/export_onnx.py does: :func:`load_model`, then :func:`export_onnx`."""
+    """What tools/deployment/export_onnx.py does: load the model (analysis.complexity.
+    load_detector), then :func:`export_onnx`."""
     resolve_exporter(exporter, dynamic)  # refuse before building the model
-    model = load_model(config, checkpoint, cfg_options, log=log)
+    from .analysis.complexity import load_detector
+    model = load_detector(config, checkpoint, cfg_options, log=log)
     return export_onnx(model, out, part=part, size=size, dynamic=dynamic, opset=opset,
                        exporter=exporter, log=log)
 
@@ -691,4 +665,4 @@ def export_from_config(config, checkpoint: Optional[str], out: str, part: str = 
 __all__ = ['TOLERANCE', 'MIN_INPUT_EFFECT', 'ExportError', 'VerificationError', 'SizeRule',
            'window_period', 'size_rule', 'ExportWrapper', 'export_target', 'export_program',
            'export_onnx', 'verify_onnx', 'onnx_session', 'run_onnx', 'read_metadata',
-           'predict_with_onnx', 'load_model', 'export_from_config', 'ExportReport']
+           'predict_with_onnx', 'export_from_config', 'ExportReport']

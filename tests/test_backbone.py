@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mmdet_posmlp.models import PosMLP
-from mmdet_posmlp.models.posmlp import PosMLPClassifier, count_parameters
+from mmdet_posmlp.analysis.complexity import count_parameters
+from mmdet_posmlp.models.posmlp import PosMLPClassifier
 from conftest import REPO, randomize_
 
 SMALL = dict(embed_dims=(16, 32, 64, 128), depths=(1, 1, 2, 1), windows=(4, 4, 4, 2),

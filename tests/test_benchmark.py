@@ -1,6 +1,7 @@
 """The benchmarks' machinery (benchmarks/harness.py, benchmark_backbones.py,
 benchmark_detectors.py): memory accounting, interleaved worker sessions, the measured steps
 and the reports. Timings themselves are never asserted."""
+import pytest
 import torch
 
 from benchmarks import benchmark_backbones as backbones
@@ -108,7 +109,6 @@ def test_detector_training_step_and_report():
 def test_detector_step_under_mixed_precision():
     """--amp as tools/train.py selects it (here a CPU: bfloat16 autocast, no loss scaling),
     and autocast for predict: the same machinery a GPU run uses with float16 or bfloat16."""
-    import pytest
     from mmdet_posmlp.engine import amp
     if torch.cuda.is_available() or not amp.cpu_has_native_bfloat16():
         pytest.skip('needs a CPU-only machine with native bfloat16')

@@ -1,7 +1,7 @@
 """torch.compile: the backbone traces as one graph (no graph break inside it) in training and
 evaluation, and the traced training step gives eager's loss and gradients. Inductor's own
-code generation is exercised by benchmarks/benchmark_backbones.py --compile (minutes of C++
-compilation on 2 cores), not here: aot_eager runs the same captured forward and backward
+code generation is exercised by benchmarks/benchmark_backbones.py (the `compiled` variant;
+minutes of C++ compilation on 2 cores), not here: aot_eager runs the same captured forward and backward
 graphs through autograd without generating code."""
 import pytest
 import torch

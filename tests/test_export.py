@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from mmdet_posmlp import deployment as D
+from mmdet_posmlp.analysis.complexity import load_detector
 from mmdet_posmlp.models import PosMLP
 from conftest import REPO, randomize_
 
@@ -138,7 +139,7 @@ def test_check_refuses_a_graph_that_ignores_its_input(tmp_path):
 def test_fused_models_and_two_stage_detectors_are_refused(backbone):
     with pytest.raises(D.ExportError, match='fused'):
         D.export_target(copy.deepcopy(backbone).fuse(), 'backbone')
-    model = D.load_model(os.path.join(REPO, 'configs/mask_rcnn_posmlp_t_1x.py'),
+    model = load_detector(os.path.join(REPO, 'configs/mask_rcnn_posmlp_t_1x.py'),
                          cfg_options={'model.backbone.init_cfg': None})
     with pytest.raises(D.ExportError, match='single-stage'):
         D.export_target(model, 'detector')
@@ -147,7 +148,7 @@ def test_fused_models_and_two_stage_detectors_are_refused(backbone):
 def test_retinanet_onnx_with_predict_by_feat_gives_predict_detections(tmp_path):
     from mmdet.structures import DetDataSample
     torch.manual_seed(0)
-    model = D.load_model(os.path.join(REPO, 'configs/retinanet_posmlp_t_1x.py'),
+    model = load_detector(os.path.join(REPO, 'configs/retinanet_posmlp_t_1x.py'),
                          cfg_options={'model.backbone.init_cfg': None})
     randomize_(model.backbone)
     with torch.no_grad():  # scores spread over (0.05, 0.95): no near-ties at the top 100
@@ -181,7 +182,7 @@ def test_cli_end_to_end_with_checkpoint(tmp_path):
                      neck=dict(in_channels=[32, 64, 128]))
     """))
     torch.manual_seed(1)
-    model = randomize_(D.load_model(str(config)))
+    model = randomize_(load_detector(str(config)))
     checkpoint = tmp_path / 'model.pth'
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoint)
     out = tmp_path / 'cli.onnx'

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from mmdet_posmlp.models import hire_mlp, s2mlp, simple_pyramid, vip  # noqa: F401 (registers)
+from mmdet_posmlp.models.weights import CheckpointError
 
 pytestmark = pytest.mark.filterwarnings('ignore:pkg_resources is deprecated:UserWarning')
 
@@ -375,7 +376,7 @@ def test_pretrained_hire_out_norms_missing_and_detector_checkpoints(tmp_path):
 def test_pretrained_errors_name_the_path(tmp_path):
     missing = str(tmp_path / 'nowhere' / 'hire_mlp_tiny_in1k.pth')
     model = small('HireMLP', init_cfg=dict(type='Pretrained', checkpoint=missing))
-    with pytest.raises(FileNotFoundError, match='nowhere/hire_mlp_tiny_in1k.pth'):
+    with pytest.raises(CheckpointError, match='HireMLP: .*nowhere/hire_mlp_tiny_in1k.pth'):
         model.init_weights()
     # another family's checkpoint
     foreign = str(tmp_path / 'vip.pth')
@@ -392,7 +393,7 @@ def test_pretrained_errors_name_the_path(tmp_path):
     # not a torch file
     junk = tmp_path / 'junk.pth'
     junk.write_bytes(b'not a checkpoint')
-    with pytest.raises(ValueError, match='junk.pth'):
+    with pytest.raises(CheckpointError, match="S2MLP: .*junk.pth"):
         small('S2MLP').load_pretrained(str(junk))
 
 

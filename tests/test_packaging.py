@@ -109,7 +109,7 @@ def test_wheel_metadata(built):
     assert 'mmcv' not in bare  # deliberately undeclared: see pyproject.toml
     assert set(meta.get_all('Provides-Extra')) == {'onnx', 'tests'}
     assert {'onnx; extra == "onnx"', 'onnxruntime; extra == "onnx"',
-            'pytest; extra == "tests"'} <= set(requires)
+            'onnxscript; extra == "onnx"', 'pytest; extra == "tests"'} <= set(requires)
 
 
 def test_installed_wheel_reads_its_configs_by_name_from_anywhere(built, tmp_path):

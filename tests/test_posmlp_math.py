@@ -127,6 +127,7 @@ def test_window_partition_roundtrip_and_layout():
 def test_partition_roundtrip_with_one_or_two_edges(height, width):
     x = torch.randn(1, 3, height, width)
     parts, regions = window_partition(x, 4)
+    assert regions == window_regions(1, height, width, 4)  # the layout documented there
     assert torch.equal(window_reverse(parts, regions), x)
     assert sum(t.shape[1] for t in parts) == height * width
 
@@ -325,6 +326,7 @@ def test_shifted_grid_regions_and_roundtrip():
         (0, 0, 1, 1, 2, 2, 2, 2), (0, 2, 1, 2, 2, 4, 2, 0), (0, 10, 1, 1, 2, 1, 2, 0),
         (2, 0, 1, 1, 4, 2, 0, 2), (2, 2, 1, 2, 4, 4, 0, 0), (2, 10, 1, 1, 4, 1, 0, 0),
         (6, 0, 1, 1, 3, 2, 0, 2), (6, 2, 1, 2, 3, 4, 0, 0), (6, 10, 1, 1, 3, 1, 0, 0)]
+    assert regions == window_regions(2, 9, 11, 4, shift=2)
     assert sum(t.shape[1] for t in parts) == 2 * 9 * 11
     assert torch.equal(window_reverse(parts, regions), x)
     for h, w in [(1, 1), (2, 3), (5, 2), (8, 8)]:  # maps smaller than a window or the shift

@@ -61,8 +61,6 @@ def _map_size(n: int, stage: int) -> int:
 def test_registered_from_the_family_file():
     assert sorted(timm.list_models('posmlp*')) == sorted(NAMES)
     assert type(fresh('posmlp_t')).__module__ == 'mmdet_posmlp.models.posmlp'
-    with pytest.raises(ImportError):
-        import mmdet_posmlp.models.timm_models  # noqa: F401  (merged into posmlp.py)
 
 
 @pytest.mark.parametrize('name', NAMES)
@@ -118,7 +116,6 @@ def test_forward_backward(name, size):
     for n, p in params.items():
         assert p.grad is not None, f'no gradient for {n}'
         assert torch.isfinite(p.grad).all(), n
-    assert sum(p.grad.numel() for p in params.values()) == sum(p.numel() for p in params.values())
     with torch.no_grad():
         assert torch.isfinite(model.eval()(torch.randn(1, 3, *size))).all()
 

@@ -343,7 +343,6 @@ def test_test_tool_with_checkpoint(tiny_run, tmp_path):
 def test_test_tool_fused_and_plain_give_the_same_detections(tiny_run, tmp_path):
     """tools/test.py fuses the backbone by default; --no-fuse tests it as trained: the same
     detections either way (the fused blocks are the same function, tested to 1e-10)."""
-    import pickle
     outs = {}
     for flag in ([], ['--no-fuse']):
         out = tmp_path / f"results{''.join(flag)}.pkl"

@@ -2,7 +2,7 @@
 # The main job on day one, without COCO: set up, generate a small synthetic COCO-format data set,
 # train a PosMLP-T detector from scratch, test it, and draw what it found.
 #
-#   bash tools/run_demo.sh              # RetinaNet-PosMLP-T (15 min of training measured on 2 shared cores)
+#   bash tools/run_demo.sh              # RetinaNet-PosMLP-T (training time: README, the demo)
 #   bash tools/run_demo.sh mask_rcnn    # Mask R-CNN-PosMLP-T: boxes and instance masks
 #   bash tools/run_demo.sh all          # both, one after the other
 #   bash tools/run_demo.sh configs/demo/retinanet_hire_mlp_tiny_demo.py   # any demo config
@@ -57,10 +57,8 @@ for config in "${CONFIGS[@]}"; do
 
   vis=$(ls -td "$work"/test/*/vis 2>/dev/null | head -n 1 || true)
   curves=
-  if [ -f tools/analysis/plot_logs.py ]; then
-    "$PYTHON" tools/analysis/plot_logs.py "$work" --out "$work/training_curves.png" \
-      --title "$name, demo shapes" && curves="$work/training_curves.png"
-  fi
+  "$PYTHON" tools/analysis/plot_logs.py "$work" --out "$work/training_curves.png" \
+    --title "$name, demo shapes" && curves="$work/training_curves.png"
   say "done: $det"
   echo "    checkpoint:            $checkpoint"
   if [ -n "$vis" ]; then echo "    predictions drawn in:  $vis/ ($(ls "$vis" | wc -l) images)"; fi

@@ -1,6 +1,9 @@
 """Library code behind tools/analysis/: model complexity and inference speed.
 
-Submodules (imported on use, so that ``import mmdet_posmlp`` stays light):
+- :mod:`.flop_handles`: mmengine FLOP-counter handles for PosMLP's operators (registered by
+  ``import mmdet_posmlp``, so that mmdet's own get_flops.py counts the token mixing);
+
+and, imported on use so that ``import mmdet_posmlp`` stays light:
 
 - :mod:`.complexity`: parameters and FLOPs of a detector and of its backbone
   (tools/analysis/get_flops.py);

@@ -16,24 +16,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from ..engine.safe_load import allow_mmengine_checkpoints
-from .complexity import build_detector, load_model_config
-
-
-def load_detector(config, checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None,
-                  device: str = 'cpu') -> nn.Module:
-    """Build the detector; load ``checkpoint`` (safe loading, mmengine checkpoints allowed)."""
-    cfg = load_model_config(config, cfg_options)
-    model = build_detector(cfg)
-    if checkpoint:
-        from mmengine.runner import load_checkpoint
-        allow_mmengine_checkpoints()
-        ckpt = load_checkpoint(model, checkpoint, map_location='cpu')
-        meta = ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
-        if 'dataset_meta' in meta:
-            model.dataset_meta = meta['dataset_meta']
-    model.cfg = cfg
-    return model.to(device).eval()
+from .complexity import load_detector
 
 
 def make_batch(model: nn.Module, shape: Sequence[int] = (800, 1333),

@@ -9,13 +9,12 @@ get_flops.py counts the same operators. This is the convention of MMDetection's
 tools/analysis_tools/get_flops.py and of the "MACs" columns in papers.
 """
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-
 
 
 def load_model_config(config, cfg_options: Optional[dict] = None) -> Config:
@@ -36,6 +35,33 @@ def build_detector(config, cfg_options: Optional[dict] = None) -> nn.Module:
     cfg = load_model_config(config, cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     return MODELS.build(cfg.model)
+
+
+def load_detector(config, checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None,
+                  log: Optional[Callable[[str], None]] = None) -> nn.Module:
+    """Build ``cfg.model`` (no init_cfg weights are read) and load ``checkpoint`` with the
+    package's safe loading (engine/safe_load.py: torch's weights_only unpickler with the
+    allowlist of mmengine and reference checkpoints; a file with other globals is refused
+    before the model is built). Without a checkpoint the weights are random: enough to check
+    an export, useless for deployment. Returns the model in eval mode on the CPU."""
+    from ..engine.safe_load import check_checkpoint_loadable, mmengine_checkpoint_loading
+    log = log or (lambda s: None)
+    cfg = load_model_config(config, cfg_options)
+    if checkpoint:
+        check_checkpoint_loadable(checkpoint)
+    model = build_detector(cfg)
+    if checkpoint:
+        from mmengine.runner import load_checkpoint
+        with mmengine_checkpoint_loading():
+            ckpt = load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+        meta = ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
+        if 'dataset_meta' in meta:
+            model.dataset_meta = meta['dataset_meta']
+        log(f'loaded {checkpoint}')
+    else:
+        log('no checkpoint: random weights (the export is checked all the same)')
+    model.cfg = cfg
+    return model.cpu().eval()
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -83,8 +109,6 @@ def _flops(module: nn.Module, inputs: Tuple) -> Tuple[int, Dict[str, int]]:
     """Total FLOPs of ``module(*inputs)`` and the operators that were not counted."""
     from mmengine.analysis import FlopAnalyzer
 
-    from .flop_handles import register_flop_handles
-    register_flop_handles()  # done by `import mmdet_posmlp` already; PosMLP's ops (flop_handles)
     analyzer = FlopAnalyzer(module, inputs)
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     with warnings.catch_warnings():

@@ -19,7 +19,7 @@ tables, the ones every ``FlopAnalyzer`` / ``ActivationAnalyzer`` starts from. ``
 mmdet_posmlp`` calls it, because mmdet's own get_flops.py never calls code of ours: the only
 thing of ours it runs is the import that the config's ``custom_imports`` asks for. Only names
 that the tables lack are added (a handle mmengine or the user set is kept), so the counts of
-other models change only where they use ``baddbmm`` / ``addmm_`` (until now uncounted), and in
+other models change only where they use ``baddbmm`` / ``addmm_`` (which mmengine leaves uncounted), and in
 the activation count where they use ``aten::mm`` (counted as mmengine counts ``aten::matmul``).
 
 The counts follow mmengine's convention: one multiply-add is one FLOP (torch's own

@@ -3,12 +3,15 @@
 - :mod:`.safe_load`: load mmengine-written checkpoints under torch's ``weights_only`` unpickler
   by allowlisting exactly the types they contain.
 - :mod:`.data_check`: stop before anything is built when the dataset a config reads is missing.
-- :mod:`.hooks`: crash-safe checkpointing and a stop on non-finite losses.
+- :mod:`.hooks`: crash-safe checkpointing, a stop on non-finite losses, and the deployment
+  step (``fuse()``) for testing.
+- :mod:`.amp`: the optimizer wrapper that ``--amp`` selects on CPUs (bfloat16 autocast), or a
+  clear stop where the CPU has no native bfloat16.
 - :mod:`.runner`: read a config, apply command-line options, return an mmengine Runner.
 
 Only :mod:`.safe_load` is imported here (``import mmdet_posmlp`` applies it and registers
-:mod:`.hooks`); import
-:mod:`.runner` and :mod:`.data_check` where they are used.
+:mod:`.hooks` and :mod:`.amp`); import :mod:`.runner` and :mod:`.data_check` where they are
+used.
 """
 from .safe_load import (MMENGINE_CHECKPOINT_GLOBALS, UnsafeCheckpointError,
                         allow_mmengine_checkpoints, check_checkpoint_loadable,

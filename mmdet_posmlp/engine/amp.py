@@ -1,10 +1,11 @@
 """`--amp` where there is no GPU.
 
-mmengine's AmpOptimWrapper (what `--amp` selects) asserts a CUDA, NPU, MLU or MUSA device: on a
-CPU-only machine the tools used to end in a raw AssertionError once the data sets had loaded.
+mmengine's AmpOptimWrapper (what `--amp` selects) asserts a CUDA, NPU, MLU or MUSA device, and
+only once the data sets have loaded: on a CPU-only machine that is a raw AssertionError late.
 On a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX: Intel Cooper Lake, Sapphire Rapids
-and later, AMD Zen 4 and later) mixed precision is worth having: a PosMLP-T training step at
-800x1344 measured 1.6x faster under bfloat16 autocast than in float32 here. bfloat16 has
+and later, AMD Zen 4 and later) mixed precision is worth having: on the Xeon this was
+written on (AMX), a PosMLP-T backbone training step at 800x1344 ran about 1.6x faster under
+bfloat16 autocast than in float32. bfloat16 has
 float32's exponent range, so no loss scaling is needed. Elsewhere bfloat16 is emulated and
 slower than float32, so `--amp` stops with an explanation before anything is built.
 """

@@ -122,7 +122,7 @@ def fuse_posmlp(model: nn.Module, chunk_bytes: int = CHUNK_BYTES) -> nn.Module:
     """Replace, in place, every ConvStem and PosMLPBlock inside `model` by its fused,
     inference-only form (see the module docstring); returns `model`, in eval mode."""
     model.eval()
-    for name, module in list(model.named_modules()):
+    for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, ConvStem):
                 setattr(module, child_name, FusedConvStem(child))

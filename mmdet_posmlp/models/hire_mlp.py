@@ -72,14 +72,11 @@ from timm.layers import DropPath, Mlp, SelectAdaptivePool2d, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-try:  # recent timm 1.0.x exports the fx helpers from timm.layers, older ones only from here:
-    from timm.layers import register_notrace_module
-except ImportError:  # pragma: no cover
-    from timm.models._features_fx import register_notrace_module
+from timm.layers import register_notrace_module
 
 __all__ = [
     'HireMLPClassifier', 'HireMLPMixer', 'HireBlock', 'HireStem', 'HireDownsample',
-    'circular_pad_end', 'hire_mlp_flops', 'checkpoint_filter_fn', 'HireMLP',
+    'circular_pad_end', 'checkpoint_filter_fn', 'HireMLP',
 ]
 
 # the pooling types whose output has num_features channels, so the official head still fits
@@ -535,26 +532,6 @@ def hire_mlp_base(pretrained: bool = False, **kwargs) -> HireMLPClassifier:
 def hire_mlp_large(pretrained: bool = False, **kwargs) -> HireMLPClassifier:
     """Hire-MLP-Large: 95,723,944 parameters, 13.5G MACs, 83.4% ImageNet top-1 (published)."""
     return _create('hire_mlp_large', pretrained, **kwargs)
-
-
-def hire_mlp_flops(img_size: Tuple[int, int] = (224, 224)) -> Dict[str, float]:
-    """Multiply-accumulates (FLOPs / 2, as the papers count them) of each variant, in G.
-
-    Counted by torch's FlopCounterMode on a batch of one, on the meta device (shapes only, no
-    memory, instant): convolutions and matrix products only; BN, activations, the softmax, the
-    spatial mean and the rearrangements are not counted, as in the published figures.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-    out = {}
-    for name, arch in _ARCHS.items():
-        with torch.device('meta'):
-            model = HireMLPClassifier(**arch).eval()
-            x = torch.empty(1, 3, *img_size)
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            model(x)
-        out[name] = counter.get_total_flops() / 2 / 1e9
-    return out
 
 
 # ---- MMDetection backbone ---------------------------------------------------------------------

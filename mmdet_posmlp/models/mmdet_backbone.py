@@ -25,7 +25,6 @@ checkpoint filter reads its official weights. Everything else lives here once:
   shapes disagree (another variant) or a checkpoint of another model.
 - Invalid arguments raise at build time, naming the argument.
 """
-import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
@@ -34,8 +33,8 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..engine.safe_load import mmengine_checkpoint_loading
 from .init_args import check_init_args, split_pretrained
+from .weights import CheckpointError, load_checkpoint_file
 
 __all__ = ['FamilyBackbone', 'default_checkpoint_filter']
 
@@ -47,26 +46,6 @@ def default_checkpoint_filter(state_dict: Dict, model: nn.Module) -> Dict:
             state_dict = state_dict[key]
             break
     return {k[7:] if k.startswith('module.') else k: v for k, v in state_dict.items()}
-
-
-def _read_checkpoint(path: str, owner: str) -> dict:
-    """torch.load with safe unpickling and the package's one allowlist (engine/safe_load.py:
-    the official checkpoints' argparse.Namespace 'args' is on it); URLs through mmengine;
-    errors name the path."""
-    if path.startswith(('http://', 'https://')):
-        from mmengine.runner.checkpoint import CheckpointLoader
-        with mmengine_checkpoint_loading():
-            return CheckpointLoader.load_checkpoint(path, map_location='cpu')
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{owner}: init_cfg checkpoint not found: '{path}' (see the config's comment for "
-            'where the ImageNet weights come from and where to put them)')
-    try:
-        with mmengine_checkpoint_loading():
-            return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # unpickling, truncated zip, not a torch file ...
-        raise ValueError(f"{owner}: cannot read checkpoint '{path}' ({type(e).__name__}: "
-                         f'{str(e).splitlines()[0] if str(e) else ""})') from e
 
 
 def _short(keys: Sequence[str], n: int = 8) -> str:
@@ -223,9 +202,9 @@ class FamilyBackbone(BaseModule):
     def load_pretrained(self, path: str) -> Dict[str, List[str]]:
         """Load ImageNet (or detector) weights from `path`; returns what was dropped/missing."""
         name = type(self).__name__
-        ckpt = _read_checkpoint(path, name)
+        ckpt = load_checkpoint_file(path, owner=name)
         if not isinstance(ckpt, dict):
-            raise ValueError(f"{name}: '{path}' holds a {type(ckpt).__name__}, not a dict of "
+            raise CheckpointError(f"{name}: '{path}' holds a {type(ckpt).__name__}, not a dict of "
                              'weights')
         sd = self.checkpoint_filter(ckpt, self.model)
         sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}

@@ -35,7 +35,7 @@ norms, precomputed mixing matrices, CPU-cache-sized chunks) is the explicit `fus
 """
 import contextlib
 import math
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -359,9 +359,7 @@ class _GeluGatedTokenMix(torch.autograd.Function):
 
     Autograd would keep GELU(h) as well (the hidden activations once more), and turn the
     u / v row slices into zero-filled gradients the size of h (14% of a training step was
-    such fills). Here the gradient of [u; v] is written into one buffer. Measured on
-    RetinaNet-PosMLP-T training (README, performance): less time and memory than the autograd
-    composition of the same ops."""
+    such fills). Here the gradient of [u; v] is written into one buffer."""
 
     @staticmethod
     def forward(ctx, h, P, bias):
@@ -743,7 +741,7 @@ class PosMLPClassifier(nn.Module):
     # ---- timm API ---------------------------------------------------------------------------
 
     @torch.jit.ignore
-    def no_weight_decay(self) -> 'Set[str]':
+    def no_weight_decay(self) -> Set[str]:
         """Names of the positional parameters (every mixer's), exempt from weight decay as in
         the reference training and configs/_posmlp_det_recipe.py. Norm weights and biases are
         1-D, which timm's optimizer factory exempts by itself."""
@@ -751,7 +749,7 @@ class PosMLPClassifier(nn.Module):
                 if name.rsplit('.', 1)[-1] in self.positional_params}
 
     @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> 'Dict[str, Any]':
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         """Parameter groups, stem to head, for layer-wise lr decay: a stage's downsampling
         joins its first block (coarse: whole stages); the final norm joins the last block."""
         return dict(
@@ -787,7 +785,7 @@ class PosMLPClassifier(nn.Module):
     def forward_intermediates(
             self,
             x: torch.Tensor,
-            indices: 'Optional[Union[int, List[int]]]' = None,
+            indices: Optional[Union[int, List[int]]] = None,
             norm: bool = False,
             stop_early: bool = False,
             output_fmt: str = 'NCHW',
@@ -883,16 +881,11 @@ class PosMLPClassifier(nn.Module):
         return fuse_posmlp(self)
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
 
 # --------------------------------------------------------------------------- timm registration
 # timm.create_model('posmlp_t' | 'posmlp_s' | 'posmlp_b'). Parameter names are the reference
 # implementation's, so its ImageNet checkpoints load with `pretrained_cfg_overlay=dict(file=PATH)`
 # (checkpoint_filter_fn picks 'state_dict_ema' and drops the window-derived buffers it stored).
-
-from typing import Any, Dict, Set, Union  # noqa: E402
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # noqa: E402
 from timm.layers import register_notrace_module  # noqa: E402
@@ -958,5 +951,5 @@ def posmlp_b(pretrained: bool = False, **kwargs) -> PosMLPClassifier:
 __all__ = ['ARCH_SETTINGS', 'MIXERS', 'resolve_arch', 'Region', 'window_regions',
            'window_partition', 'window_reverse', 'window_tokens', 'GQPE', 'LRPE',
            'DenseTokenMixer', 'PosSGU', 'PosMLPBlock', 'PosMLPStage', 'Downsample', 'ConvStem',
-           'build_stages', 'init_posmlp_weights', 'PosMLPClassifier', 'count_parameters',
+           'build_stages', 'init_posmlp_weights', 'PosMLPClassifier',
            'checkpoint_filter_fn', 'posmlp_t', 'posmlp_s', 'posmlp_b']

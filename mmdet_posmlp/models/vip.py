@@ -34,7 +34,7 @@ Variants (official `vip_s7` / `vip_m7` / `vip_l7`; maps at strides 7 and 14):
 
 (published: 25M / 55M / 88M. The comment `# 55534632` in the official vip_m7 is 512 x 512 more
 than the code it sits in builds; the counts above are what the official code instantiates.
-Checked against the official file itself, outside this repository: the same state-dict keys,
+Checked against the official file itself (not vendored here): the same state-dict keys,
 shapes and order for all three, and identical float64 logits at 224 x 224 with shared weights.)
 
 Any input size. mlp_h is a fixed C x C matrix over H * S values, so the official model only
@@ -50,7 +50,7 @@ exactly the official one. Why windows rather than resizing the weights: a weight
 connects two row positions of an s-row field of view; windows keep that meaning and the
 field of view the model was trained with, while interpolating the s x s row-mixing to, say,
 the 115 rows of an 800 px detection image stretches every learned relation 3.6x. (Not
-measured against resized weights here: no ImageNet weights on this machine.) Cost: the
+measured against resized weights: that needs ImageNet-trained ViP weights.) Cost: the
 padding rows, at most s - 1 per axis per stage, in the height/width branches only (800 x 1333:
 stage 1 has 115 -> 128 rows, 191 -> 192 columns; after the transition 58 -> 64, 96 -> 96).
 

@@ -48,17 +48,18 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot become PosMLP weights; the message names the file and keys."""
 
 
-def load_checkpoint_file(path: str) -> dict:
-    """torch.load a checkpoint with safe unpickling; clear errors for missing or broken files."""
+def load_checkpoint_file(path: str, owner: str = 'PosMLP') -> dict:
+    """torch.load a checkpoint with safe unpickling (URLs through mmengine); errors for missing
+    or broken files name the file and start with `owner` (the model that wanted it)."""
     if not isinstance(path, str) or not path:
-        raise CheckpointError(f'PosMLP: checkpoint path must be a non-empty string, got {path!r}')
+        raise CheckpointError(f'{owner}: checkpoint path must be a non-empty string, got {path!r}')
     if path.startswith(('http://', 'https://')):
         from mmengine.runner.checkpoint import CheckpointLoader
         with mmengine_checkpoint_loading():
             return CheckpointLoader.load_checkpoint(path, map_location='cpu')
     if not os.path.isfile(path):
         raise CheckpointError(
-            f"PosMLP: checkpoint file not found: '{path}'. ImageNet weights go in checkpoints/ "
+            f"{owner}: checkpoint file not found: '{path}'. ImageNet weights go in checkpoints/ "
             '(see checkpoints/README.md for where they come from and how they are named).')
     size = os.path.getsize(path)
     try:
@@ -66,12 +67,12 @@ def load_checkpoint_file(path: str) -> dict:
             return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
-            f"PosMLP: '{path}' holds objects that safe loading refuses (only tensors, containers "
+            f"{owner}: '{path}' holds objects that safe loading refuses (only tensors, containers "
             f'and the types of mmdet_posmlp.engine.safe_load are allowed: '
             f'{allowed_global_names()}): {e}') from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
         raise CheckpointError(
-            f"PosMLP: cannot read checkpoint '{path}' ({size} bytes): the file is truncated or "
+            f"{owner}: cannot read checkpoint '{path}' ({size} bytes): the file is truncated or "
             f'not a torch checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})') from e
 
 

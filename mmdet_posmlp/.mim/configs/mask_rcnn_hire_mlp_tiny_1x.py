@@ -5,9 +5,6 @@ _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py', 'mmdet::_base_/datasets/coco_instance.py',
     './_posmlp_det_recipe.py'
 ]
-custom_imports = dict(
-    imports=['mmdet_posmlp', 'mmdet_posmlp.models.hire_mlp'], allow_failed_imports=False)
-
 # The official ImageNet-1K weights, saved here as they are: hire_mlp_tiny.pth from
 # https://github.com/ggjy/Hire-Wave-MLP.pytorch/releases/download/log/hire_mlp_tiny.pth (79.7%).
 pretrained = 'checkpoints/hire_mlp_tiny_in1k.pth'

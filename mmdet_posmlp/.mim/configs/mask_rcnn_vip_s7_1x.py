@@ -5,10 +5,6 @@ _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py', 'mmdet::_base_/datasets/coco_instance.py',
     './_posmlp_det_recipe.py'
 ]
-custom_imports = dict(
-    imports=['mmdet_posmlp', 'mmdet_posmlp.models.vip', 'mmdet_posmlp.models.simple_pyramid'],
-    allow_failed_imports=False)
-
 # The official ImageNet-1K weights of ViP-Small/7 (81.5%), linked (Google Drive) from the README of
 # https://github.com/houqb/VisionPermutator, saved here as they are.
 pretrained = 'checkpoints/vip_s7_in1k.pth'

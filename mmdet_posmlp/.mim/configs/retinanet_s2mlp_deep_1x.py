@@ -6,10 +6,6 @@ _base_ = [
     'mmdet::retinanet/retinanet_tta.py',
     './_posmlp_det_recipe.py'
 ]
-custom_imports = dict(
-    imports=['mmdet_posmlp', 'mmdet_posmlp.models.s2mlp', 'mmdet_posmlp.models.simple_pyramid'],
-    allow_failed_imports=False)
-
 # S2-MLP has no published weights (and no official code): this expects an ImageNet-1K state dict
 # of this repository's timm model `s2mlp_deep` (e.g. trained with timm's train.py), saved here.
 pretrained = 'checkpoints/s2mlp_deep_in1k.pth'

@@ -6,10 +6,6 @@ _base_ = [
     'mmdet::retinanet/retinanet_tta.py',
     './_posmlp_det_recipe.py'
 ]
-custom_imports = dict(
-    imports=['mmdet_posmlp', 'mmdet_posmlp.models.vip', 'mmdet_posmlp.models.simple_pyramid'],
-    allow_failed_imports=False)
-
 # The official ImageNet-1K weights of ViP-Small/7 (81.5%), linked (Google Drive) from the README of
 # https://github.com/houqb/VisionPermutator, saved here as they are.
 pretrained = 'checkpoints/vip_s7_in1k.pth'

@@ -6,9 +6,6 @@
 #   python tools/make_demo_data.py
 #   python tools/train.py configs/demo/retinanet_hire_mlp_tiny_demo.py
 _base_ = './retinanet_posmlp_t_demo.py'
-custom_imports = dict(
-    imports=['mmdet_posmlp', 'mmdet_posmlp.models.hire_mlp'], allow_failed_imports=False)
-
 model = dict(
     backbone=dict(
         _delete_=True,
