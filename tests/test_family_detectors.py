@@ -393,7 +393,7 @@ def test_pretrained_errors_name_the_path(tmp_path):
     # not a torch file
     junk = tmp_path / 'junk.pth'
     junk.write_bytes(b'not a checkpoint')
-    with pytest.raises(CheckpointError, match="S2MLP: .*junk.pth"):
+    with pytest.raises(CheckpointError, match=r"S2MLP: .*junk\.pth' .*not a torch checkpoint"):
         small('S2MLP').load_pretrained(str(junk))
 
 

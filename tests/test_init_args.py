@@ -74,11 +74,11 @@ def test_good_init_cfgs_build_and_initialise():
     model.init_weights()
     norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
     assert norms and all(torch.all(m.weight == 0.5) for m in norms)
-    hire = HireMLP(FAMILY[HireMLP], init_cfg=[dict(type='Constant', layer='Linear', val=0.25,
+    hire = HireMLP(FAMILY[HireMLP], init_cfg=[dict(type='Constant', layer='Conv2d', val=0.25,
                                                    bias=0.0)])
     hire.init_weights()
-    linears = [m for m in hire.modules() if isinstance(m, nn.Linear)]
-    assert linears and all(torch.all(m.weight == 0.25) for m in linears)
+    convs = [m for m in hire.modules() if isinstance(m, nn.Conv2d)]  # Hire-MLP's FCs are 1x1
+    assert convs and all(torch.all(m.weight == 0.25) for m in convs)
     # a registered initializer class is a valid type too
     from mmengine.model.weight_init import KaimingInit
     PosMLP(SMALL, init_cfg=dict(type=KaimingInit, layer='Conv2d')).init_weights()
@@ -147,7 +147,7 @@ def test_family_loader_still_refuses_other_globals(tmp_path):
 
     path = str(tmp_path / 'evil.pth')
     torch.save({'model': {}, 'x': Payload()}, path)
-    with pytest.raises(ValueError, match='cannot read checkpoint'):
+    with pytest.raises(CheckpointError, match="HireMLP: .*evil.pth' holds objects that safe"):
         HireMLP(FAMILY[HireMLP], init_cfg=dict(type='Pretrained', checkpoint=path)).init_weights()
 
 

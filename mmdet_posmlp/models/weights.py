@@ -66,6 +66,13 @@ def load_checkpoint_file(path: str, owner: str = 'PosMLP') -> dict:
         with mmengine_checkpoint_loading():
             return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
+        if 'global' not in str(e).lower():  # no refused type named: not a pickle at all
+            # torch's message is a generic paragraph with the unpickler's reason on one line
+            reason = next((line.strip() for line in str(e).splitlines() if 'Unsupported' in line),
+                          type(e).__name__)
+            raise CheckpointError(
+                f"{owner}: cannot read checkpoint '{path}' ({size} bytes): not a torch "
+                f'checkpoint ({reason})') from e
         raise CheckpointError(
             f"{owner}: '{path}' holds objects that safe loading refuses (only tensors, containers "
             f'and the types of mmdet_posmlp.engine.safe_load are allowed: '
