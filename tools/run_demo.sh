@@ -18,8 +18,11 @@
 # Environment knobs: PYTHON (default python3); SKIP_SETUP=1 skips tools/setup_env.sh;
 # DEMO_OPTIONS="key=value ..." extra --cfg-options for training (e.g. train_cfg.max_epochs=2).
 set -euo pipefail
+# a relative interpreter path (PYTHON=.venv/bin/python) must survive the cd's that follow;
+# the venv's own path, not its link target, which would leave the venv
+case ${PYTHON:=python3} in */*) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;; esac
+export PYTHON
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PYTHON=${PYTHON:-python3}
 WHICH=${1:-retinanet}
 case "$WHICH" in
   retinanet) CONFIGS=(configs/demo/retinanet_posmlp_t_demo.py) ;;

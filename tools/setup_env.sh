@@ -18,7 +18,10 @@
 #   MAX_JOBS=2               parallel compile jobs for mmcv's ops
 set -euo pipefail
 
-PYTHON=${PYTHON:-python3}
+# a relative interpreter path (PYTHON=.venv/bin/python) must survive the cd's that follow;
+# the venv's own path, not its link target, which would leave the venv
+case ${PYTHON:=python3} in */*) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;; esac
+export PYTHON
 TORCH_VERSION=${TORCH_VERSION:-2.14.1}
 MMCV_VERSION=2.1.0
 MMDET_VERSION=3.3.0
