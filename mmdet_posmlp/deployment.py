@@ -243,8 +243,13 @@ class ExportWrapper(nn.Module):
             B, C, H, W = x.shape
             L, (rh, rw) = self.period, self.remainder
             x = x.reshape(B, C, L * ((H - rh) // L) + rh, L * ((W - rw) // L) + rw)
-        out = self.model(x) if self.part == 'backbone' else self.model._forward(x)
-        return tuple(flatten_outputs(out)[0])
+        return tuple(flatten_outputs(_forward_part(self.model, self.part, x))[0])
+
+
+def _forward_part(target: nn.Module, part: str, x: torch.Tensor):
+    """What an export of ``part`` computes, unflattened: the backbone's features, or the
+    detector's tensor mode (``_forward``: the raw head outputs)."""
+    return target(x) if part == 'backbone' else target._forward(x)
 
 
 def export_target(model: nn.Module, part: str) -> nn.Module:
@@ -466,7 +471,8 @@ def export_onnx(model: nn.Module, out: str, part: str = 'backbone',
     exporter = resolve_exporter(exporter, dynamic)
     target = export_target(model, part).eval()
     x = example_input(size, batch)
-    _, groups = flatten_outputs(_raw_outputs(target, part, x))
+    with torch.no_grad():
+        _, groups = flatten_outputs(_forward_part(target, part, x))
     names = output_names(groups, part)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     start = time.perf_counter()
@@ -513,11 +519,6 @@ def export_onnx(model: nn.Module, out: str, part: str = 'backbone',
             os.remove(out)
             raise
     return report
-
-
-def _raw_outputs(target: nn.Module, part: str, x: torch.Tensor):
-    with torch.no_grad():
-        return target(x) if part == 'backbone' else target._forward(x)
 
 
 def _write_metadata(path: str, meta: dict) -> None:
