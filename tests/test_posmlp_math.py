@@ -1,5 +1,6 @@
 """The token mixers against the paper's formulas, and the fast path against the oracle."""
 import itertools
+import types
 
 import pytest
 import torch
@@ -7,8 +8,8 @@ import torch
 from mmdet_posmlp.models import posmlp
 from mmdet_posmlp.models.fused import fuse_posmlp
 from mmdet_posmlp.models.posmlp import (GQPE, LRPE, DenseTokenMixer, PosMLPClassifier, PosMLPStage,
-                                        window_partition, window_regions, window_reverse,
-                                        window_tokens)
+                                        from_windows, region_index, to_windows, window_layout,
+                                        window_regions, window_tokens)
 from benchmarks.reference_math import reference_stages
 from conftest import randomize_
 
@@ -51,10 +52,11 @@ def test_clipped_window_matrices():
     """A clipped window (3 x 2 tokens of a 4 x 4 window) mixes its own tokens only: GQPE's
     softmax is taken over them, LRPE and the dense mixer keep the full matrix's entries."""
     torch.manual_seed(2)
-    tokens = window_tokens(4, 3, 2)
-    assert tokens.tolist() == [0, 1, 4, 5, 8, 9]
+    index = region_index(4, 3, 2, 0, 0, torch.device('cpu'))
+    tokens = index.tokens
+    assert tokens.tolist() == [0, 1, 4, 5, 8, 9] == window_tokens(4, 3, 2).tolist()
     m = GQPE(4, 2).double()
-    P = m.matrices(tokens)
+    P = m.matrices(index)
     assert P.shape == (2, 6, 6)
     torch.testing.assert_close(P.sum(-1), torch.ones(2, 6, dtype=torch.float64))
     full = m.matrices()[:, tokens][:, :, tokens]
@@ -63,7 +65,7 @@ def test_clipped_window_matrices():
         with torch.no_grad():
             for prm in mixer.parameters():
                 prm.normal_()
-        assert torch.equal(mixer.matrices(tokens), mixer.matrices()[:, tokens][:, :, tokens])
+        assert torch.equal(mixer.matrices(index), mixer.matrices()[:, tokens][:, :, tokens])
 
 
 def test_lrpe_indexes_the_table_as_specified():
@@ -91,10 +93,10 @@ def test_channel_groups_are_interleaved():
         sgu.pos.token_proj_n_bias.zero_()
         for g in range(G):  # group g shifts tokens by g+1 (a permutation matrix)
             sgu.pos.token_proj_n_weight[g] = torch.roll(torch.eye(N), g + 1, dims=0)
-    (u,), (region,) = window_partition(torch.randn(1, C, w, w), w)
+    u = torch.randn(C, N)  # one window, channel-major
     order = block._gate_order  # grouped layout used inside blocks
-    P, bias = sgu.mixing(region, u.dtype)
-    mixed = posmlp.token_mix(u[order].contiguous(), P, bias)
+    mixing = (sgu.pos.matrices(), sgu.pos.token_proj_n_bias.view(-1))
+    mixed = posmlp.token_mix(u[order].contiguous(), (0, N), mixing)
     back = torch.empty_like(mixed)
     back[order] = mixed
     for c in range(C):
@@ -102,34 +104,39 @@ def test_channel_groups_are_interleaved():
         assert torch.equal(back[c], torch.roll(u[c], g + 1, dims=0)), c
 
 
-def test_window_partition_roundtrip_and_layout():
+def test_window_order_roundtrip_and_layout():
     x = torch.randn(2, 5, 9, 11, requires_grad=True)
-    parts, regions = window_partition(x, 4)
+    layout = window_layout(2, 9, 11, 4)
     # whole windows first, then the clipped ones: right edge, bottom edge, corner
-    assert [(r.win_rows, r.win_cols, r.rows, r.cols) for r in regions] == [
+    assert [(r.win_rows, r.win_cols, r.rows, r.cols) for r in layout.regions] == [
         (2, 2, 4, 4), (2, 1, 4, 3), (1, 2, 1, 4), (1, 1, 1, 3)]
-    assert [tuple(t.shape) for t in parts] == [(5, 2 * 4 * 16), (5, 2 * 2 * 12), (5, 2 * 2 * 4),
-                                               (5, 2 * 3)]  # every column a real token
-    assert torch.equal(window_reverse(parts, regions), x)
-    # token (r, c) of whole window (i, j) of image b is column ((b * 2 + i) * 2 + j) * 16 + r * 4 + c
+    assert layout.starts == (0, 2 * 4 * 16, 2 * 4 * 16 + 2 * 2 * 12, 2 * 4 * 16 + 2 * 2 * 12 + 2 * 2 * 4,
+                             2 * 9 * 11)  # every row a real token
+    tokens = to_windows(x, layout)
+    assert tokens.shape == (2 * 9 * 11, 5)
+    assert torch.equal(from_windows(tokens, layout, 9, 11), x)
+    # token (r, c) of whole window (i, j) of image b is row ((b * 2 + i) * 2 + j) * 16 + r * 4 + c
     b, i, j, r, c = 1, 1, 0, 2, 3
-    assert torch.equal(parts[0][:, ((b * 2 + i) * 2 + j) * 16 + r * 4 + c], x[b, :, i * 4 + r, j * 4 + c])
+    assert torch.equal(tokens[((b * 2 + i) * 2 + j) * 16 + r * 4 + c], x[b, :, i * 4 + r, j * 4 + c])
     # token (0, c) of image b's bottom-edge window j
     b, j, c = 1, 1, 2
-    assert torch.equal(parts[2][:, (b * 2 + j) * 4 + c], x[b, :, 8, j * 4 + c])
-    # gradients flow back through the partition, whatever the layout
+    assert torch.equal(tokens[layout.starts[2] + (b * 2 + j) * 4 + c], x[b, :, 8, j * 4 + c])
+    assert torch.equal(layout.image, layout.order // (9 * 11))
+    # gradients flow back through the gathers, whatever the layout
     g = torch.randn_like(x)
-    window_reverse([t * 2 for t in window_partition(x, 4)[0]], regions).backward(g)
+    from_windows(to_windows(x, layout) * 2, layout, 9, 11).backward(g)
     assert torch.equal(x.grad, 2 * g)
+    assert window_layout(2, 9, 11, 4) is layout  # index tensors built once per size
 
 
 @pytest.mark.parametrize('height,width', [(9, 8), (8, 9), (3, 3), (8, 8)])
-def test_partition_roundtrip_with_one_or_two_edges(height, width):
+def test_window_order_roundtrip_with_one_or_two_edges(height, width):
     x = torch.randn(1, 3, height, width)
-    parts, regions = window_partition(x, 4)
-    assert regions == window_regions(1, height, width, 4)  # the layout documented there
-    assert torch.equal(window_reverse(parts, regions), x)
-    assert sum(t.shape[1] for t in parts) == height * width
+    layout = window_layout(1, height, width, 4)
+    assert list(layout.regions) == window_regions(1, height, width, 4)  # as documented there
+    assert torch.equal(from_windows(to_windows(x, layout), layout, height, width), x)
+    assert layout.starts[-1] == height * width
+    assert sorted(layout.order.tolist()) == list(range(height * width))
 
 
 def test_divisible_size_is_one_region():
@@ -197,23 +204,29 @@ def test_divisible_size_matches_reference_without_padding():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_mixing_matrices_once_per_forward_per_window_shape(monkeypatch):
-    """Each block computes its matrices once per forward for each window shape present (whole
-    and clipped), not per window or image, in training and evaluation alike."""
-    stage = PosMLPStage(None, 16, 2, 4, 2, 4.0)
+def test_mixing_matrices_once_per_stage_forward(monkeypatch):
+    """A stage computes the matrices of all its blocks in one stacked call per forward (two
+    with shift: one per grid), for every window shape present (whole and clipped), not per
+    block, window or image, in training and evaluation alike."""
     calls = []
-    real = GQPE.matrices
-    monkeypatch.setattr(GQPE, 'matrices', lambda self, tokens=None: calls.append(
-        None if tokens is None else len(tokens)) or real(self, tokens))
+    real = GQPE.stacked_matrices
+    monkeypatch.setattr(GQPE, 'stacked_matrices', staticmethod(lambda mixers, regions: calls.append(
+        (len(mixers), sorted(r.tokens.numel() for r in regions))) or real(mixers, regions)))
     x = torch.randn(3, 16, 10, 9)  # 2 x 2 whole windows, clipped 4 x 1, 2 x 4 and 2 x 1
-    stage.train()
-    stage(x).sum().backward()
-    assert sorted(calls, key=str) == sorted([None, 4, 8, 2] * 2, key=str)
-    calls.clear()
-    stage.eval()
-    with torch.no_grad():
-        stage(x)
-    assert sorted(calls, key=str) == sorted([None, 4, 8, 2] * 2, key=str)
+    for shift in (False, True):
+        stage = PosMLPStage(None, 16, 4, 4, 2, 4.0, shift=shift)
+        for train in (True, False):
+            calls.clear()
+            stage.train(train)
+            with torch.set_grad_enabled(train):
+                out = stage(x)
+            if train:
+                out.sum().backward()
+            plain = sorted([2 * 1, 2 * 4, 4 * 1, 4 * 4])  # bands of 4, 4, 2 rows and 4, 4, 1 columns
+            if not shift:
+                assert calls == [(4, plain)]
+            else:  # the moved grid: bands of 2, 4, 4 rows and 2, 4, 3 columns
+                assert calls == [(2, plain), (2, [2 * 2, 2 * 3, 2 * 4, 4 * 2, 4 * 3, 4 * 4])]
 
 
 def test_clipped_windows_cost_only_their_tokens():
@@ -227,20 +240,15 @@ def test_clipped_windows_cost_only_their_tokens():
     x = torch.randn(1, C, 15, 14)
     flops = count_flops(lambda: stage(x))
     tokens = 15 * 14
-    linear = 2 * tokens * ((C + 1) * hidden + gate * C)  # expansion (bias column) and output
-    norm_stats = 2 * 2 * tokens * C                # the two 1 x C products per token
+    linear = 2 * tokens * (C * hidden + gate * C)  # expansion and output, biases in the GEMMs
     mixing = 2 * gate * (196 * 196 + 14 * 14)
-    # GQPE's matrices, once per window shape (2 shapes): A = S S^T (G products of 2 x 2
-    # matrices), then 5 coefficients per offset of each shape
-    matrices = 2 * (2 * G * 2 * 2 * 2) + 2 * 5 * G * (196 * 196 + 14 * 14)
-    assert flops == linear + norm_stats + mixing + matrices
+    # the norm's statistics and GQPE's matrices are elementwise work, not products (TF32)
+    assert flops == linear + mixing
 
 
-@pytest.mark.parametrize('chunk_bytes', [1, 10 ** 9])
-def test_fused_model_matches_plain_reference(chunk_bytes):
-    """The deployment step (fuse: folded norms, precomputed weights and matrices, in-place
-    chunks of whole windows) gives the oracle's result with one window per chunk and with one
-    chunk per region, and leaves the input untouched."""
+def test_fused_model_matches_plain_reference():
+    """The deployment step (fuse: the stem's BatchNorm folded, the mixing matrices kept per
+    size) gives the oracle's result, at two sizes, and leaves the input untouched."""
     torch.manual_seed(7)
     cfg = dict(embed_dims=(16, 32, 64, 128), depths=(2, 1, 2, 1), windows=(4, 4, 3, 2),
                groups=(2, 4, 4, 8), mlp_ratios=(4, 4, 4, 2))
@@ -248,30 +256,50 @@ def test_fused_model_matches_plain_reference(chunk_bytes):
         model = randomize_(PosMLPClassifier(cfg, mixer=mixer)).double().eval()
         x = torch.randn(2, 3, 50, 38, dtype=torch.float64)
         x0 = x.clone()
-        plain = reference_stages(model.state_dict(), model.setting, x, mixer)
-        fuse_posmlp(model, chunk_bytes=chunk_bytes)
-        assert not any(isinstance(m, (posmlp.PosMLPBlock, posmlp.ConvStem)) for m in model.modules())
-        fast = model.forward_stages(x)
-        assert torch.equal(x, x0)
-        for a, b in zip(fast, plain):
-            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
-        assert torch.equal(model.forward_stages(x)[-1], fast[-1])  # no state carried over
+        weights = dict(model.state_dict())
+        plain = reference_stages(weights, model.setting, x, mixer)
+        fuse_posmlp(model)
+        assert not any(isinstance(m, posmlp.ConvStem) for m in model.modules())
+        assert all(stage.fixed_mixing is not None for stage in model.levels)
+        with torch.no_grad():
+            fast = model.forward_stages(x)
+            assert torch.equal(x, x0)
+            for a, b in zip(fast, plain):
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+            assert torch.equal(model.forward_stages(x)[-1], fast[-1])  # the same matrices again
+            other = torch.randn(1, 3, 41, 45, dtype=torch.float64)
+            for a, b in zip(model.forward_stages(other),
+                            reference_stages(weights, model.setting, other, mixer)):
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+        with pytest.raises(RuntimeError, match='fused for inference'):
+            model.forward_stages(x)
 
 
-def test_flushed_softmax_is_softmax_without_subnormals():
-    """Gradient of the softmax where nothing is flushed; no subnormal forward or backward when
-    scores span hundreds (GQPE at init: far tokens near -170)."""
+def test_gqpe_softmax_gradients_and_no_subnormals():
+    """The stacked GQPE matrices have autograd's gradients (gradcheck, float64, a clipped
+    region beside the whole window), and neither the probabilities nor the gradients go
+    subnormal when scores span hundreds (sharp spreads: far tokens near -300)."""
     torch.manual_seed(8)
-    s = torch.randn(2, 5, 7, dtype=torch.float64, requires_grad=True)
-    torch.autograd.gradcheck(posmlp.FlushedSoftmax.apply, (s,))
-    torch.testing.assert_close(posmlp.FlushedSoftmax.apply(s), s.softmax(-1))
-    wide = (torch.linspace(0, -300, 196).repeat(4, 196, 1) + torch.randn(4, 196, 196)).requires_grad_()
-    P = posmlp.FlushedSoftmax.apply(wide)
+    regions = [region_index(3, 3, 3, 0, 0, torch.device('cpu')),
+               region_index(3, 2, 1, 1, 2, torch.device('cpu'))]
+
+    def matrices(*flat):  # two blocks' (centres, spreads), as stacked_matrices reads them
+        mixers = [types.SimpleNamespace(attention_centers=c, attention_spreads=s)
+                  for c, s in zip(flat[::2], flat[1::2])]
+        return tuple(GQPE.stacked_matrices(mixers, regions))
+
+    inputs = [p.detach().double().requires_grad_() for _ in range(2)
+              for p in (GQPE(3, 2).attention_centers * 20, GQPE(3, 2).attention_spreads)]
+    torch.autograd.gradcheck(matrices, inputs)
+    wide = GQPE(14, 4)
+    with torch.no_grad():
+        wide.attention_spreads.mul_(3.0)
+    P = wide.matrices()
     P.backward(torch.randn_like(P) * 1e-12)
     tiny = torch.finfo(torch.float32).tiny
-    for t in (P, wide.grad):
+    for t in (P, wide.attention_spreads.grad, wide.attention_centers.grad):
         assert not ((t != 0) & (t.abs() < tiny)).any()
-    torch.testing.assert_close(P, wide.softmax(-1), rtol=1e-6, atol=2e-19)
+    assert P.min() == 0 and torch.allclose(P.sum(-1), torch.ones(4, 196))
 
 
 def _fresh_copy_output(model, cfg, x):
@@ -320,19 +348,21 @@ def test_shifted_grid_regions_and_roundtrip():
     """A grid moved by 2 on a 4-token window over a 9 x 11 map: bands of 2, 4, 3 rows and 2,
     4, 4, 1 columns; the leading bands hold the last 2 rows / columns of a window."""
     x = torch.randn(2, 3, 9, 11)
-    parts, regions = window_partition(x, 4, shift=2)
+    layout = window_layout(2, 9, 11, 4, shift=2)
     assert [(r.top, r.left, r.win_rows, r.win_cols, r.rows, r.cols, r.row0, r.col0)
-            for r in regions] == [
+            for r in layout.regions] == [
         (0, 0, 1, 1, 2, 2, 2, 2), (0, 2, 1, 2, 2, 4, 2, 0), (0, 10, 1, 1, 2, 1, 2, 0),
         (2, 0, 1, 1, 4, 2, 0, 2), (2, 2, 1, 2, 4, 4, 0, 0), (2, 10, 1, 1, 4, 1, 0, 0),
         (6, 0, 1, 1, 3, 2, 0, 2), (6, 2, 1, 2, 3, 4, 0, 0), (6, 10, 1, 1, 3, 1, 0, 0)]
-    assert regions == window_regions(2, 9, 11, 4, shift=2)
-    assert sum(t.shape[1] for t in parts) == 2 * 9 * 11
-    assert torch.equal(window_reverse(parts, regions), x)
+    assert list(layout.regions) == window_regions(2, 9, 11, 4, shift=2)
+    assert layout.starts[-1] == 2 * 9 * 11
+    assert torch.equal(from_windows(to_windows(x, layout), layout, 9, 11), x)
     for h, w in [(1, 1), (2, 3), (5, 2), (8, 8)]:  # maps smaller than a window or the shift
         y = torch.randn(1, 2, h, w)
-        assert torch.equal(window_reverse(*window_partition(y, 4, shift=2)), y)
+        lay = window_layout(1, h, w, 4, shift=2)
+        assert torch.equal(from_windows(to_windows(y, lay), lay, h, w), y)
     assert window_tokens(4, 2, 3, row0=2, col0=1).tolist() == [9, 10, 11, 13, 14, 15]
+    assert region_index(4, 2, 3, 2, 1, torch.device('cpu')).tokens.tolist() == [9, 10, 11, 13, 14, 15]
 
 
 @pytest.mark.parametrize('mixer', posmlp.MIXERS)
@@ -373,6 +403,39 @@ def test_shift_adds_no_parameters_and_fuses():
     shifted = randomize_(shifted).double().eval()
     x = torch.randn(1, 3, 45, 61, dtype=torch.float64)
     expected = shifted.forward_stages(x)
-    fuse_posmlp(shifted, chunk_bytes=1)
-    for a, b in zip(shifted.forward_stages(x), expected):
+    fuse_posmlp(shifted)
+    with torch.no_grad():
+        fused = shifted.forward_stages(x)
+    for a, b in zip(fused, expected):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+# --------------------------------------------------------------------------- stochastic depth
+
+@pytest.mark.parametrize('shift', [False, True])
+def test_stochastic_depth_drops_whole_images(shift):
+    """Each block drops its residual branch for whole images: on a 20 x 20 map (four regions of
+    windows; nine on the moved grid) every image's tokens are either all unchanged by a block
+    or all changed, in every region and on both grids, and both outcomes occur."""
+    torch.manual_seed(13)
+    depth = 2 if shift else 1
+    stage = PosMLPStage(None, 8, depth, 14, 2, 2.0, drop_path=[0.5] * depth, shift=shift).train()
+    x = torch.randn(32, 8, 20, 20)
+    block_inputs = []
+    for block in stage.encoder:
+        block.register_forward_pre_hook(lambda m, args: block_inputs.append(args[0].detach()))
+    with torch.no_grad():
+        out = stage(x)
+    outputs = block_inputs[1:] + [to_windows(out, window_layout(32, 20, 20, 14, 7 if shift else 0))]
+    layouts = [window_layout(32, 20, 20, 14, s) for s in ((0, 7) if shift else (0,))]
+    dropped = []
+    for i, (before, after) in enumerate(zip(block_inputs, outputs)):
+        if shift and i == 0:  # the next block's input is on the other grid: compare on grid 0
+            after = to_windows(from_windows(after, layouts[1], 20, 20), layouts[0])
+        image = layouts[i % len(layouts)].image
+        same = (before == after).all(dim=1)
+        for b in range(32):
+            tokens = same[image == b]
+            assert tokens.all() or not tokens.any(), (i, b)
+            dropped.append(bool(tokens.all()))
+    assert any(dropped) and not all(dropped)

@@ -4,8 +4,8 @@ Wang et al., "Parameterization of Cross-Token Relations with Relative Positional
 for Vision MLP", ACM MM 2022. This file is the whole architecture, top to bottom:
 
     ConvStem (stride 4)
-    -> 4 x PosMLPStage:   Downsample (stages 2-4)  -> window_partition
-                          -> depth x PosMLPBlock   -> window_reverse
+    -> 4 x PosMLPStage:   Downsample (stages 2-4)  -> tokens in window order (to_windows)
+                          -> depth x PosMLPBlock   -> back to the map (from_windows)
     (classifier only: final LayerNorm, global average pool, head)
 
     PosMLPBlock:  x + DropPath(Dropout(Linear(PosSGU(GELU(Linear(LayerNorm(x)))))))
@@ -15,26 +15,29 @@ for Vision MLP", ACM MM 2022. This file is the whole architecture, top to bottom
 
 Parameter names follow the reference implementation so its checkpoints load as they are.
 
-Layout inside a stage (why it looks unusual): a stage cuts its map into windows once, into up
-to four *regions* of same-shaped windows (the whole windows, and the windows clipped by the
-right edge, the bottom edge and the corner, see `window_regions`), and keeps each region
-channel-major, as a (C, T) matrix whose T = batch x windows x window-tokens columns have the
-tokens of a window innermost. Then both Linear layers are one GEMM each, splitting u / v is a
-free row slice, and the grouped token mixing is one batched matrix product on a free view of
-u: no permutes inside a block, and no arithmetic on padding. Channel groups are interleaved in
-the reference (channel c is in group c % groups); the rows of the expansion Linear are gathered
-so that each group is contiguous, and the columns of the output Linear are gathered the same
-way, which leaves the function unchanged while the stored parameters keep the reference layout.
+Shaped for what a GPU sees (few kernels, aligned GEMMs). A stage gathers its map's tokens once
+into a (T, C) matrix in *window order* (WindowLayout): the windows that the map's edges clip
+are kept, unpadded, in up to four regions of same-shaped windows (nine with `shift`), one
+region after another. Everything token-wise then runs once over the whole matrix: LayerNorm,
+the expansion Linear (one GEMM, K = C, its bias in the GEMM), GELU, the gate, the output
+Linear, drop path and residual. Only the token mixing is per region: one batched product over
+a region's hidden activations, kept channel-major, (rC, T), so that a group's rows are a free
+(channels x windows, tokens) view. The mixing matrices of all the blocks of a stage are computed
+together, once per forward (stacked_mixing), and index tensors once per map size.
+
+Channel groups are interleaved in the reference (channel c is in group c % groups); the rows
+of the expansion Linear are gathered so that each group is contiguous, and the columns of the
+output Linear the same way, which leaves the function unchanged while the stored parameters
+keep the reference layout.
 
 There is one forward, for training and evaluation alike, on any device and under autocast.
-Under mixed precision the Linear layers, the mixing products and the convolutions run in the
-autocast dtype, while the LayerNorm statistics and GQPE's scores and softmax are computed in
-float32 (the probabilities are cast once per block). What only pays off at deployment (folded
-norms, precomputed mixing matrices, CPU-cache-sized chunks) is the explicit `fuse()` step in
-`fused.py`.
+Under mixed precision the Linear layers and the mixing products run in the autocast dtype,
+while LayerNorm (statistics by reductions) and GQPE's scores and softmax run in float32
+without any matmul, so TF32 never touches them. What only pays off at deployment (the stem's
+BatchNorm folded, the mixing matrices kept) is the explicit `fuse()` step (`fused.py`).
 """
 import contextlib
-import math
+import functools
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 import torch
@@ -104,8 +107,8 @@ def autocast_off(device: torch.device):
 
 class Region(NamedTuple):
     """A block of same-shaped windows of a (B, C, H, W) map: the whole windows, or the ones
-    clipped by an edge of the map. As a channel-major matrix its columns are ordered (image,
-    window row, window col, token row, token col)."""
+    clipped by an edge of the map. Its tokens are ordered (image, window row, window col,
+    token row, token col)."""
     batch: int
     top: int           # first pixel row and column of the region in the map
     left: int
@@ -119,6 +122,10 @@ class Region(NamedTuple):
     @property
     def tokens(self) -> int:  # tokens per window
         return self.rows * self.cols
+
+    @property
+    def size(self) -> int:  # tokens of the whole region
+        return self.batch * self.win_rows * self.win_cols * self.rows * self.cols
 
 
 def _bands(size: int, window: int, shift: int) -> List[Tuple[int, int, int, int]]:
@@ -154,49 +161,6 @@ def window_regions(batch: int, height: int, width: int, window: int,
             for left, win_cols, cols, col0 in _bands(width, window, shift)]
 
 
-def window_partition(x: torch.Tensor, window: int,
-                     shift: int = 0) -> Tuple[List[torch.Tensor], List[Region]]:
-    """(B, C, H, W) -> one channel-major (C, B * wr * wc * rows * cols) matrix per region."""
-    B, C, H, W = x.shape
-    row_bands, col_bands = _bands(H, window, shift), _bands(W, window, shift)
-    parts, regions = [], []
-    # split, not slices: the gradient of a split is one concatenation, of a slice a zero-filled
-    # tensor the size of the map per region
-    for band, (top, win_rows, rows, row0) in zip(
-            x.split([n * k for _, n, k, _ in row_bands], dim=2), row_bands):
-        for block, (left, win_cols, cols, col0) in zip(
-                band.split([n * k for _, n, k, _ in col_bands], dim=3), col_bands):
-            r = Region(B, top, left, win_rows, win_cols, rows, cols, row0, col0)
-            # always a new tensor (a reshape may return a view of x): the deployed blocks
-            # (fused.py) add their output into it in place. A clone, not a copy_ into an empty
-            # tensor: TorchScript's ONNX export drops copies into views, and wrote a graph
-            # whose outputs did not depend on its input.
-            t = (block.unflatten(2, (win_rows, rows)).unflatten(4, (win_cols, cols))
-                 .permute(1, 0, 2, 4, 3, 5).clone(memory_format=torch.contiguous_format))
-            parts.append(t.view(C, -1))
-            regions.append(r)
-    return parts, regions
-
-
-def window_reverse(parts: Sequence[torch.Tensor], regions: Sequence[Region]) -> torch.Tensor:
-    """Inverse of window_partition: the region matrices -> (B, C, H, W)."""
-    bands = []  # the blocks of each band of rows, left to right
-    for t, r in zip(parts, regions):
-        block = t.view(t.shape[0], r.batch, r.win_rows, r.win_cols, r.rows, r.cols)
-        block = block.permute(1, 0, 2, 4, 3, 5).reshape(
-            r.batch, t.shape[0], r.win_rows * r.rows, r.win_cols * r.cols)
-        # regions come band by band, each band from the map's left edge (not a dict keyed by
-        # r.top: a symbolic size under torch.export cannot be hashed)
-        if r.left == 0:
-            bands.append([])
-        bands[-1].append(block)
-    return _cat([_cat(blocks, dim=3) for blocks in bands], dim=2)
-
-
-def _cat(tensors: List[torch.Tensor], dim: int) -> torch.Tensor:
-    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
-
-
 def window_tokens(window: int, rows: int, cols: int, row0: int = 0, col0: int = 0,
                   device=None) -> torch.Tensor:
     """Indices (row-major, in a full window) of the rows x cols tokens from (row0, col0)."""
@@ -205,13 +169,164 @@ def window_tokens(window: int, rows: int, cols: int, row0: int = 0, col0: int = 
     return (r[:, None] * window + c[None, :]).flatten()
 
 
+class RegionIndex(NamedTuple):
+    """What a mixer needs to know of the windows of one region, derived from their shape."""
+    tokens: torch.Tensor     # (n,) the window's tokens, as indices in a full window
+    positions: torch.Tensor  # (n, 2) float (x right, y up) of each token, from the window centre
+    relative: torch.Tensor   # (n * n,) index of each (m, n) pair's offset in LRPE's table
+    pairs: torch.Tensor      # (n * n,) index of each (m, n) pair in a full window's N x N
+
+
+@functools.lru_cache(maxsize=256)
+def region_index(window: int, rows: int, cols: int, row0: int, col0: int,
+                 device: torch.device) -> RegionIndex:
+    tokens = window_tokens(window, rows, cols, row0, col0, device)
+    row = torch.div(tokens, window, rounding_mode='floor')
+    col = tokens - row * window
+    centre = (window - 1) / 2
+    # x = col and y = -row: the reference's offsets are dx = col_n - col_m, dy = row_m - row_n
+    positions = torch.stack([col - centre, centre - row], dim=-1).float()
+    relative = ((row[:, None] - row[None, :] + window - 1) * (2 * window - 1)
+                + col[:, None] - col[None, :] + window - 1).flatten()
+    pairs = (tokens[:, None] * window * window + tokens[None, :]).flatten()
+    return RegionIndex(tokens, positions, relative, pairs)
+
+
+class WindowLayout(NamedTuple):
+    """Where the tokens of a stage are, for one grid of windows over a (B, H, W) map.
+
+    A stage keeps its tokens as one (T, C) matrix, T = B * H * W, in *window order*: region
+    by region (see window_regions), and inside a region image by image, window by window, each
+    window's tokens row-major. Everything token-wise (norm, both Linears, GELU, gate, residual,
+    drop path) runs once over that matrix; only the token mixing needs the regions, each a
+    contiguous block of rows whose windows all have the same shape."""
+    regions: Tuple[Region, ...]
+    starts: Tuple[int, ...]       # first row of each region, then T
+    order: torch.Tensor           # (T,) row of the map (B * H * W, NHWC order) of each token
+    inverse: torch.Tensor         # (B * H * W,) token of each row of the map
+    image: torch.Tensor           # (T,) image of each token (stochastic depth per image)
+    indices: Tuple[RegionIndex, ...]  # per region, what the mixers need of its windows' shape
+
+    @property
+    def batch(self) -> int:
+        return self.regions[0].batch
+
+
+def _build_layout(batch: int, height: int, width: int, window: int, shift: int,
+                  device: torch.device) -> WindowLayout:
+    regions = window_regions(batch, height, width, window, shift)
+    pixels = torch.arange(batch * height * width, device=device).view(batch, height, width)
+    orders, starts = [], [0]
+    for r in regions:
+        block = pixels[:, r.top:r.top + r.win_rows * r.rows, r.left:r.left + r.win_cols * r.cols]
+        orders.append(block.reshape(batch, r.win_rows, r.rows, r.win_cols, r.cols)
+                      .permute(0, 1, 3, 2, 4).flatten())
+        starts.append(starts[-1] + r.size)
+    order = torch.cat(orders)
+    inverse = torch.empty_like(order).index_copy_(0, order, torch.arange(order.numel(), device=device))
+    indices = tuple(region_index(window, r.rows, r.cols, r.row0, r.col0, device) for r in regions)
+    return WindowLayout(tuple(regions), tuple(starts), order, inverse,
+                        torch.div(order, height * width, rounding_mode='floor'), indices)
+
+
+_cached_layout = functools.lru_cache(maxsize=64)(_build_layout)
+
+
+def window_layout(batch: int, height: int, width: int, window: int, shift: int = 0,
+                  device: Optional[torch.device] = None) -> WindowLayout:
+    """The WindowLayout of a map, built once per size and device: its index tensors are then
+    reused by every block and step (no index arithmetic per call). Symbolic sizes (torch.export
+    with dynamic height and width) are built in the traced program instead."""
+    device = torch.device('cpu') if device is None else torch.device(device)
+    sizes = (batch, height, width)
+    if all(type(s) is int for s in sizes):
+        return _cached_layout(batch, height, width, window, shift, device)
+    return _build_layout(batch, height, width, window, shift, device)
+
+
+class _GatherRows(torch.autograd.Function):
+    """x[index] for a permutation `index` of x's rows. Its gradient is the scatter by the same
+    index, without the accumulation that autograd's own backward of indexing does for indices
+    that might repeat."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        index, = ctx.saved_tensors
+        return torch.empty_like(grad).index_copy_(0, index, grad), None
+
+
+def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return _GatherRows.apply(x, index)
+
+
+def to_windows(x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+    """(B, C, H, W) map -> (T, C) tokens in the layout's window order."""
+    return gather_rows(x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]), layout.order)
+
+
+def from_windows(tokens: torch.Tensor, layout: WindowLayout, height: int,
+                 width: int) -> torch.Tensor:
+    """Inverse of to_windows: (T, C) -> (B, C, H, W), a channels-last view."""
+    x = gather_rows(tokens, layout.inverse)
+    return x.view(layout.batch, height, width, -1).permute(0, 3, 1, 2)
+
+
 # --------------------------------------------------------------------------- token mixers
-# Each mixer owns the per-token bias (named as in the reference) and returns its mixing
-# matrices P of shape (groups, N, N), out[m] = sum_n P[m, n] * u[n] + bias[m], in float32 or
-# wider. Given `tokens` (the indices of a clipped window's tokens, from window_tokens) they
-# return the matrices of that window: P restricted to those tokens, the softmax taken over
-# them alone. GQPE and LRPE depend on relative positions only, so any clipped window of the
-# same shape gets the same matrix; the bias and the dense mixer index absolute positions.
+# A mixer owns the per-token bias (named as in the reference) and gives mixing matrices P,
+# out[m] = sum_n P[m, n] * u[n] + bias[m], for the windows of each region: P restricted to the
+# region's tokens (a clipped window's), the softmax taken over them alone. GQPE and LRPE
+# depend on relative positions only; the bias and the dense mixer index absolute positions.
+# A stage asks for the matrices of all its blocks at once (`stacked_matrices`, one batched
+# computation per stage and forward instead of one per block), in float32 or wider.
+
+def _stack(mixers: Sequence[nn.Module], name: str) -> torch.Tensor:
+    return torch.stack([getattr(m, name) for m in mixers])
+
+
+_FLUSH_FLOOR = torch.finfo(torch.float32).tiny ** 0.5
+
+
+class _QuadraticSoftmax(torch.autograd.Function):
+    """Per region, P = softmax over n of s[m, n] = r[n] + (A p_m) . p_n, with probabilities
+    below the square root of float32's smallest normal set to zero, forward and backward.
+
+    GQPE's score -1/2 (d - delta)^T A (d - delta), d = p_n - p_m, is that plus terms in m
+    alone, which the softmax over n cancels; so the (m, n) matrix is two broadcast
+    multiply-adds of per-token vectors, elementwise: exact float32 even where a user turns
+    TF32 matmuls on (a score error of 1e-3 moves a probability by as much).
+
+    The flush: far tokens get probabilities near 1e-40 at init; on x86 their products run in
+    the subnormal range, an order of magnitude slower (one mixing product took 3.5 s instead of
+    0.14 s), and so would autograd's softmax gradient computed from the unflushed output. The
+    values changed are below 1.1e-19, far under the precision of a row that sums to one."""
+
+    @staticmethod
+    def forward(ctx, r, Ap, positions, sizes):
+        P = []
+        for r_i, Ap_i, p in zip(r.split(sizes, -1), Ap.split(sizes, -2), positions):
+            s = torch.addcmul(r_i.unsqueeze(-2), Ap_i[..., 0:1], p[:, 0])
+            s = s.addcmul_(Ap_i[..., 1:2], p[:, 1])
+            P.append(F.threshold(torch.softmax(s, dim=-1), _FLUSH_FLOOR, 0.0))
+        ctx.positions = positions
+        ctx.save_for_backward(*P)
+        return tuple(P)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        grad_r, grad_Ap = [], []
+        for P, p, g in zip(ctx.saved_tensors, ctx.positions, grads):
+            if g is None:
+                g = torch.zeros_like(P)
+            g = torch._softmax_backward_data(g, P, -1, P.dtype)
+            grad_r.append(g.sum(-2))
+            grad_Ap.append(g @ p.to(g.dtype))
+        return torch.cat(grad_r, -1), torch.cat(grad_Ap, -2), None, None
+
 
 class GQPE(nn.Module):
     """Generalized quadratic positional encoding (the default of the released models).
@@ -228,71 +343,38 @@ class GQPE(nn.Module):
         self.attention_spreads = nn.Parameter(
             torch.eye(2).repeat(groups, 1, 1) + torch.zeros(groups, 2, 2).normal_(0.0, self.init_std))
         self.token_proj_n_bias = nn.Parameter(torch.zeros(1, self.num_tokens, 1))
-        # [dx, dy, dx^2, dy^2, dx*dy] for every (m, n): derived from the window, never stored.
-        self.register_buffer('rel_indices', self.relative_offsets(window), persistent=False)
 
     @staticmethod
     def relative_offsets(window: int) -> torch.Tensor:
+        """The reference's `rel_indices` buffer, (N, N, 5) of [dx, dy, dx^2, dy^2, dx*dy]: not
+        kept here (the scores come from token positions), but what its checkpoints hold."""
         rows, cols = torch.meshgrid(torch.arange(window), torch.arange(window), indexing='ij')
         rows, cols = rows.flatten().float(), cols.flatten().float()
         dx = cols[None, :] - cols[:, None]  # col_n - col_m
         dy = rows[:, None] - rows[None, :]  # row_m - row_n (the reference's opposite sign)
         return torch.stack([dx, dy, dx * dx, dy * dy, dx * dy], dim=-1)
 
-    def scores(self, tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(groups, n, n) logits over all N tokens or the given ones, in float32 or wider
-        whatever autocast is doing: a score's error of 1e-3 (float16) moves a probability by
-        as much, and the exponential of a half-precision score underflows early. The constant
-        -1/2 delta^T A delta drops out of the softmax."""
-        dtype = torch.promote_types(self.attention_spreads.dtype, torch.float32)
-        with autocast_off(self.attention_spreads.device):
-            S = self.attention_spreads.to(dtype)
-            A = S @ S.transpose(1, 2)
-            a, b, c = A[:, 0, 0], A[:, 0, 1], A[:, 1, 1]
-            delta = self.attention_centers.to(dtype)
-            d1, d2 = delta[:, 0], delta[:, 1]
-            coef = torch.stack([a * d1 + b * d2, b * d1 + c * d2, -0.5 * a, -0.5 * c, -b], dim=-1)
-            offsets = self.rel_indices
-            if tokens is not None:
-                offsets = offsets[tokens[:, None], tokens[None, :]]
-            n = offsets.shape[0]
-            # (groups, 5) x (5, n * n): the scores come out contiguous, as the softmax wants
-            return (coef @ offsets.reshape(n * n, 5).to(dtype).t()).view(-1, n, n)
-
-    def matrices(self, tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return FlushedSoftmax.apply(self.scores(tokens))
-
-
-_FLUSH_FLOOR = torch.finfo(torch.float32).tiny ** 0.5
-_LOG_FLUSH_FLOOR = math.log(_FLUSH_FLOOR) - 10.0
-
-
-class FlushedSoftmax(torch.autograd.Function):
-    """Softmax over the last dimension, with the probabilities below the square root of the
-    smallest normal float32 set to zero, forward and backward.
-
-    Far tokens get scores near -170 at init. Their probabilities, the products of those with
-    activations, and autograd's softmax gradient (computed from the unflushed output) land in
-    the subnormal range, where x86 arithmetic is an order of magnitude slower: one mixing
-    product took 3.5 s instead of 0.14 s, and at 224x224 the gradient of the 18 third-stage
-    matrices took a quarter of a training step. The values changed are below 1.1e-19, far under
-    the precision of a row that sums to one; scores that far below their row's maximum are
-    clamped before the exponential so that it never goes subnormal either. The threshold is
-    float32's whatever the dtype of the scores (which are float32 or wider, see GQPE.scores).
-    """
-
     @staticmethod
-    def forward(ctx, scores: torch.Tensor) -> torch.Tensor:
-        shifted = scores - scores.amax(dim=-1, keepdim=True)
-        P = torch.clamp(shifted, min=_LOG_FLUSH_FLOOR).exp()
-        P = F.threshold(P / P.sum(dim=-1, keepdim=True), _FLUSH_FLOOR, 0.0)
-        ctx.save_for_backward(P)
-        return P
+    def stacked_matrices(mixers: Sequence['GQPE'],
+                         regions: Sequence[RegionIndex]) -> List[torch.Tensor]:
+        """Per region, (len(mixers), groups, n, n) probabilities in float32 or wider."""
+        S = _stack(mixers, 'attention_spreads')
+        dtype = torch.promote_types(S.dtype, torch.float32)
+        with autocast_off(S.device):
+            S, delta = S.to(dtype), _stack(mixers, 'attention_centers').to(dtype)
+            # products as broadcast multiply-adds, not matmuls (TF32, see _QuadraticSoftmax)
+            A = (S.unsqueeze(-2) * S.unsqueeze(-3)).sum(-1)                    # S S^T
+            p = torch.cat([r.positions for r in regions]).to(dtype)           # (sum n, 2)
+            Ap = (A.unsqueeze(-3) * p.unsqueeze(-2)).sum(-1)                  # A p_n
+            Adelta = (A * delta.unsqueeze(-2)).sum(-1)                        # A delta
+            r = ((Adelta.unsqueeze(-2) - 0.5 * Ap) * p).sum(-1)  # delta^T A p_n - p_n^T A p_n / 2
+            sizes = [r.tokens.numel() for r in regions]
+            return list(_QuadraticSoftmax.apply(r, Ap, [x.positions.to(dtype) for x in regions],
+                                                sizes))
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        P, = ctx.saved_tensors
-        return P * (grad - (P * grad).sum(dim=-1, keepdim=True))
+    def matrices(self, index: Optional[RegionIndex] = None) -> torch.Tensor:
+        """(groups, n, n): the mixing matrices of a full window, or of a region's windows."""
+        return _single(self, index)
 
 
 class LRPE(nn.Module):
@@ -304,24 +386,23 @@ class LRPE(nn.Module):
         self.window_relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * window - 1) ** 2, groups))
         self.token_proj_n_bias = nn.Parameter(torch.zeros(1, self.num_tokens, 1))
-        self.register_buffer('window_relative_position_index', self.relative_index(window),
-                             persistent=False)
 
     @staticmethod
     def relative_index(window: int) -> torch.Tensor:
-        rows, cols = torch.meshgrid(torch.arange(window), torch.arange(window), indexing='ij')
-        rows, cols = rows.flatten(), cols.flatten()
-        drow = rows[:, None] - rows[None, :] + window - 1
-        dcol = cols[:, None] - cols[None, :] + window - 1
-        return drow * (2 * window - 1) + dcol
+        """The reference's `window_relative_position_index` buffer, (N, N): what its
+        checkpoints hold (region_index derives the same index for any window shape)."""
+        return region_index(window, window, window, 0, 0, torch.device('cpu')).relative.view(
+            window * window, -1)
 
-    def matrices(self, tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
-        index = self.window_relative_position_index
-        if tokens is not None:
-            index = index[tokens[:, None], tokens[None, :]]
-        n = index.shape[0]
-        table = self.window_relative_position_bias_table
-        return table[index.reshape(-1)].view(n, n, -1).permute(2, 0, 1)
+    @staticmethod
+    def stacked_matrices(mixers: Sequence['LRPE'],
+                         regions: Sequence[RegionIndex]) -> List[torch.Tensor]:
+        table = _stack(mixers, 'window_relative_position_bias_table').transpose(1, 2)
+        return [table.index_select(2, r.relative).unflatten(2, (-1, r.tokens.numel()))
+                for r in regions]
+
+    def matrices(self, index: Optional[RegionIndex] = None) -> torch.Tensor:
+        return _single(self, index)
 
 
 class DenseTokenMixer(nn.Module):
@@ -335,22 +416,58 @@ class DenseTokenMixer(nn.Module):
         self.token_proj_n_weight = nn.Parameter(torch.zeros(groups, N, N).normal_(0.0, 1e-6))
         self.token_proj_n_bias = nn.Parameter(torch.ones(1, N, 1))
 
-    def matrices(self, tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if tokens is None:
-            return self.token_proj_n_weight
-        return self.token_proj_n_weight[:, tokens[:, None], tokens[None, :]]
+    @staticmethod
+    def stacked_matrices(mixers: Sequence['DenseTokenMixer'],
+                         regions: Sequence[RegionIndex]) -> List[torch.Tensor]:
+        weight = _stack(mixers, 'token_proj_n_weight').flatten(2)
+        return [weight.index_select(2, r.pairs).unflatten(2, (-1, r.tokens.numel()))
+                for r in regions]
+
+    def matrices(self, index: Optional[RegionIndex] = None) -> torch.Tensor:
+        return _single(self, index)
+
+
+def _single(mixer: nn.Module, index: Optional[RegionIndex]) -> torch.Tensor:
+    """One mixer's (groups, n, n) matrices: of a full window, or of the region `index` says."""
+    if index is None:
+        w = mixer.window
+        index = region_index(w, w, w, 0, 0, mixer.token_proj_n_bias.device)
+    return type(mixer).stacked_matrices([mixer], [index])[0][0]
 
 
 MIXER_CLASSES = {'gqpe': GQPE, 'lrpe': LRPE, 'sgu': DenseTokenMixer}
 
 
-def token_mix(u: torch.Tensor, P: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """out = P_g u + bias for the channel-major rows of u, groups contiguous: group g's rows,
-    viewed as (channels x windows, tokens), times P_g transposed, in one batched product.
-    u: (C, T) contiguous with whole windows of n tokens; P: (groups, n, n); bias: (n,)."""
-    groups, n = P.shape[0], P.shape[-1]
-    out = torch.baddbmm(bias.view(1, 1, n), u.view(groups, -1, n), P.transpose(1, 2))
-    return out.view(u.shape)
+def stacked_mixing(mixers: Sequence[nn.Module], layout: 'WindowLayout',
+                   dtype: torch.dtype) -> List[Tuple[torch.Tensor, ...]]:
+    """For each mixer (the blocks of a stage on one grid), the (P, bias) of every region of
+    the layout, in the compute dtype: (P_0, bias_0, P_1, bias_1, ...). One stacked
+    computation for all the blocks, then per-block views; cast once."""
+    mixers = list(mixers)
+    Ps = type(mixers[0]).stacked_matrices(mixers, layout.indices)
+    bias = _stack(mixers, 'token_proj_n_bias').flatten(1)
+    per_region = []
+    for P, index in zip(Ps, layout.indices):
+        per_region.append(P.to(dtype).unbind(0))
+        per_region.append(bias.index_select(1, index.tokens).to(dtype).unbind(0))
+    return list(zip(*per_region))
+
+
+def token_mix(u: torch.Tensor, starts: Sequence[int], mixing: Sequence[torch.Tensor]) -> torch.Tensor:
+    """out = P_g u + bias, region by region, for channel-major u (C', T) in window order with
+    its channel groups contiguous: group g's rows of a region, viewed as (channels x windows,
+    tokens), times P_g transposed, in one batched product per region."""
+    parts = []
+    for i, (start, end) in enumerate(zip(starts[:-1], starts[1:])):
+        P, bias = mixing[2 * i], mixing[2 * i + 1]
+        groups, n = P.shape[0], P.shape[-1]
+        u_r = u[:, start:end].contiguous().view(groups, -1, n)  # no copy for a single region
+        parts.append(torch.baddbmm(bias.view(1, 1, n), u_r, P.transpose(1, 2)).view(-1, end - start))
+    return _cat(parts, 1)
+
+
+def _cat(tensors: List[torch.Tensor], dim: int) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
 
 
 class _GeluGatedTokenMix(torch.autograd.Function):
@@ -358,41 +475,51 @@ class _GeluGatedTokenMix(torch.autograd.Function):
     recomputing GELU there.
 
     Autograd would keep GELU(h) as well (the hidden activations once more), and turn the
-    u / v row slices into zero-filled gradients the size of h (14% of a training step was
-    such fills). Here the gradient of [u; v] is written into one buffer."""
+    u / v row slices and the region column slices into zero-filled gradients the size of h.
+    Here the gradient of [u; v] is written into one buffer."""
 
     @staticmethod
-    def forward(ctx, h, P, bias):
+    def forward(ctx, h, starts, *mixing):
         with autocast_off(h.device):  # inputs already in the compute dtype
             u, v = F.gelu(h).chunk(2)
-            mixed = token_mix(u, P, bias)
-            ctx.save_for_backward(h, P, mixed)
+            mixed = token_mix(u, starts, mixing)
+            ctx.starts = starts
+            ctx.save_for_backward(h, mixed, *mixing)
             return mixed * v
 
     @staticmethod
     def backward(ctx, grad_y):
-        h, P, mixed = ctx.saved_tensors
-        groups, n = P.shape[0], P.shape[-1]
+        h, mixed, *mixing = ctx.saved_tensors
+        starts = ctx.starts
         with autocast_off(h.device):
             u, v = F.gelu(h).chunk(2)
             grad_act = torch.empty_like(h)
             grad_u, grad_v = grad_act.chunk(2)
             torch.mul(grad_y, mixed, out=grad_v)
-            grad_mixed = (grad_y * v).view(groups, -1, n)
-            torch.bmm(grad_mixed, P, out=grad_u.view(groups, -1, n))
-            grad_P = grad_bias = None
-            if ctx.needs_input_grad[1]:
-                grad_P = torch.bmm(grad_mixed.transpose(1, 2), u.view(groups, -1, n))
-            if ctx.needs_input_grad[2]:
-                grad_bias = grad_mixed.sum(dim=(0, 1))
+            grad_mixed = grad_y * v
+            grad_us, grad_mixing = [], []
+            for i, (start, end) in enumerate(zip(starts[:-1], starts[1:])):
+                P = mixing[2 * i]
+                groups, n = P.shape[0], P.shape[-1]
+                g = grad_mixed[:, start:end].contiguous().view(groups, -1, n)
+                grad_us.append(torch.bmm(g, P).view(-1, end - start))
+                need_P, need_bias = ctx.needs_input_grad[2 + 2 * i: 4 + 2 * i]
+                grad_mixing.append(torch.bmm(g.transpose(1, 2), u[:, start:end].contiguous()
+                                             .view(groups, -1, n)) if need_P else None)
+                grad_mixing.append(g.sum(dim=(0, 1)) if need_bias else None)
+            if len(grad_us) == 1:
+                grad_u.copy_(grad_us[0])
+            else:
+                torch.cat(grad_us, dim=1, out=grad_u)
             grad_h = torch.ops.aten.gelu_backward(grad_act, h)
-        return grad_h, grad_P, grad_bias
+        return (grad_h, None, *grad_mixing)
 
 
 class PosSGU(nn.Module):
     """Positional spatial gating unit: TokenMix(u) * v, with no norm inside the gate.
 
-    It takes the hidden activations before the block's GELU (see _GeluGatedTokenMix)."""
+    It takes the hidden activations before the block's GELU (see _GeluGatedTokenMix) and the
+    mixing matrices that its stage computed for all its blocks (`stacked_mixing`)."""
 
     def __init__(self, dim: int, window: int, groups: int, mixer: str = 'gqpe'):
         super().__init__()
@@ -401,80 +528,29 @@ class PosSGU(nn.Module):
         self.gate_dim, self.groups, self.window = dim // 2, groups, window
         self.pos = MIXER_CLASSES[mixer](window, groups)
 
-    def mixing(self, region: Region, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(P, bias) for the windows of a region, cast once to the compute dtype."""
-        bias = self.pos.token_proj_n_bias.view(-1)
-        if region.rows == region.cols == self.window:
-            P = self.pos.matrices()
-        else:
-            tokens = window_tokens(self.window, region.rows, region.cols, region.row0,
-                                   region.col0, device=bias.device)
-            P, bias = self.pos.matrices(tokens), bias[tokens]
-        return P.to(dtype), bias.to(dtype)
-
-    def forward(self, h: torch.Tensor, region: Region) -> torch.Tensor:
-        """h: (2 * gate_dim, T) channel-major, groups contiguous, the windows of one region.
-        The mixing matrices are computed once per call, i.e. once per forward for each
-        region."""
-        return _GeluGatedTokenMix.apply(h, *self.mixing(region, h.dtype))
+    def forward(self, h: torch.Tensor, layout: 'WindowLayout',
+                mixing: Sequence[torch.Tensor]) -> torch.Tensor:
+        """h: (2 * gate_dim, T) channel-major, groups contiguous, tokens in window order."""
+        return _GeluGatedTokenMix.apply(h, layout.starts, *mixing)
 
 
 # --------------------------------------------------------------------------- block and stage
 
-class _ChannelNorm(torch.autograd.Function):
-    """(x - mean) / std over the rows (channels) of a channel-major (C, T) matrix, statistics
-    in float32 or wider, with a row of ones appended: (C + 1, T).
-
-    The LayerNorm's affine and the expansion's bias are folded into the expansion weight
-    (PosMLPBlock.grouped_weights), the bias as a last column that meets the row of ones: the
-    product then needs no pass over the hidden activations to add the bias, and the bias
-    gradient comes out of the weight-gradient product. One function, so that only its output
-    (which the Linear keeps anyway) and 1/std are stored. The means over channels are products
-    with a row of 1/C: several times faster than a reduction across the rows of a row-major
-    matrix."""
-
-    @staticmethod
-    def forward(ctx, x, eps: float):
-        C = x.shape[0]
-        stats = x.to(torch.promote_types(x.dtype, torch.float32))
-        mean_row = stats.new_full((1, C), 1.0 / C)
-        d = stats - mean_row @ stats
-        rstd = torch.rsqrt(mean_row @ (d * d) + eps)
-        out = torch.cat([d * rstd, rstd.new_ones(1, x.shape[1])]).to(x.dtype)
-        ctx.save_for_backward(out, rstd)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        out, rstd = ctx.saved_tensors
-        C = out.shape[0] - 1
-        xhat, grad = out[:C], grad[:C]
-        mean_row = grad.new_full((1, C), 1.0 / C)
-        mean_grad = mean_row @ grad
-        mean_proj = mean_row @ (grad * xhat)
-        # (grad - mean(grad) - xhat * mean(grad * xhat)) / std
-        return torch.addcmul(grad, xhat, mean_proj, value=-1).sub_(mean_grad).mul_(rstd), None
-
-
-def channel_norm(x: torch.Tensor, eps: float = LN_EPS) -> torch.Tensor:
-    """(C, T) -> (C + 1, T): normalised over channels, then a row of ones (see _ChannelNorm)."""
-    with autocast_off(x.device):
-        return _ChannelNorm.apply(x, eps)
-
-
 class DropPath(nn.Module):
-    """Stochastic depth per sample, for a region's channel-major (C, B * tokens) matrix."""
+    """Stochastic depth per image: the residual x + y with y dropped for whole images (and
+    scaled by 1 / keep for the others), one draw per block and forward, whichever regions and
+    grid of windows the image's tokens are in."""
 
     def __init__(self, drop_prob: float = 0.0):
         super().__init__()
         self.drop_prob = drop_prob
 
-    def forward(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
         if self.drop_prob == 0.0 or not self.training:
-            return x
+            return x + y
         keep = 1.0 - self.drop_prob
-        mask = x.new_empty(1, batch, 1).bernoulli_(keep).div_(keep)
-        return (x.view(x.shape[0], batch, -1) * mask).view(x.shape)
+        mask = y.new_empty(layout.batch).bernoulli_(keep).div_(keep)
+        return torch.addcmul(x, y, mask.index_select(0, layout.image).unsqueeze(1))
 
     def extra_repr(self) -> str:
         return f'drop_prob={self.drop_prob}'
@@ -528,28 +604,25 @@ class PosMLPBlock(nn.Module):
         self.register_buffer('_hidden_inverse', torch.argsort(full), persistent=False)
 
     def grouped_weights(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(expansion weight, output weight, output bias) for channel-major inputs: the
-        expansion with the LayerNorm affine folded in and its bias as a last column (against
-        channel_norm's row of ones), the hidden channels in contiguous groups. Weight-sized
-        work, tiny next to the activations; the folding is elementwise so that autocast
-        leaves it in float32."""
+        """(expansion weight, expansion bias, output weight) with the hidden channels in
+        contiguous groups (the reference interleaves them; its layout is kept in the
+        parameters so that checkpoints load as they are). Weight-sized gathers."""
         order, inverse = self._hidden_order, self._hidden_inverse
-        w_e = permute(self.proj_c_e.weight, 0, order, inverse)
-        b_e = permute(self.proj_c_e.bias, 0, order, inverse) + (w_e * self.norm.bias).sum(1)
-        w_eb = torch.cat([w_e * self.norm.weight, b_e[:, None]], dim=1)
-        w_s = permute(self.proj_c_s.weight, 1, self._gate_order, self._gate_inverse)
-        return w_eb, w_s, self.proj_c_s.bias[:, None]
+        return (permute(self.proj_c_e.weight, 0, order, inverse),
+                permute(self.proj_c_e.bias, 0, order, inverse),
+                permute(self.proj_c_s.weight, 1, self._gate_order, self._gate_inverse))
 
-    def forward(self, parts: List[torch.Tensor], regions: List[Region]) -> List[torch.Tensor]:
-        """parts: one channel-major (C, T_r) matrix per region of windows (window_partition)."""
-        w_eb, w_s, b_s = self.grouped_weights()
-        out = []
-        for x, r in zip(parts, regions):
-            h = torch.mm(w_eb, channel_norm(x))
-            y = self.gate_unit(h, r)
-            y = torch.addmm(b_s, w_s, y)
-            out.append(x + self.drop_path(self.drop(y), r.batch))
-        return out
+    def forward(self, x: torch.Tensor, layout: WindowLayout,
+                mixing: Sequence[torch.Tensor]) -> torch.Tensor:
+        """x: (T, C) the stage's tokens in window order; mixing: this block's matrices and
+        biases per region (stacked_mixing)."""
+        w_e, b_e, w_s = self.grouped_weights()
+        # the hidden activations channel-major, (rC, T): the gate's token mixing is then a
+        # batched product over free views of them, and both Linears are single GEMMs
+        h = torch.addmm(b_e.unsqueeze(1), w_e, self.norm(x).t())
+        y = self.gate_unit(h, layout, mixing)
+        y = self.drop(F.linear(y.t(), w_s, self.proj_c_s.bias))
+        return self.drop_path(x, y, layout)
 
 
 class Downsample(nn.Module):
@@ -586,13 +659,46 @@ class ConvStem(nn.Module):
         return x
 
 
-class PosMLPStage(nn.Module):
-    """Optional downsampling, then `depth` blocks on windows of the map.
+class StageWindows(NamedTuple):
+    """The grids of windows of a stage: the plain one and, with shift, the moved one."""
+    grids: Tuple[WindowLayout, ...]
+    into: Tuple[torch.Tensor, ...]  # into[g]: the rows of the other grid's tokens that give grid g's
 
-    Without `shift` all blocks share one window partition. With `shift` (not in the reference:
-    Swin's idea, no new parameters) every second block works on the grid of windows moved by
-    half a window down and right, so that information crosses window borders within a stage;
-    windows cut by the map's edges mix their own real tokens only (see window_regions)."""
+
+def _build_stage_windows(batch, height, width, window, shift, device) -> StageWindows:
+    grids = tuple(window_layout(batch, height, width, window, s, device)
+                  for s in ((0, shift) if shift else (0,)))
+    into = tuple(grids[g - 1].inverse.index_select(0, grids[g].order) for g in range(len(grids)))
+    return StageWindows(grids, into if shift else ())
+
+
+_cached_stage_windows = functools.lru_cache(maxsize=64)(_build_stage_windows)
+
+
+def stage_windows(batch: int, height: int, width: int, window: int, shift: int,
+                  device: torch.device) -> StageWindows:
+    if all(type(s) is int for s in (batch, height, width)):
+        return _cached_stage_windows(batch, height, width, window, shift, device)
+    return _build_stage_windows(batch, height, width, window, shift, device)
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the GEMMs of a block run in: autocast's where it is on, else x's."""
+    if torch.amp.is_autocast_available(x.device.type) and torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+class PosMLPStage(nn.Module):
+    """Optional downsampling, then `depth` blocks on the windows of the map.
+
+    The stage puts its map's tokens into window order once (a gather by a precomputed index),
+    computes the mixing matrices of all its blocks in one stacked step, runs the blocks on the
+    (T, C) token matrix, and puts the tokens back. Without `shift` all blocks share one grid of
+    windows. With `shift` (not in the reference: Swin's idea, no new parameters) every second
+    block works on the grid moved by half a window down and right, so that information crosses
+    window borders within a stage; windows cut by the map's edges mix their own real tokens
+    only (see window_regions)."""
 
     def __init__(self, in_dim: Optional[int], dim: int, depth: int, window: int, groups: int,
                  mlp_ratio: float, mixer: str = 'gqpe', drop: float = 0.0,
@@ -606,23 +712,61 @@ class PosMLPStage(nn.Module):
         self.encoder = nn.Sequential(*[
             PosMLPBlock(dim, window, groups, mlp_ratio, mixer, drop, drop_path[i])
             for i in range(depth)])
+        self.fixed_mixing: Optional[Dict[tuple, list]] = None  # set by fuse()
+
+    def mixing(self, windows: StageWindows, dtype: torch.dtype) -> List[list]:
+        """Per grid, per block of that grid, its (P, bias) per region (stacked_mixing)."""
+        num_grids = len(windows.grids)
+        return [stacked_mixing([b.gate_unit.pos for b in self.encoder[g::num_grids]], layout, dtype)
+                for g, layout in enumerate(windows.grids)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> (B, C, H', W')."""
         x = self.pool(x)
-        parts, regions, grid = None, None, None
+        if len(self.encoder) == 0:
+            return x
+        B, _, H, W = x.shape
+        windows = stage_windows(B, H, W, self.window, self.shift, x.device)
+        dtype = compute_dtype(x)
+        if self.fixed_mixing is None:
+            mixing = self.mixing(windows, dtype)
+        else:
+            mixing = self._fixed_mixing(windows, (B, H, W, x.device, dtype), dtype)
+        num_grids = len(windows.grids)
+        tokens = to_windows(x, windows.grids[0])
         for i, block in enumerate(self.encoder):
-            shift = self.shift if i % 2 else 0
-            if shift != grid:  # (re)partition when the grid moves
-                if parts is not None:
-                    x = window_reverse(parts, regions)
-                parts, regions = window_partition(x, self.window, shift)
-                grid = shift
+            grid = i % num_grids
+            if num_grids > 1 and i:
+                tokens = gather_rows(tokens, windows.into[grid])
+            args = (tokens, windows.grids[grid], mixing[grid][i // num_grids])
             if self.with_cp and torch.is_grad_enabled():
-                parts = cp.checkpoint(block, parts, regions, use_reentrant=False)
+                tokens = cp.checkpoint(block, *args, use_reentrant=False)
             else:
-                parts = block(parts, regions)
-        return window_reverse(parts, regions) if parts is not None else x
+                tokens = block(*args)
+        return from_windows(tokens, windows.grids[(len(self.encoder) - 1) % num_grids], H, W)
+
+    # ---- deployment
+    def fuse(self) -> 'PosMLPStage':
+        """Deployment step: the mixing matrices depend on the weights and the map's size only,
+        so once the weights are final they are computed once per size and kept. Inference
+        only: a fused stage refuses to run with gradients."""
+        self.fixed_mixing = {}
+        return self
+
+    def _fixed_mixing(self, windows: StageWindows, key: tuple, dtype: torch.dtype) -> List[list]:
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            raise RuntimeError('PosMLPStage: this stage was fused for inference (fuse()) and '
+                               'keeps its mixing matrices fixed; run it under torch.no_grad() '
+                               'or torch.inference_mode(), or build an unfused model to train')
+        if key not in self.fixed_mixing:
+            with torch.no_grad():
+                self.fixed_mixing[key] = self.mixing(windows, dtype)
+        return self.fixed_mixing[key]
+
+    def _apply(self, fn, *args, **kwargs):
+        if self.fixed_mixing is not None:
+            self.fixed_mixing = {}  # on another device or dtype: computed again
+        return super()._apply(fn, *args, **kwargs)
 
 
 def build_stages(setting: dict, mixer: str = 'gqpe', drop_rate: float = 0.0,
@@ -949,7 +1093,8 @@ def posmlp_b(pretrained: bool = False, **kwargs) -> PosMLPClassifier:
 
 
 __all__ = ['ARCH_SETTINGS', 'MIXERS', 'resolve_arch', 'Region', 'window_regions',
-           'window_partition', 'window_reverse', 'window_tokens', 'GQPE', 'LRPE',
+           'window_tokens', 'WindowLayout', 'window_layout', 'to_windows', 'from_windows',
+           'RegionIndex', 'region_index', 'stacked_mixing', 'GQPE', 'LRPE',
            'DenseTokenMixer', 'PosSGU', 'PosMLPBlock', 'PosMLPStage', 'Downsample', 'ConvStem',
            'build_stages', 'init_posmlp_weights', 'PosMLPClassifier',
            'checkpoint_filter_fn', 'posmlp_t', 'posmlp_s', 'posmlp_b']
