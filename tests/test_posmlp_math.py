@@ -167,7 +167,7 @@ def test_gradients_match_plain_reference_with_padding():
     model = randomize_(PosMLPClassifier(stage_cfg, drop_path_rate=0.0)).double().eval()
     x = torch.randn(1, 3, 50, 38, dtype=torch.float64)
     params = {k: v for k, v in model.named_parameters() if k.startswith(('patch_embed', 'levels'))}
-    weights = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    weights = model.state_dict(keep_vars=True)  # the reference layout, differentiable
     fast = sum(o.sum() for o in model.forward_stages(x))
     g_fast = torch.autograd.grad(fast, list(params.values()))
     plain = sum(o.sum() for o in reference_stages(weights, model.setting, x))
@@ -378,7 +378,7 @@ def test_shifted_windows_match_the_literal_implementation(mixer, size):
     model = model.double().eval()
     x = torch.randn(2, 3, *size, dtype=torch.float64)
     params = [p for n, p in model.named_parameters() if n.startswith(('patch_embed', 'levels'))]
-    weights = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    weights = model.state_dict(keep_vars=True)  # the reference layout, differentiable
     ours = model.forward_stages(x)
     plain = reference_stages(weights, model.setting, x, mixer, shift=True)
     for a, b in zip(ours, plain):

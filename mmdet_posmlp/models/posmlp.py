@@ -206,6 +206,7 @@ class WindowLayout(NamedTuple):
     inverse: torch.Tensor         # (B * H * W,) token of each row of the map
     image: torch.Tensor           # (T,) image of each token (stochastic depth per image)
     indices: Tuple[RegionIndex, ...]  # per region, what the mixers need of its windows' shape
+    bias_tokens: torch.Tensor     # the regions' window tokens one after another (the biases)
 
     @property
     def batch(self) -> int:
@@ -226,7 +227,8 @@ def _build_layout(batch: int, height: int, width: int, window: int, shift: int,
     inverse = torch.empty_like(order).index_copy_(0, order, torch.arange(order.numel(), device=device))
     indices = tuple(region_index(window, r.rows, r.cols, r.row0, r.col0, device) for r in regions)
     return WindowLayout(tuple(regions), tuple(starts), order, inverse,
-                        torch.div(order, height * width, rounding_mode='floor'), indices)
+                        torch.div(order, height * width, rounding_mode='floor'), indices,
+                        torch.cat([i.tokens for i in indices]))
 
 
 _cached_layout = functools.lru_cache(maxsize=64)(_build_layout)
@@ -445,25 +447,30 @@ def stacked_mixing(mixers: Sequence[nn.Module], layout: 'WindowLayout',
     computation for all the blocks, then per-block views; cast once."""
     mixers = list(mixers)
     Ps = type(mixers[0]).stacked_matrices(mixers, layout.indices)
-    bias = _stack(mixers, 'token_proj_n_bias').flatten(1)
+    bias = _stack(mixers, 'token_proj_n_bias').flatten(1).index_select(1, layout.bias_tokens)
     per_region = []
-    for P, index in zip(Ps, layout.indices):
+    for P, b in zip(Ps, bias.split([r.tokens.numel() for r in layout.indices], 1)):
         per_region.append(P.to(dtype).unbind(0))
-        per_region.append(bias.index_select(1, index.tokens).to(dtype).unbind(0))
+        per_region.append(b.to(dtype).unbind(0))
     return list(zip(*per_region))
+
+
+def _regions(starts: Sequence[int]):
+    return zip(starts[:-1], starts[1:])
 
 
 def token_mix(u: torch.Tensor, starts: Sequence[int], mixing: Sequence[torch.Tensor]) -> torch.Tensor:
     """out = P_g u + bias, region by region, for channel-major u (C', T) in window order with
     its channel groups contiguous: group g's rows of a region, viewed as (channels x windows,
     tokens), times P_g transposed, in one batched product per region."""
-    parts = []
-    for i, (start, end) in enumerate(zip(starts[:-1], starts[1:])):
-        P, bias = mixing[2 * i], mixing[2 * i + 1]
-        groups, n = P.shape[0], P.shape[-1]
-        u_r = u[:, start:end].contiguous().view(groups, -1, n)  # no copy for a single region
-        parts.append(torch.baddbmm(bias.view(1, 1, n), u_r, P.transpose(1, 2)).view(-1, end - start))
-    return _cat(parts, 1)
+    return _cat([_mix(u[:, start:end].contiguous(), mixing[2 * i], mixing[2 * i + 1])
+                 for i, (start, end) in enumerate(_regions(starts))], 1)
+
+
+def _mix(u: torch.Tensor, P: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """One region: u (C', T_r) contiguous -> P_g u + bias, (C', T_r)."""
+    groups, n = P.shape[0], P.shape[-1]
+    return torch.baddbmm(bias.view(1, 1, n), u.view(groups, -1, n), P.transpose(1, 2)).view(u.shape)
 
 
 def _cat(tensors: List[torch.Tensor], dim: int) -> torch.Tensor:
@@ -471,43 +478,46 @@ def _cat(tensors: List[torch.Tensor], dim: int) -> torch.Tensor:
 
 
 class _GeluGatedTokenMix(torch.autograd.Function):
-    """y = TokenMix(u) * v with [u; v] = GELU(h), keeping h and TokenMix(u) for backward and
-    recomputing GELU there.
+    """y = TokenMix(u) * v with [u; v] = GELU(h).
 
-    Autograd would keep GELU(h) as well (the hidden activations once more), and turn the
-    u / v row slices and the region column slices into zero-filled gradients the size of h.
-    Here the gradient of [u; v] is written into one buffer."""
+    Each region's u is made contiguous by its own GELU (the batched product needs it) and kept
+    for backward, with h and TokenMix(u); v's GELU is recomputed there. Autograd would keep
+    GELU(h) whole as well, and turn the u / v row slices and the region column slices into
+    zero-filled gradients the size of h; here the gradient of [u; v] is written into one
+    buffer."""
 
     @staticmethod
     def forward(ctx, h, starts, *mixing):
         with autocast_off(h.device):  # inputs already in the compute dtype
-            u, v = F.gelu(h).chunk(2)
-            mixed = token_mix(u, starts, mixing)
+            h_u, h_v = h.chunk(2)
+            us = [F.gelu(h_u[:, start:end]) for start, end in _regions(starts)]
+            mixed = _cat([_mix(u, mixing[2 * i], mixing[2 * i + 1]) for i, u in enumerate(us)], 1)
             ctx.starts = starts
-            ctx.save_for_backward(h, mixed, *mixing)
-            return mixed * v
+            ctx.save_for_backward(h, mixed, *us, *mixing)
+            return mixed * F.gelu(h_v)
 
     @staticmethod
     def backward(ctx, grad_y):
-        h, mixed, *mixing = ctx.saved_tensors
         starts = ctx.starts
+        num = len(starts) - 1
+        h, mixed, *saved = ctx.saved_tensors
+        us, mixing = saved[:num], saved[num:]
         with autocast_off(h.device):
-            u, v = F.gelu(h).chunk(2)
+            v = F.gelu(h.chunk(2)[1])
             grad_act = torch.empty_like(h)
             grad_u, grad_v = grad_act.chunk(2)
             torch.mul(grad_y, mixed, out=grad_v)
-            grad_mixed = grad_y * v
             grad_us, grad_mixing = [], []
-            for i, (start, end) in enumerate(zip(starts[:-1], starts[1:])):
+            for i, (start, end) in enumerate(_regions(starts)):
                 P = mixing[2 * i]
                 groups, n = P.shape[0], P.shape[-1]
-                g = grad_mixed[:, start:end].contiguous().view(groups, -1, n)
+                g = (grad_y[:, start:end] * v[:, start:end]).view(groups, -1, n)
                 grad_us.append(torch.bmm(g, P).view(-1, end - start))
                 need_P, need_bias = ctx.needs_input_grad[2 + 2 * i: 4 + 2 * i]
-                grad_mixing.append(torch.bmm(g.transpose(1, 2), u[:, start:end].contiguous()
-                                             .view(groups, -1, n)) if need_P else None)
+                grad_mixing.append(torch.bmm(g.transpose(1, 2), us[i].view(groups, -1, n))
+                                   if need_P else None)
                 grad_mixing.append(g.sum(dim=(0, 1)) if need_bias else None)
-            if len(grad_us) == 1:
+            if num == 1:
                 grad_u.copy_(grad_us[0])
             else:
                 torch.cat(grad_us, dim=1, out=grad_u)
@@ -561,27 +571,6 @@ def _group_contiguous_order(channels: int, groups: int) -> torch.Tensor:
     return torch.arange(channels).view(channels // groups, groups).t().flatten()
 
 
-class _Permute(torch.autograd.Function):
-    """x.index_select(dim, order) for a permutation `order`, whose gradient is a gather by the
-    inverse permutation. Autograd's own backward for indexing is an accumulating scatter
-    (index_put_ / index_add_), which for a permutation costs up to 20% of a training step."""
-
-    @staticmethod
-    def forward(ctx, x, dim, order, inverse):
-        ctx.dim = dim
-        ctx.save_for_backward(inverse)
-        return x.index_select(dim, order)
-
-    @staticmethod
-    def backward(ctx, grad):
-        inverse, = ctx.saved_tensors
-        return grad.index_select(ctx.dim, inverse), None, None, None
-
-
-def permute(x: torch.Tensor, dim: int, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-    return _Permute.apply(x, dim, order, inverse)
-
-
 class PosMLPBlock(nn.Module):
     """One gated MLP: x + DropPath(Dropout(proj_c_s(PosSGU(GELU(proj_c_e(norm(x)))))))."""
 
@@ -596,32 +585,46 @@ class PosMLPBlock(nn.Module):
         self.proj_c_s = nn.Linear(hidden // 2, dim)
         self.drop = nn.Dropout(drop)
         self.drop_path = DropPath(drop_path)
+        # The reference interleaves the channel groups of the gate (channel c in group c %
+        # groups); here the hidden channels are in contiguous groups, what the mixing's batched
+        # product wants: the parameters hold the expansion's rows and the output's columns in
+        # that order, and state dicts the reference's, converted when saved and loaded (so
+        # its checkpoints and this project's read the same, and nothing is gathered per step)
         half = _group_contiguous_order(hidden // 2, groups)
-        full = torch.cat([half, half + hidden // 2])
-        self.register_buffer('_gate_order', half, persistent=False)
-        self.register_buffer('_gate_inverse', torch.argsort(half), persistent=False)
-        self.register_buffer('_hidden_order', full, persistent=False)
-        self.register_buffer('_hidden_inverse', torch.argsort(full), persistent=False)
+        self._hidden_order = torch.cat([half, half + hidden // 2])
+        self._gate_order = half
+        self.register_state_dict_post_hook(PosMLPBlock._to_reference_layout)
+        self.register_load_state_dict_pre_hook(PosMLPBlock._from_reference_layout)
 
-    def grouped_weights(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(expansion weight, expansion bias, output weight) with the hidden channels in
-        contiguous groups (the reference interleaves them; its layout is kept in the
-        parameters so that checkpoints load as they are). Weight-sized gathers."""
-        order, inverse = self._hidden_order, self._hidden_inverse
-        return (permute(self.proj_c_e.weight, 0, order, inverse),
-                permute(self.proj_c_e.bias, 0, order, inverse),
-                permute(self.proj_c_s.weight, 1, self._gate_order, self._gate_inverse))
+    def _layouts(self, prefix: str):
+        """(key, dim, grouped order) of each tensor whose layout differs from the reference."""
+        return ((prefix + 'proj_c_e.weight', 0, self._hidden_order),
+                (prefix + 'proj_c_e.bias', 0, self._hidden_order),
+                (prefix + 'proj_c_s.weight', 1, self._gate_order))
+
+    @staticmethod
+    def _to_reference_layout(block, state_dict, prefix, local_metadata):
+        for key, dim, order in block._layouts(prefix):
+            if key in state_dict:
+                t = state_dict[key]
+                state_dict[key] = t.index_select(dim, torch.argsort(order).to(t.device))
+
+    @staticmethod
+    def _from_reference_layout(block, state_dict, prefix, *args):
+        for key, dim, order in block._layouts(prefix):
+            t = state_dict.get(key)
+            if isinstance(t, torch.Tensor) and t.dim() > dim and t.shape[dim] == order.numel():
+                state_dict[key] = t.index_select(dim, order.to(t.device))
 
     def forward(self, x: torch.Tensor, layout: WindowLayout,
                 mixing: Sequence[torch.Tensor]) -> torch.Tensor:
         """x: (T, C) the stage's tokens in window order; mixing: this block's matrices and
         biases per region (stacked_mixing)."""
-        w_e, b_e, w_s = self.grouped_weights()
         # the hidden activations channel-major, (rC, T): the gate's token mixing is then a
         # batched product over free views of them, and both Linears are single GEMMs
-        h = torch.addmm(b_e.unsqueeze(1), w_e, self.norm(x).t())
+        h = torch.addmm(self.proj_c_e.bias.unsqueeze(1), self.proj_c_e.weight, self.norm(x).t())
         y = self.gate_unit(h, layout, mixing)
-        y = self.drop(F.linear(y.t(), w_s, self.proj_c_s.bias))
+        y = self.drop(self.proj_c_s(y.t()))
         return self.drop_path(x, y, layout)
 
 
