@@ -199,12 +199,18 @@ class WindowLayout(NamedTuple):
     by region (see window_regions), and inside a region image by image, window by window, each
     window's tokens row-major. Everything token-wise (norm, both Linears, GELU, gate, residual,
     drop path) runs once over that matrix; only the token mixing needs the regions, each a
-    contiguous block of rows whose windows all have the same shape."""
+    contiguous block of rows whose windows all have the same shape.
+
+    The matrix has `rows` rows: T rounded up to a multiple of 8 with rows of zeros after the
+    regions, which nothing mixes with and nothing reads back, so that the weight gradients of
+    the Linears (GEMMs whose reduction runs over the rows) suit tensor cores; exact, since
+    the extra rows get zero gradients. (Symbolic sizes, under torch.export, are not rounded.)"""
     regions: Tuple[Region, ...]
     starts: Tuple[int, ...]       # first row of each region, then T
+    rows: int                     # rows of the token matrix: T, or T rounded up to 8
     order: torch.Tensor           # (T,) row of the map (B * H * W, NHWC order) of each token
     inverse: torch.Tensor         # (B * H * W,) token of each row of the map
-    image: torch.Tensor           # (T,) image of each token (stochastic depth per image)
+    image: torch.Tensor           # (rows,) image of each token (stochastic depth per image)
     indices: Tuple[RegionIndex, ...]  # per region, what the mixers need of its windows' shape
     bias_tokens: torch.Tensor     # the regions' window tokens one after another (the biases)
 
@@ -226,8 +232,12 @@ def _build_layout(batch: int, height: int, width: int, window: int, shift: int,
     order = torch.cat(orders)
     inverse = torch.empty_like(order).index_copy_(0, order, torch.arange(order.numel(), device=device))
     indices = tuple(region_index(window, r.rows, r.cols, r.row0, r.col0, device) for r in regions)
-    return WindowLayout(tuple(regions), tuple(starts), order, inverse,
-                        torch.div(order, height * width, rounding_mode='floor'), indices,
+    tokens = starts[-1]
+    rows = -(-tokens // 8) * 8 if type(tokens) is int else tokens
+    image = torch.div(order, height * width, rounding_mode='floor')
+    if rows > tokens:
+        image = torch.cat([image, image.new_zeros(rows - tokens)])
+    return WindowLayout(tuple(regions), tuple(starts), rows, order, inverse, image, indices,
                         torch.cat([i.tokens for i in indices]))
 
 
@@ -247,34 +257,45 @@ def window_layout(batch: int, height: int, width: int, window: int, shift: int =
 
 
 class _GatherRows(torch.autograd.Function):
-    """x[index] for a permutation `index` of x's rows. Its gradient is the scatter by the same
-    index, without the accumulation that autograd's own backward of indexing does for indices
+    """(rows, C): x[index] and then zero rows up to `rows`, for `index` that picks each row of
+    x at most once. Its gradient is the scatter by the same index (zero for the rows of x not
+    picked), without the accumulation that autograd's backward of indexing does for indices
     that might repeat."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor, rows: int) -> torch.Tensor:
         ctx.save_for_backward(index)
-        return x.index_select(0, index)
+        ctx.x_rows = x.shape[0]
+        n = index.shape[0]
+        if rows == n:
+            return x.index_select(0, index)
+        out = x.new_empty((rows, x.shape[1]))
+        torch.index_select(x, 0, index, out=out[:n])
+        out[n:].zero_()
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         index, = ctx.saved_tensors
-        return torch.empty_like(grad).index_copy_(0, index, grad), None
+        n = index.shape[0]
+        shape = (ctx.x_rows, grad.shape[1])
+        grad_x = grad.new_empty(shape) if n == ctx.x_rows else grad.new_zeros(shape)
+        return grad_x.index_copy_(0, index, grad[:n]), None, None
 
 
-def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    return _GatherRows.apply(x, index)
+def gather_rows(x: torch.Tensor, index: torch.Tensor, rows: int) -> torch.Tensor:
+    return _GatherRows.apply(x, index, rows)
 
 
 def to_windows(x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
-    """(B, C, H, W) map -> (T, C) tokens in the layout's window order."""
-    return gather_rows(x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]), layout.order)
+    """(B, C, H, W) map -> (layout.rows, C) tokens in the layout's window order."""
+    return gather_rows(x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]), layout.order, layout.rows)
 
 
 def from_windows(tokens: torch.Tensor, layout: WindowLayout, height: int,
                  width: int) -> torch.Tensor:
-    """Inverse of to_windows: (T, C) -> (B, C, H, W), a channels-last view."""
-    x = gather_rows(tokens, layout.inverse)
+    """Inverse of to_windows: tokens -> (B, C, H, W), a channels-last view."""
+    x = gather_rows(tokens, layout.inverse, layout.inverse.shape[0])
     return x.view(layout.batch, height, width, -1).permute(0, 3, 1, 2)
 
 
@@ -309,19 +330,24 @@ class _QuadraticSoftmax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, r, Ap, positions, sizes):
+        # positions (sum n, 2) is one tensor and sizes Python ints: the jit tracer (mmengine's
+        # FLOP count, the TorchScript ONNX exporter) crashes on a Function given a list of
+        # tensors made inside the trace, or sizes from numel(), which it returns as tensors
         P = []
-        for r_i, Ap_i, p in zip(r.split(sizes, -1), Ap.split(sizes, -2), positions):
+        for r_i, Ap_i, p in zip(r.split(sizes, -1), Ap.split(sizes, -2),
+                                positions.split(sizes)):
             s = torch.addcmul(r_i.unsqueeze(-2), Ap_i[..., 0:1], p[:, 0])
             s = s.addcmul_(Ap_i[..., 1:2], p[:, 1])
             P.append(F.threshold(torch.softmax(s, dim=-1), _FLUSH_FLOOR, 0.0))
-        ctx.positions = positions
-        ctx.save_for_backward(*P)
+        ctx.sizes = sizes
+        ctx.save_for_backward(positions, *P)
         return tuple(P)
 
     @staticmethod
     def backward(ctx, *grads):
         grad_r, grad_Ap = [], []
-        for P, p, g in zip(ctx.saved_tensors, ctx.positions, grads):
+        positions, *Ps = ctx.saved_tensors
+        for P, p, g in zip(Ps, positions.split(ctx.sizes), grads):
             if g is None:
                 g = torch.zeros_like(P)
             g = torch._softmax_backward_data(g, P, -1, P.dtype)
@@ -370,9 +396,8 @@ class GQPE(nn.Module):
             Ap = (A.unsqueeze(-3) * p.unsqueeze(-2)).sum(-1)                  # A p_n
             Adelta = (A * delta.unsqueeze(-2)).sum(-1)                        # A delta
             r = ((Adelta.unsqueeze(-2) - 0.5 * Ap) * p).sum(-1)  # delta^T A p_n - p_n^T A p_n / 2
-            sizes = [r.tokens.numel() for r in regions]
-            return list(_QuadraticSoftmax.apply(r, Ap, [x.positions.to(dtype) for x in regions],
-                                                sizes))
+            sizes = [len(x.tokens) for x in regions]
+            return list(_QuadraticSoftmax.apply(r, Ap, p, sizes))
 
     def matrices(self, index: Optional[RegionIndex] = None) -> torch.Tensor:
         """(groups, n, n): the mixing matrices of a full window, or of a region's windows."""
@@ -491,7 +516,10 @@ class _GeluGatedTokenMix(torch.autograd.Function):
         with autocast_off(h.device):  # inputs already in the compute dtype
             h_u, h_v = h.chunk(2)
             us = [F.gelu(h_u[:, start:end]) for start, end in _regions(starts)]
-            mixed = _cat([_mix(u, mixing[2 * i], mixing[2 * i + 1]) for i, u in enumerate(us)], 1)
+            parts = [_mix(u, mixing[2 * i], mixing[2 * i + 1]) for i, u in enumerate(us)]
+            if h.shape[1] > starts[-1]:  # the zero rows that round the layout up (WindowLayout)
+                parts.append(h_u.new_zeros(h_u.shape[0], h.shape[1] - starts[-1]))
+            mixed = _cat(parts, 1)
             ctx.starts = starts
             ctx.save_for_backward(h, mixed, *us, *mixing)
             return mixed * F.gelu(h_v)
@@ -517,7 +545,9 @@ class _GeluGatedTokenMix(torch.autograd.Function):
                 grad_mixing.append(torch.bmm(g.transpose(1, 2), us[i].view(groups, -1, n))
                                    if need_P else None)
                 grad_mixing.append(g.sum(dim=(0, 1)) if need_bias else None)
-            if num == 1:
+            if h.shape[1] > starts[-1]:
+                grad_us.append(grad_u.new_zeros(grad_u.shape[0], h.shape[1] - starts[-1]))
+            if len(grad_us) == 1:
                 grad_u.copy_(grad_us[0])
             else:
                 torch.cat(grad_us, dim=1, out=grad_u)
@@ -740,7 +770,7 @@ class PosMLPStage(nn.Module):
         for i, block in enumerate(self.encoder):
             grid = i % num_grids
             if num_grids > 1 and i:
-                tokens = gather_rows(tokens, windows.into[grid])
+                tokens = gather_rows(tokens, windows.into[grid], windows.grids[grid].rows)
             args = (tokens, windows.grids[grid], mixing[grid][i // num_grids])
             if self.with_cp and torch.is_grad_enabled():
                 tokens = cp.checkpoint(block, *args, use_reentrant=False)
