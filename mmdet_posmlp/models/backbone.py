@@ -24,6 +24,12 @@ def _per_stage(value, name: str, num_stages: int) -> Optional[tuple]:
     return value
 
 
+def _stage_of(key: str) -> int:
+    """i for a 'levels.{i}.' key, -1 for any other."""
+    parts = key.split('.')
+    return int(parts[1]) if len(parts) > 2 and parts[0] == 'levels' and parts[1].isdigit() else -1
+
+
 @MODELS.register_module()
 class PosMLP(BaseModule):
     """PosMLP backbone (ACM MM 2022) for dense prediction.
@@ -38,6 +44,11 @@ class PosMLP(BaseModule):
         groups (int | Sequence[int], optional): Channel groups per stage, overriding the arch
             (1 = ungrouped mixing).
         out_indices (Sequence[int]): Stages whose outputs are returned (strides 4/8/16/32).
+            Only the stages up to the last one returned are built (``levels.0`` ..
+            ``levels.{max(out_indices)}``, the classifier's names), so every parameter takes
+            part in the loss and DistributedDataParallel needs no
+            ``find_unused_parameters``; an ImageNet checkpoint's later stages (and its final
+            norm, when the last stage is not kept) are dropped on loading.
         out_norm (bool): Apply a LayerNorm (`norm{i}`) to each returned map.
         drop_rate (float): Dropout after each block's output projection.
         drop_path_rate (float): Stochastic depth, ramped linearly over all blocks.
@@ -99,11 +110,17 @@ class PosMLP(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+        self.num_stages = num_stages
         self.num_features = [setting['embed_dims'][i] for i in range(num_stages)]
 
         # Same module names as the classifier, so ImageNet weights map one to one.
         self.patch_embed = ConvStem(in_channels, setting['embed_dims'][0])
-        self.levels = build_stages(setting, mixer, drop_rate, drop_path_rate, with_cp, shift)
+        # All stages are built (drop path ramps over all blocks, as in the classifier), then
+        # the ones after the last output are dropped: a parameter that never reaches the loss
+        # gets no gradient, and DDP (find_unused_parameters=False) stops on it. Slicing an
+        # nn.Sequential keeps the names levels.0 .. levels.k.
+        levels = build_stages(setting, mixer, drop_rate, drop_path_rate, with_cp, shift)
+        self.levels = levels[:max(out_indices) + 1]
         if out_norm:
             for i in out_indices:
                 self.add_module(f'norm{i}', nn.LayerNorm(self.num_features[i], eps=LN_EPS))
@@ -122,13 +139,22 @@ class PosMLP(BaseModule):
                 self.init_cfg = init_cfg
         if path is None:
             return
-        last_norm = f'norm{len(self.num_features) - 1}'
+        # The classifier's final norm normalises the last stage: it becomes that stage's output
+        # norm only where the last stage is kept and returned (norm{num_stages - 1} exists).
+        last_norm = f'norm{self.num_stages - 1}'
+        target = self.state_dict()
         state, report = load_backbone_weights(
-            path, self.state_dict(), final_norm=last_norm if hasattr(self, last_norm) else None)
+            path, target, final_norm=last_norm if hasattr(self, last_norm) else None)
+        # the stages after the last output were not built: their weights are expected to go
+        pruned = {k for k in state if k not in target and _stage_of(k) >= len(self.levels)}
+        state = {k: v for k, v in state.items() if k not in pruned}
         result = self.load_state_dict(state, strict=False)
+        stages = (f' and {len(pruned)} of the stages after the last output (levels.'
+                  f'{len(self.levels)}..{self.num_stages - 1}, not built)' if pruned else '')
         print_log(f'PosMLP: loaded {len(state)} tensors from {path} '
                   f'({report["source"][0]}); dropped {len(report["dropped"])} '
-                  '(classifier head, window-derived buffers)', logger='current')
+                  '(classifier head, window-derived buffers, the final norm unless the last '
+                  f'stage is returned){stages}', logger='current')
         for line in report['renamed'] + report['resized']:
             print_log(f'PosMLP: {line}', logger='current')
         if result.missing_keys:
@@ -143,7 +169,7 @@ class PosMLP(BaseModule):
     def _freeze_stages(self) -> None:
         if self.frozen_stages >= 0:
             self._freeze(self.patch_embed)
-        for i in range(self.frozen_stages):
+        for i in range(min(self.frozen_stages, len(self.levels))):
             self._freeze(self.levels[i])
             if hasattr(self, f'norm{i}'):
                 self._freeze(getattr(self, f'norm{i}'))
@@ -175,13 +201,11 @@ class PosMLP(BaseModule):
             raise ValueError(f'PosMLP expects (B, C, H, W) images, got shape {tuple(x.shape)}')
         x = self.patch_embed(x)
         outs = []
-        for i, stage in enumerate(self.levels):
+        for i, stage in enumerate(self.levels):  # the last kept stage is the last output
             x = stage(x)
             if i in self.out_indices:
                 out = x
                 if self.out_norm:
                     out = getattr(self, f'norm{i}')(out.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
                 outs.append(out.contiguous())
-            if i == max(self.out_indices):
-                break
         return tuple(outs)

@@ -21,4 +21,7 @@ model = dict(
         # (out_norm, the authors' dense setting) learn their statistics.
         norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[128, 320, 512], start_level=0, num_outs=5))
+    neck=dict(in_channels=[128, 320, 512], start_level=0, num_outs=5),
+    # the classification loss in float32, whatever the autocast dtype: mmcv's CUDA focal loss
+    # has no bfloat16 kernel (mmdet_posmlp/models/losses.py); mmdet's FocalLoss otherwise
+    bbox_head=dict(loss_cls=dict(type='Float32FocalLoss')))

@@ -15,4 +15,7 @@ model = dict(
         out_indices=(1, 2, 3),
         drop_path_rate=0.1,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[192, 384, 768], start_level=0, num_outs=5))
+    neck=dict(in_channels=[192, 384, 768], start_level=0, num_outs=5),
+    # the classification loss in float32, whatever the autocast dtype: mmcv's CUDA focal loss
+    # has no bfloat16 kernel (mmdet_posmlp/models/losses.py); mmdet's FocalLoss otherwise
+    bbox_head=dict(loss_cls=dict(type='Float32FocalLoss')))

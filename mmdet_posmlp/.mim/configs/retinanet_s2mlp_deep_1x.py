@@ -26,7 +26,10 @@ model = dict(
         in_channels=384,
         out_channels=256,
         scale_factors=(2.0, 1.0, 0.5),
-        num_outs=5))
+        num_outs=5),
+    # the classification loss in float32, whatever the autocast dtype: mmcv's CUDA focal loss
+    # has no bfloat16 kernel (mmdet_posmlp/models/losses.py); mmdet's FocalLoss otherwise
+    bbox_head=dict(loss_cls=dict(type='Float32FocalLoss')))
 # The neck's LayerNorms (LN2d, its own class) are not nn.LayerNorm, which is what the recipe's
 # norm_decay_mult recognises: exempt them by name. S2-MLP itself needs nothing (no positional
 # parameters; its norms are nn.LayerNorm).

@@ -29,8 +29,11 @@ model = dict(
         out_channels=256,
         scale_factors=(2.0, 1.0, 0.5, 0.25),
         num_outs=5),
+    # loss_cls: the classification loss in float32, whatever the autocast dtype: mmcv's CUDA
+    # focal loss has no bfloat16 kernel (mmdet_posmlp/models/losses.py); mmdet's FocalLoss otherwise
     bbox_head=dict(
-        anchor_generator=dict(octave_base_scale=32 / 7, strides=[7, 14, 28, 56, 112])))
+        anchor_generator=dict(octave_base_scale=32 / 7, strides=[7, 14, 28, 56, 112]),
+        loss_cls=dict(type='Float32FocalLoss')))
 # The neck's LayerNorms (LN2d, its own class) are not nn.LayerNorm, which is what the recipe's
 # norm_decay_mult recognises: exempt them by name. ViP itself needs nothing (no positional
 # parameters; its norms are nn.LayerNorm).
