@@ -1,36 +1,74 @@
 #!/usr/bin/env bash
-# The CUDA checks and GPU figures in one run, for a machine with an NVIDIA GPU and the set-up
-# done (bash tools/setup_env.sh keeps an installed CUDA build of torch):
+# The CUDA checks and GPU figures in one run, for a machine with one NVIDIA GPU, Python with
+# torch (CUDA build), torchvision, timm and pytest, and NOTHING else installed: the lent GPU
+# machines have no mmcv, mmdet, mmengine or pycocotools and no network. mmdet_posmlp imports
+# without them (its timm classifiers; see mmdet_posmlp/__init__.py).
 #
-#   bash benchmarks/gpu_check.sh            # about 10 min on one recent GPU
+#   bash benchmarks/gpu_check.sh     # < 7 min in all: timeouts 45 + 110 + 250 s (benchmark budget 210 s)
+#   OUT=/some/dir bash benchmarks/gpu_check.sh
 #
-# 1. the CUDA-only tests (they skip on machines without a GPU);
-# 2. RetinaNet-PosMLP-T against RetinaNet-Swin-T (mmdet's config), 800x1333 images: training
-#    throughput and peak memory at batch 2 and 8 under AMP float16 and bfloat16, eager and
-#    torch.compile'd, and inference (batch 1) in each setting.
-# Writes benchmarks/results/gpu/ (OUT=... to change): device.txt, tests.log, one .md/.json/.png
-# per setting, and prints the tables.
+# 1. device: GPU, torch, CUDA, timm (stops here, exit 1, where there is no CUDA device);
+# 2. tests (timeout $TEST_TIMEOUT s): tests/test_cuda.py (PosMLP-T at 800x1216, mixed precision
+#    training steps, autocast against float32, fused against plain, GQPE under TF32) and the
+#    CUDA test of tests/test_mixed_precision.py, `-k cuda`; neither file, nor tests/conftest.py,
+#    imports mmcv/mmdet/mmengine;
+# 3. benchmark (timeout $BENCH_TIMEOUT s): benchmarks/gpu_backbones.py, PosMLP-T against timm's
+#    Swin-T as backbones at 896x1344: training (AMP float16 / bfloat16, batch 2 and 8, one
+#    torch.compile run each), inference batch 1 (PosMLP-T plain and fused).
+# A failing or timed-out phase does not stop the next; the exit status is the first failure's.
+#
+# Left out: the RetinaNet-PosMLP-T against RetinaNet-Swin-T comparison
+# (benchmarks/benchmark_detectors.py). It builds mmdet detectors, which need mmcv (with its
+# compiled ops), mmdet and mmengine; the GPU machines have none of them and no network to
+# install them. Run it with `--device cuda --amp float16|bfloat16` where they are installed.
+#
+# Writes everything under ${OUT:-benchmarks/results/gpu}: device.txt, tests.log,
+# backbones.md / backbones.json (the tables, rewritten after every measurement), benchmark.log,
+# and prints the tables with their headers.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3}
 OUT=${OUT:-benchmarks/results/gpu}
-REPEAT=${REPEAT:-5}
+TEST_TIMEOUT=${TEST_TIMEOUT:-110}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-250}
 mkdir -p "$OUT"
-"$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; \
-print(torch.cuda.get_device_name(0), '| torch', torch.__version__, '| CUDA', torch.version.cuda)" \
-  | tee "$OUT/device.txt" || exit 1
+export PYTHONUNBUFFERED=1
+stamp() { date '+%H:%M:%S'; }
 
-echo "[gpu] CUDA tests"
-"$PYTHON" -m pytest tests -q -p no:cacheprovider -k "cuda" 2>&1 | tee "$OUT/tests.log" | tail -n 5
+echo "[gpu_check $(stamp)] device"
+if ! timeout 45 "$PYTHON" -c "
+import sys, torch
+if not torch.cuda.is_available():
+    sys.exit('gpu_check: no CUDA device (torch ' + torch.__version__ + ', CUDA build: '
+             + str(torch.version.cuda) + '): nothing to check here')
+import timm
+print(torch.cuda.get_device_name(0), '| torch', torch.__version__, '| CUDA', torch.version.cuda,
+      '| timm', timm.__version__, '| Python', sys.version.split()[0])
+" 2>&1 | tee "$OUT/device.txt"; then
+  echo "[gpu_check $(stamp)] stopped: no usable CUDA device (see above)" >&2
+  exit 1
+fi
 
-for amp in float16 bfloat16; do
-  for compile in "" "--compile"; do
-    for batch in 2 8; do
-      name="retinanet_${amp}${compile:+_compiled}_b${batch}"
-      echo "[gpu] $name"
-      "$PYTHON" benchmarks/benchmark_detectors.py --detectors retinanet --device cuda \
-        --amp "$amp" $compile --train-batch "$batch" --repeat "$REPEAT" --threads 8 \
-        --name "$name" --out-dir "$OUT" | tail -n 6
-    done
-  done
-done
+status=0
+echo "[gpu_check $(stamp)] tests (timeout ${TEST_TIMEOUT}s)"
+timeout --kill-after=10 "$TEST_TIMEOUT" "$PYTHON" -m pytest tests/test_cuda.py \
+  tests/test_mixed_precision.py -q -p no:cacheprovider -k cuda -rs --durations=5 \
+  2>&1 | tee "$OUT/tests.log"
+rc=${PIPESTATUS[0]}
+echo "[gpu_check $(stamp)] tests: exit $rc$([ "$rc" = 124 ] && echo ' (timed out)')"
+[ "$rc" != 0 ] && [ "$status" = 0 ] && status=$rc
+
+echo "[gpu_check $(stamp)] benchmark (timeout ${BENCH_TIMEOUT}s)"
+timeout --kill-after=10 "$BENCH_TIMEOUT" "$PYTHON" benchmarks/gpu_backbones.py --out-dir "$OUT" \
+  2>&1 | tee "$OUT/benchmark.log"
+rc=${PIPESTATUS[0]}
+echo "[gpu_check $(stamp)] benchmark: exit $rc$([ "$rc" = 124 ] && echo ' (timed out)')"
+[ "$rc" != 0 ] && [ "$status" = 0 ] && status=$rc
+if [ "$rc" != 0 ] && [ -f "$OUT/backbones.md" ]; then
+  echo "[gpu_check $(stamp)] what the benchmark measured before it stopped:"
+  cat "$OUT/backbones.md"
+fi
+
+echo "[gpu_check $(stamp)] done, exit $status; files in $OUT:"
+ls -l "$OUT"
+exit "$status"

@@ -4,18 +4,26 @@ From an mmdet config::
 
     custom_imports = dict(imports=['mmdet_posmlp'], allow_failed_imports=False)
 
-What importing the package does:
+What importing the package does depends on what is installed.
+
+Always (needs only torch and timm):
+
+- registers the classifiers `posmlp_t/s/b`, `hire_mlp_tiny/small/base/large`, `vip_s7/m7/l7`,
+  `s2mlp_deep/wide` with timm (`timm.create_model(..., features_only=True)`,
+  `forward_intermediates`; PosMLP's `model.fuse()`, the deployment step);
+- lets torch's safe (weights_only) unpickler read the checkpoints that mmengine's
+  CheckpointHook writes and the reference PosMLP ImageNet checkpoints, by allowlisting exactly
+  the types they hold (one list, engine/safe_load.py; the mmengine types only where mmengine is
+  installed), so that resuming and testing work under torch >= 2.6 with any tool, mmdet's own
+  included.
+
+Where mmdet is installed (`mmdet_posmlp.dependencies.MMDET_AVAILABLE`), in addition:
 
 - registers the backbones `PosMLP`, `HireMLP`, `ViP`, `S2MLP` and the neck
-  `SimpleFeaturePyramid` in mmdet's MODELS registry, and the classifiers `posmlp_t/s/b`,
-  `hire_mlp_tiny/small/base/large`, `vip_s7/m7/l7`, `s2mlp_deep/wide` with timm;
+  `SimpleFeaturePyramid` in mmdet's MODELS;
 - registers the hooks the configs and tools use (CrashSafeCheckpointHook, NonFiniteLossHook,
   FuseBackboneHook) in mmdet's HOOKS, and the optimizer wrapper that `--amp` selects on CPUs with native bfloat16
   (BFloat16AutocastOptimWrapper, engine/amp.py) in mmdet's OPTIM_WRAPPERS;
-- lets torch's safe (weights_only) unpickler read the checkpoints that mmengine's
-  CheckpointHook writes and the reference PosMLP ImageNet checkpoints, by allowlisting exactly
-  the types they hold (one list, engine/safe_load.py), so that resuming and testing work under
-  torch >= 2.6 with any tool, mmdet's own included;
 - adds handles for the operators of PosMLP that mmengine's FLOP counter lacks (``baddbmm``,
   ``addmm_``, and the custom autograd Functions, which a jit trace shows as opaque
   ``prim::PythonOp`` nodes) to mmengine's default handle tables, so that
@@ -29,30 +37,43 @@ What importing the package does:
   `_base_ = 'mmdet_posmlp::retinanet_posmlp_t_1x.py'` when the tool reading it imported
   mmdet_posmlp before (`custom_imports` runs only after the `_base_` files are read).
 
-mmcv (>= 2.0.0rc4, < 2.2.0, built with its compiled ops) is needed but not a declared
-dependency of the distribution: pip cannot build it correctly by itself (see README,
-"Installing as a package"); tools/setup_env.sh builds and installs it.
+Without mmdet, only the timm half is loaded (nothing of mmcv, mmdet, mmengine or pycocotools
+is imported), and reading `mmdet_posmlp.PosMLP` (or `HireMLP`, `ViP`, `S2MLP`,
+`SimpleFeaturePyramid`, here or in `mmdet_posmlp.models`) raises an ImportError that says
+what to install.
+
+With mmdet, mmcv (>= 2.0.0rc4, < 2.2.0, built with its compiled ops) is needed but not a
+declared dependency of the distribution: pip cannot build it correctly by itself (see README,
+"Installing as a package"); tools/setup_env.sh builds and installs it. Where mmdet is installed
+and mmcv is not, `import mmdet_posmlp` stops with an ImportError that says how to get it.
 """
 __version__ = '0.1.0'
 
-try:
-    import mmcv  # noqa: E402,F401
-except ImportError as e:  # the one dependency pip does not install for us
-    raise ImportError(
-        'mmdet_posmlp needs mmcv >= 2.0.0rc4, < 2.2.0 built with its compiled ops, which '
-        '`pip install` does not install: run `bash tools/setup_env.sh` in the repository (it '
-        'builds mmcv 2.1.0 against the installed torch), or install an mmcv wheel built for '
-        'your torch (see README, "Installing as a package")') from e
+from .dependencies import MMDET_AVAILABLE, MMDET_NAMES, check_mmcv, missing_mmdet
 
-from .models import PosMLP, PosMLPClassifier  # noqa: E402
-from .engine import hooks  # noqa: E402,F401  (registers the hooks in mmdet's HOOKS)
-from .engine import amp  # noqa: E402,F401  (registers BFloat16AutocastOptimWrapper: --amp on CPUs)
+if MMDET_AVAILABLE:
+    check_mmcv()  # before anything imports mmdet: mmcv is the one dependency pip cannot install
+
 from .engine.safe_load import allow_mmengine_checkpoints  # noqa: E402
-from .mim import register_config_package  # noqa: E402
-from .analysis.flop_handles import register_flop_handles  # noqa: E402
+from .models import PosMLPClassifier  # noqa: E402  (registers the timm classifiers)
 
 allow_mmengine_checkpoints()
-register_config_package()
-register_flop_handles()
 
-__all__ = ['PosMLP', 'PosMLPClassifier', '__version__']
+__all__ = ['PosMLPClassifier', 'MMDET_AVAILABLE', '__version__']
+
+if MMDET_AVAILABLE:
+    from .analysis.flop_handles import register_flop_handles
+    from .engine import amp  # noqa: F401  (registers BFloat16AutocastOptimWrapper: --amp on CPUs)
+    from .engine import hooks  # noqa: F401  (registers the hooks in mmdet's HOOKS)
+    from .mim import register_config_package
+    # importing .models registered these in mmdet's MODELS; re-exported here
+    from .models import HireMLP, PosMLP, S2MLP, SimpleFeaturePyramid, ViP  # noqa: F401
+
+    register_config_package()
+    register_flop_handles()
+    __all__ += list(MMDET_NAMES)
+else:
+    def __getattr__(name: str):
+        if name in MMDET_NAMES:
+            raise missing_mmdet(__name__, name)
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

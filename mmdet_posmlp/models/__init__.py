@@ -1,12 +1,31 @@
-from .backbone import PosMLP
-from .posmlp import (ARCH_SETTINGS, GQPE, LRPE, MIXERS, DenseTokenMixer, PosMLPBlock,
-                     PosMLPClassifier, PosMLPStage, PosSGU, resolve_arch, window_partition,
-                     window_reverse)
-# importing .posmlp (above) registers posmlp_t / posmlp_s / posmlp_b with timm, at its bottom
-# the vision-MLP family: mmdet backbones HireMLP, ViP, S2MLP, their timm classifiers, and the
-# SimpleFeaturePyramid neck for the single-scale ones
-from . import hire_mlp, s2mlp, simple_pyramid, vip  # noqa: F401,E402
+"""The models: timm classifiers (torch and timm only) and, where mmdet is installed, their
+MMDetection backbones and the neck.
 
-__all__ = ['PosMLP', 'PosMLPClassifier', 'PosMLPStage', 'PosMLPBlock', 'PosSGU', 'GQPE', 'LRPE',
-           'DenseTokenMixer', 'ARCH_SETTINGS', 'MIXERS', 'resolve_arch', 'window_partition',
-           'window_reverse']
+Always imported (each registers its classifiers with timm at its bottom):
+``posmlp`` (``posmlp_t/s/b``), ``hire_mlp`` (``hire_mlp_*``), ``vip`` (``vip_*``), ``s2mlp``
+(``s2mlp_*``).
+
+Only where mmdet is installed (``mmdet_posmlp.dependencies.MMDET_AVAILABLE``), registered in
+mmdet's MODELS: ``backbone`` (``PosMLP``), ``mmdet_family`` (``HireMLP``, ``ViP``, ``S2MLP``)
+and ``simple_pyramid`` (``SimpleFeaturePyramid``). Without mmdet, reading one of those names
+from this module raises an ImportError that says what to install.
+"""
+from ..dependencies import MMDET_AVAILABLE, MMDET_NAMES, missing_mmdet
+from . import hire_mlp, s2mlp, vip  # noqa: F401  (register hire_mlp_*, s2mlp_*, vip_* with timm)
+# importing .posmlp registers posmlp_t / _s / _b with timm
+from .posmlp import (ARCH_SETTINGS, GQPE, LRPE, MIXERS, DenseTokenMixer, PosMLPBlock,
+                     PosMLPClassifier, PosMLPStage, PosSGU, resolve_arch, window_layout)
+
+__all__ = ['PosMLPClassifier', 'PosMLPStage', 'PosMLPBlock', 'PosSGU', 'GQPE', 'LRPE',
+           'DenseTokenMixer', 'ARCH_SETTINGS', 'MIXERS', 'resolve_arch', 'window_layout']
+
+if MMDET_AVAILABLE:
+    from .backbone import PosMLP
+    from .mmdet_family import HireMLP, S2MLP, ViP
+    from .simple_pyramid import SimpleFeaturePyramid
+    __all__ += list(MMDET_NAMES)
+else:
+    def __getattr__(name: str):
+        if name in MMDET_NAMES:
+            raise missing_mmdet(__name__, name)
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

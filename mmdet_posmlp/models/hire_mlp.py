@@ -57,9 +57,9 @@ hire_mlp_small 33M / 4.2G / 81.8-82.1 (depths 3-4-10-3),
 hire_mlp_base 58M / 8.1G / 83.1-83.2 (depths 4-6-24-3),
 hire_mlp_large 96M / 13.4-13.5G / 83.4-83.8 (dims 96-192-384-768, depths 4-6-24-3).
 
-At the bottom, ``HireMLP`` is the MMDetection backbone (registered in mmdet's MODELS): this
-classifier without head, returning the stage maps for an FPN, each through a new BatchNorm
-as in the authors' dense-prediction code.
+This module imports only torch and timm. The MMDetection backbone ``HireMLP`` (this classifier
+without head, returning the stage maps for an FPN, each through a new BatchNorm as in the
+authors' dense-prediction code) lives in mmdet_family.py, registered in mmdet's MODELS.
 """
 from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
@@ -532,55 +532,3 @@ def hire_mlp_base(pretrained: bool = False, **kwargs) -> HireMLPClassifier:
 def hire_mlp_large(pretrained: bool = False, **kwargs) -> HireMLPClassifier:
     """Hire-MLP-Large: 95,723,944 parameters, 13.5G MACs, 83.4% ImageNet top-1 (published)."""
     return _create('hire_mlp_large', pretrained, **kwargs)
-
-
-# ---- MMDetection backbone ---------------------------------------------------------------------
-
-from mmdet.registry import MODELS  # noqa: E402
-
-from .mmdet_backbone import FamilyBackbone  # noqa: E402
-
-
-@MODELS.register_module()
-class HireMLP(FamilyBackbone):
-    """Hire-MLP as an MMDetection backbone: stage maps at strides 4, 8, 16, 32 for an FPN.
-
-    The classifier above, without head and final norm, pruned after the last stage returned;
-    shared options (out_indices, frozen_stages, norm_eval, with_cp, init_cfg Pretrained with
-    the official ``hire_mlp_*.pth``) are described in ``mmdet_backbone.py``. Stage i is
-    ``network.{2i}`` with the downsample ``network.{2i-1}`` that leads into it.
-
-    Args:
-        arch (str | dict): 'tiny' | 'small' | 'base' | 'large', or a dict of embed_dims,
-            depths, pixel, step_stride, step_dilation, mlp_ratio.
-        in_channels (int): Image channels.
-        out_indices (Sequence[int]): Stages returned (0-3).
-        out_norm (bool): A new BatchNorm ``norm{i}`` on each returned map, as the official
-            dense-prediction backbone (``extra_norm=True`` in the authors' mmseg code). Why:
-            a stage output is the un-normalised residual stream (the classifier normalises
-            only the last stage, with its final BN), and its scale differs from stage to stage
-            while the FPN adds the laterals of neighbouring stages. These norms are trained
-            even with ``norm_eval`` (they have no ImageNet statistics to keep).
-        drop_path_rate (float): Stochastic depth, rising linearly over all blocks.
-        proj_drop_rate (float): Dropout after the mixers and inside the channel MLPs.
-        frozen_stages, norm_eval, with_cp, pretrained, init_cfg: see ``FamilyBackbone``.
-    """
-
-    classifier_cls = HireMLPClassifier
-    arch_settings = {k[len('hire_mlp_'):]: v for k, v in _ARCHS.items()}
-    arch_keys = ('embed_dims', 'depths', 'pixel', 'step_stride', 'step_dilation', 'mlp_ratio')
-    checkpoint_filter = staticmethod(checkpoint_filter_fn)
-    out_norm_layer = nn.BatchNorm2d
-
-    def __init__(self, arch: Union[str, dict] = 'tiny', in_channels: int = 3,
-                 out_indices: Sequence[int] = (0, 1, 2, 3), out_norm: bool = True,
-                 drop_path_rate: float = 0.1, proj_drop_rate: float = 0.,
-                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
-                 pretrained: Optional[str] = None, init_cfg: Optional[dict] = None):
-        super().__init__(arch, in_channels, out_indices, out_norm, frozen_stages, norm_eval,
-                         with_cp, pretrained, init_cfg, drop_path_rate=drop_path_rate,
-                         proj_drop_rate=proj_drop_rate)
-
-    def stage_modules(self) -> List[List[nn.Module]]:
-        net = self.model.network
-        return [[net[j] for j in (2 * i - 1, 2 * i) if j >= 0] for i in range((len(net) + 1) // 2)]

@@ -47,11 +47,11 @@ side is not a multiple of p is zero-padded at the bottom/right to the next multi
 patch embedding (zero is the dataset mean after normalization), so the single output map is
 ceil(H / p) x ceil(W / p) at stride p and no pixel is dropped.
 
-At the bottom, ``S2MLP`` is the MMDetection backbone (registered in mmdet's MODELS): this
-classifier without head, returning block outputs; detectors read the last one through
-``SimpleFeaturePyramid``.
+This module imports only torch and timm. The MMDetection backbone ``S2MLP`` (this classifier
+without head, returning block outputs; detectors read the last one through
+``SimpleFeaturePyramid``) lives in mmdet_family.py, registered in mmdet's MODELS.
 """
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -334,46 +334,3 @@ def s2mlp_deep(pretrained: bool = False, **kwargs) -> S2MLPClassifier:
 def s2mlp_wide(pretrained: bool = False, **kwargs) -> S2MLPClassifier:
     """S2-MLP-wide (p 16, c 768, r 4, N 12): 72.24M parameters; paper about 71M, 80.0%."""
     return _create_s2mlp('s2mlp_wide', pretrained, **kwargs)
-
-
-# ---- MMDetection backbone -----------------------------------------------------------------
-
-from mmdet.registry import MODELS  # noqa: E402
-
-from .mmdet_backbone import FamilyBackbone  # noqa: E402
-
-
-@MODELS.register_module()
-class S2MLP(FamilyBackbone):
-    """S2-MLP as an MMDetection backbone: block outputs, one stride-16 map, NCHW.
-
-    Isotropic: its "stages" are the blocks, so ``out_indices`` are block indices (default the
-    last, -1) and ``frozen_stages=k`` freezes the patch embedding and blocks 1..k. A detector
-    reads the map through ``SimpleFeaturePyramid`` (RetinaNet: scale factors (2, 1, 0.5) and two
-    extra levels, strides 8-128; Mask R-CNN: (4, 2, 1, 0.5), strides 4-32 and 64 for the RPN).
-    No output norms: that neck normalises every branch itself. No official weights were
-    published; ``init_cfg`` Pretrained reads this implementation's timm state dicts
-    (``s2mlp_deep`` / ``s2mlp_wide``, optionally wrapped in 'state_dict' / 'model').
-
-    Args:
-        arch (str | dict): 'deep' | 'wide', or a dict of patch_size, embed_dim, depth, mlp_ratio.
-        in_channels (int): Image channels.
-        out_indices (Sequence[int]): Blocks returned.
-        drop_path_rate (float): Stochastic depth, rising linearly over the blocks.
-        frozen_stages, norm_eval, with_cp, pretrained, init_cfg: see ``FamilyBackbone``
-            (``norm_eval`` has nothing to act on: S2-MLP has no BatchNorm).
-    """
-
-    classifier_cls = S2MLPClassifier
-    arch_settings = {k[len('s2mlp_'):]: v for k, v in S2MLP_SETTINGS.items()}
-    arch_keys = ('patch_size', 'embed_dim', 'depth', 'mlp_ratio')
-
-    def __init__(self, arch: Union[str, dict] = 'deep', in_channels: int = 3,
-                 out_indices: Sequence[int] = (-1,), drop_path_rate: float = 0.1,
-                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
-                 pretrained: Optional[str] = None, init_cfg: Optional[dict] = None):
-        super().__init__(arch, in_channels, out_indices, False, frozen_stages, norm_eval,
-                         with_cp, pretrained, init_cfg, drop_path_rate=drop_path_rate)
-
-    def stage_modules(self) -> List[List[nn.Module]]:
-        return [[block] for block in self.model.blocks]

@@ -58,9 +58,9 @@ Images whose side is not a multiple of 7 are zero-padded at the bottom/right bef
 patch embedding, and an odd map is zero-padded before the 2x2 transition, so the maps are
 ceil(H / 7) and ceil(H / 14) tokens high and no pixel is dropped.
 
-At the bottom, ``ViP`` is the MMDetection backbone (registered in mmdet's MODELS): this
-classifier without head, returning the stage maps; detectors read the last (stride 14)
-through ``SimpleFeaturePyramid``.
+This module imports only torch and timm. The MMDetection backbone ``ViP`` (this classifier
+without head, returning the stage maps; detectors read the last, stride 14, through
+``SimpleFeaturePyramid``) lives in mmdet_family.py, registered in mmdet's MODELS.
 """
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
@@ -468,54 +468,3 @@ def vip_m7(pretrained: bool = False, **kwargs) -> ViPClassifier:
 def vip_l7(pretrained: bool = False, **kwargs) -> ViPClassifier:
     """ViP-Large/7: 87.8M parameters, 83.2% ImageNet top-1 (paper)."""
     return _create_vip('vip_l7', pretrained, **kwargs)
-
-
-# ---- MMDetection backbone -----------------------------------------------------------------
-
-from mmdet.registry import MODELS  # noqa: E402
-
-from .mmdet_backbone import FamilyBackbone  # noqa: E402
-
-
-@MODELS.register_module()
-class ViP(FamilyBackbone):
-    """ViP as an MMDetection backbone: the stage maps (strides 7 and 14) as NCHW.
-
-    A detector reads the last map (stride 14) through ``SimpleFeaturePyramid`` (strides 7, 14,
-    28, 56 with scale factors (2, 1, 0.5, 0.25); see simple_pyramid.py), so ``out_indices``
-    defaults to (3,). No output norms: that neck normalises every branch itself. Shared options
-    (frozen_stages, with_cp, init_cfg Pretrained with the official checkpoints) are described
-    in ``mmdet_backbone.py``; ``norm_eval`` has nothing to act on (ViP has no BatchNorm). Stage i
-    includes the transition that leads into it.
-
-    Args:
-        arch (str | dict): 's7' | 'm7' | 'l7', or a dict of layers, embed_dims, segment_dim,
-            transitions, mlp_ratios, patch_size, skip_lam, qkv_bias.
-        in_channels (int): Image channels.
-        out_indices (Sequence[int]): Stages returned (0-3).
-        drop_path_rate (float): Stochastic depth, rising linearly over all blocks.
-        frozen_stages, norm_eval, with_cp, pretrained, init_cfg: see ``FamilyBackbone``.
-    """
-
-    classifier_cls = ViPClassifier
-    arch_settings = {k[len('vip_'):]: v for k, v in VIP_SETTINGS.items()}
-    arch_keys = ('layers', 'embed_dims', 'segment_dim', 'transitions', 'mlp_ratios',
-                 'patch_size', 'skip_lam', 'qkv_bias')
-    checkpoint_filter = staticmethod(checkpoint_filter_fn)
-
-    def __init__(self, arch: Union[str, dict] = 's7', in_channels: int = 3,
-                 out_indices: Sequence[int] = (3,), drop_path_rate: float = 0.1,
-                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
-                 pretrained: Optional[str] = None, init_cfg: Optional[dict] = None):
-        super().__init__(arch, in_channels, out_indices, False, frozen_stages, norm_eval,
-                         with_cp, pretrained, init_cfg, drop_path_rate=drop_path_rate)
-
-    def stage_modules(self) -> List[List[nn.Module]]:
-        stages, pending = [], []
-        for module, stage in zip(self.model.network, self.model._stage_of):
-            if stage < 0:
-                pending.append(module)  # a transition belongs to the stage after it
-            else:
-                stages.append(pending + [module])
-                pending = []
-        return stages

@@ -1,0 +1,148 @@
+"""The vision-MLP family as MMDetection backbones: ``HireMLP``, ``ViP`` and ``S2MLP``, registered
+in mmdet's MODELS (config ``type='HireMLP'`` | ``'ViP'`` | ``'S2MLP'``).
+
+Each is its family's timm classifier (hire_mlp.py, vip.py, s2mlp.py, which import only torch
+and timm) without head, through the shared mmdet glue ``FamilyBackbone`` (mmdet_backbone.py);
+a subclass only says which classifier, which archs, how its modules form stages, and which
+checkpoint filter reads its official weights. This module is the family's one dependency on
+mmdet: ``mmdet_posmlp.models`` imports it only where mmdet is installed.
+"""
+from typing import List, Optional, Sequence, Union
+
+import torch.nn as nn
+from mmdet.registry import MODELS
+
+from .hire_mlp import _ARCHS as HIRE_MLP_SETTINGS
+from .hire_mlp import HireMLPClassifier
+from .hire_mlp import checkpoint_filter_fn as hire_mlp_checkpoint_filter
+from .mmdet_backbone import FamilyBackbone
+from .s2mlp import S2MLP_SETTINGS, S2MLPClassifier
+from .vip import VIP_SETTINGS, ViPClassifier
+from .vip import checkpoint_filter_fn as vip_checkpoint_filter
+
+__all__ = ['HireMLP', 'ViP', 'S2MLP']
+
+
+@MODELS.register_module()
+class HireMLP(FamilyBackbone):
+    """Hire-MLP as an MMDetection backbone: stage maps at strides 4, 8, 16, 32 for an FPN.
+
+    ``HireMLPClassifier`` (hire_mlp.py) without head and final norm, pruned after the last stage returned;
+    shared options (out_indices, frozen_stages, norm_eval, with_cp, init_cfg Pretrained with
+    the official ``hire_mlp_*.pth``) are described in ``mmdet_backbone.py``. Stage i is
+    ``network.{2i}`` with the downsample ``network.{2i-1}`` that leads into it.
+
+    Args:
+        arch (str | dict): 'tiny' | 'small' | 'base' | 'large', or a dict of embed_dims,
+            depths, pixel, step_stride, step_dilation, mlp_ratio.
+        in_channels (int): Image channels.
+        out_indices (Sequence[int]): Stages returned (0-3).
+        out_norm (bool): A new BatchNorm ``norm{i}`` on each returned map, as the official
+            dense-prediction backbone (``extra_norm=True`` in the authors' mmseg code). Why:
+            a stage output is the un-normalised residual stream (the classifier normalises
+            only the last stage, with its final BN), and its scale differs from stage to stage
+            while the FPN adds the laterals of neighbouring stages. These norms are trained
+            even with ``norm_eval`` (they have no ImageNet statistics to keep).
+        drop_path_rate (float): Stochastic depth, rising linearly over all blocks.
+        proj_drop_rate (float): Dropout after the mixers and inside the channel MLPs.
+        frozen_stages, norm_eval, with_cp, pretrained, init_cfg: see ``FamilyBackbone``.
+    """
+
+    classifier_cls = HireMLPClassifier
+    arch_settings = {k[len('hire_mlp_'):]: v for k, v in HIRE_MLP_SETTINGS.items()}
+    arch_keys = ('embed_dims', 'depths', 'pixel', 'step_stride', 'step_dilation', 'mlp_ratio')
+    checkpoint_filter = staticmethod(hire_mlp_checkpoint_filter)
+    out_norm_layer = nn.BatchNorm2d
+
+    def __init__(self, arch: Union[str, dict] = 'tiny', in_channels: int = 3,
+                 out_indices: Sequence[int] = (0, 1, 2, 3), out_norm: bool = True,
+                 drop_path_rate: float = 0.1, proj_drop_rate: float = 0.,
+                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
+                 pretrained: Optional[str] = None, init_cfg: Optional[dict] = None):
+        super().__init__(arch, in_channels, out_indices, out_norm, frozen_stages, norm_eval,
+                         with_cp, pretrained, init_cfg, drop_path_rate=drop_path_rate,
+                         proj_drop_rate=proj_drop_rate)
+
+    def stage_modules(self) -> List[List[nn.Module]]:
+        net = self.model.network
+        return [[net[j] for j in (2 * i - 1, 2 * i) if j >= 0] for i in range((len(net) + 1) // 2)]
+
+
+@MODELS.register_module()
+class ViP(FamilyBackbone):
+    """ViP as an MMDetection backbone: the stage maps (strides 7 and 14) as NCHW.
+
+    A detector reads the last map (stride 14) through ``SimpleFeaturePyramid`` (strides 7, 14,
+    28, 56 with scale factors (2, 1, 0.5, 0.25); see simple_pyramid.py), so ``out_indices``
+    defaults to (3,). No output norms: that neck normalises every branch itself. Shared options
+    (frozen_stages, with_cp, init_cfg Pretrained with the official checkpoints) are described
+    in ``mmdet_backbone.py``; ``norm_eval`` has nothing to act on (ViP has no BatchNorm). Stage i
+    includes the transition that leads into it.
+
+    Args:
+        arch (str | dict): 's7' | 'm7' | 'l7', or a dict of layers, embed_dims, segment_dim,
+            transitions, mlp_ratios, patch_size, skip_lam, qkv_bias.
+        in_channels (int): Image channels.
+        out_indices (Sequence[int]): Stages returned (0-3).
+        drop_path_rate (float): Stochastic depth, rising linearly over all blocks.
+        frozen_stages, norm_eval, with_cp, pretrained, init_cfg: see ``FamilyBackbone``.
+    """
+
+    classifier_cls = ViPClassifier
+    arch_settings = {k[len('vip_'):]: v for k, v in VIP_SETTINGS.items()}
+    arch_keys = ('layers', 'embed_dims', 'segment_dim', 'transitions', 'mlp_ratios',
+                 'patch_size', 'skip_lam', 'qkv_bias')
+    checkpoint_filter = staticmethod(vip_checkpoint_filter)
+
+    def __init__(self, arch: Union[str, dict] = 's7', in_channels: int = 3,
+                 out_indices: Sequence[int] = (3,), drop_path_rate: float = 0.1,
+                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
+                 pretrained: Optional[str] = None, init_cfg: Optional[dict] = None):
+        super().__init__(arch, in_channels, out_indices, False, frozen_stages, norm_eval,
+                         with_cp, pretrained, init_cfg, drop_path_rate=drop_path_rate)
+
+    def stage_modules(self) -> List[List[nn.Module]]:
+        stages, pending = [], []
+        for module, stage in zip(self.model.network, self.model._stage_of):
+            if stage < 0:
+                pending.append(module)  # a transition belongs to the stage after it
+            else:
+                stages.append(pending + [module])
+                pending = []
+        return stages
+
+
+@MODELS.register_module()
+class S2MLP(FamilyBackbone):
+    """S2-MLP as an MMDetection backbone: block outputs, one stride-16 map, NCHW.
+
+    Isotropic: its "stages" are the blocks, so ``out_indices`` are block indices (default the
+    last, -1) and ``frozen_stages=k`` freezes the patch embedding and blocks 1..k. A detector
+    reads the map through ``SimpleFeaturePyramid`` (RetinaNet: scale factors (2, 1, 0.5) and two
+    extra levels, strides 8-128; Mask R-CNN: (4, 2, 1, 0.5), strides 4-32 and 64 for the RPN).
+    No output norms: that neck normalises every branch itself. No official weights were
+    published; ``init_cfg`` Pretrained reads this implementation's timm state dicts
+    (``s2mlp_deep`` / ``s2mlp_wide``, optionally wrapped in 'state_dict' / 'model').
+
+    Args:
+        arch (str | dict): 'deep' | 'wide', or a dict of patch_size, embed_dim, depth, mlp_ratio.
+        in_channels (int): Image channels.
+        out_indices (Sequence[int]): Blocks returned.
+        drop_path_rate (float): Stochastic depth, rising linearly over the blocks.
+        frozen_stages, norm_eval, with_cp, pretrained, init_cfg: see ``FamilyBackbone``
+            (``norm_eval`` has nothing to act on: S2-MLP has no BatchNorm).
+    """
+
+    classifier_cls = S2MLPClassifier
+    arch_settings = {k[len('s2mlp_'):]: v for k, v in S2MLP_SETTINGS.items()}
+    arch_keys = ('patch_size', 'embed_dim', 'depth', 'mlp_ratio')
+
+    def __init__(self, arch: Union[str, dict] = 'deep', in_channels: int = 3,
+                 out_indices: Sequence[int] = (-1,), drop_path_rate: float = 0.1,
+                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
+                 pretrained: Optional[str] = None, init_cfg: Optional[dict] = None):
+        super().__init__(arch, in_channels, out_indices, False, frozen_stages, norm_eval,
+                         with_cp, pretrained, init_cfg, drop_path_rate=drop_path_rate)
+
+    def stage_modules(self) -> List[List[nn.Module]]:
+        return [[block] for block in self.model.blocks]
