@@ -20,6 +20,7 @@ __all__ = ['PosMLPClassifier', 'PosMLPStage', 'PosMLPBlock', 'PosSGU', 'GQPE', '
            'DenseTokenMixer', 'ARCH_SETTINGS', 'MIXERS', 'resolve_arch', 'window_layout']
 
 if MMDET_AVAILABLE:
+    from . import losses  # noqa: F401  (registers Float32FocalLoss in mmdet's MODELS)
     from .backbone import PosMLP
     from .mmdet_family import HireMLP, S2MLP, ViP
     from .simple_pyramid import SimpleFeaturePyramid
