@@ -38,6 +38,7 @@ BatchNorm folded, the mixing matrices kept) is the explicit `fuse()` step (`fuse
 """
 import contextlib
 import functools
+import sys
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 import torch
@@ -177,9 +178,41 @@ class RegionIndex(NamedTuple):
     pairs: torch.Tensor      # (n * n,) index of each (m, n) pair in a full window's N x N
 
 
-@functools.lru_cache(maxsize=256)
+def _cacheable(*sizes) -> bool:
+    """Whether the index tensors for these sizes may be taken from (and put into) the caches
+    per size: Python ints (symbolic sizes, torch.export with dynamic H and W, are built in the
+    traced program), and not while torch.export or torch.compile traces (the tensors made then
+    are fake, and a cache would hand them to later eager calls)."""
+    return all(type(s) is int for s in sizes) and not torch.compiler.is_compiling()
+
+
+def _jit_traced_sizes(*sizes) -> tuple:
+    """Sizes as Python ints under torch's jit tracer, which gives a shape's sizes as 0-dim
+    tensors: its trace records one window layout anyway (as deployment.py says), and region
+    starts that are tensors cannot go to the token mixing's Function."""
+    if torch.jit.is_tracing():
+        return tuple(int(s) for s in sizes)
+    return sizes
+
+
+def _from_cache(cache, *args):
+    # built as ordinary tensors even under torch.inference_mode: a later call with autograd
+    # saves index tensors for backward, which inference tensors cannot be
+    with torch.inference_mode(False):
+        return cache(*args)
+
+
 def region_index(window: int, rows: int, cols: int, row0: int, col0: int,
                  device: torch.device) -> RegionIndex:
+    """The RegionIndex of windows of rows x cols tokens from (row0, col0) of a full window of
+    `window` x `window`; cached per shape."""
+    if _cacheable(window, rows, cols, row0, col0):
+        return _from_cache(_cached_region_index, window, rows, cols, row0, col0, device)
+    return _build_region_index(window, rows, cols, row0, col0, device)
+
+
+def _build_region_index(window: int, rows: int, cols: int, row0: int, col0: int,
+                        device: torch.device) -> RegionIndex:
     tokens = window_tokens(window, rows, cols, row0, col0, device)
     row = torch.div(tokens, window, rounding_mode='floor')
     col = tokens - row * window
@@ -190,6 +223,9 @@ def region_index(window: int, rows: int, cols: int, row0: int, col0: int,
                 + col[:, None] - col[None, :] + window - 1).flatten()
     pairs = (tokens[:, None] * window * window + tokens[None, :]).flatten()
     return RegionIndex(tokens, positions, relative, pairs)
+
+
+_cached_region_index = functools.lru_cache(maxsize=256)(_build_region_index)
 
 
 class WindowLayout(NamedTuple):
@@ -231,7 +267,11 @@ def _build_layout(batch: int, height: int, width: int, window: int, shift: int,
         starts.append(starts[-1] + r.size)
     order = torch.cat(orders)
     inverse = torch.empty_like(order).index_copy_(0, order, torch.arange(order.numel(), device=device))
-    indices = tuple(region_index(window, r.rows, r.cols, r.row0, r.col0, device) for r in regions)
+    # a window shape is the same for every size of an export's rule: under torch.export the
+    # solver gives it as a SymInt of a constant, which int() reads without a guard (and which
+    # region_index's cache could not hash); a shape that did vary would be specialised here
+    indices = tuple(region_index(window, int(r.rows), int(r.cols), int(r.row0), int(r.col0),
+                                 device) for r in regions)
     tokens = starts[-1]
     rows = -(-tokens // 8) * 8 if type(tokens) is int else tokens
     image = torch.div(order, height * width, rounding_mode='floor')
@@ -250,9 +290,9 @@ def window_layout(batch: int, height: int, width: int, window: int, shift: int =
     reused by every block and step (no index arithmetic per call). Symbolic sizes (torch.export
     with dynamic height and width) are built in the traced program instead."""
     device = torch.device('cpu') if device is None else torch.device(device)
-    sizes = (batch, height, width)
-    if all(type(s) is int for s in sizes):
-        return _cached_layout(batch, height, width, window, shift, device)
+    batch, height, width = _jit_traced_sizes(batch, height, width)
+    if _cacheable(batch, height, width):
+        return _from_cache(_cached_layout, batch, height, width, window, shift, device)
     return _build_layout(batch, height, width, window, shift, device)
 
 
@@ -596,6 +636,22 @@ class DropPath(nn.Module):
         return f'drop_prob={self.drop_prob}'
 
 
+def _taken_by_jit_tracer() -> bool:
+    """Whether the state dict being made is the one torch's jit tracer takes (torch.jit._trace.
+    _unique_state_dict; mmengine's FLOP counter, mmdet's get_flops.py and the TorchScript ONNX
+    exporter trace that way): it makes the values the inputs of the traced graph, matched to
+    the module's variables by identity, so they must be the parameters themselves, not copies
+    in the reference layout (the trace would stop: 'Cannot insert a Tensor that requires grad
+    as a constant')."""
+    code = getattr(getattr(torch.jit._trace, '_unique_state_dict', None), '__code__', None)
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _group_contiguous_order(channels: int, groups: int) -> torch.Tensor:
     """Index list that sorts interleaved groups (c in group c % groups) into contiguous blocks."""
     return torch.arange(channels).view(channels // groups, groups).t().flatten()
@@ -634,6 +690,8 @@ class PosMLPBlock(nn.Module):
 
     @staticmethod
     def _to_reference_layout(block, state_dict, prefix, local_metadata):
+        if _taken_by_jit_tracer():
+            return
         for key, dim, order in block._layouts(prefix):
             if key in state_dict:
                 t = state_dict[key]
@@ -667,7 +725,11 @@ class Downsample(nn.Module):
         self.norm = nn.LayerNorm(out_dim, eps=LN_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
+        # contiguous NCHW, not the channels-last view a stage returns: cuDNN's weight gradient
+        # of this depthwise conv on channels-last input took 60% of a GPU training step (H200,
+        # bf16, batch 8: 288 wgrad kernels of 0.6 ms), where PyTorch's NCHW depthwise kernels
+        # are used otherwise
+        x = self.conv(x.contiguous())
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
@@ -710,8 +772,9 @@ _cached_stage_windows = functools.lru_cache(maxsize=64)(_build_stage_windows)
 
 def stage_windows(batch: int, height: int, width: int, window: int, shift: int,
                   device: torch.device) -> StageWindows:
-    if all(type(s) is int for s in (batch, height, width)):
-        return _cached_stage_windows(batch, height, width, window, shift, device)
+    batch, height, width = _jit_traced_sizes(batch, height, width)
+    if _cacheable(batch, height, width):
+        return _from_cache(_cached_stage_windows, batch, height, width, window, shift, device)
     return _build_stage_windows(batch, height, width, window, shift, device)
 
 
@@ -750,8 +813,9 @@ class PosMLPStage(nn.Module):
     def mixing(self, windows: StageWindows, dtype: torch.dtype) -> List[list]:
         """Per grid, per block of that grid, its (P, bias) per region (stacked_mixing)."""
         num_grids = len(windows.grids)
+        # (a shifted stage of depth 1 has no block on the moved grid)
         return [stacked_mixing([b.gate_unit.pos for b in self.encoder[g::num_grids]], layout, dtype)
-                for g, layout in enumerate(windows.grids)]
+                if g < len(self.encoder) else [] for g, layout in enumerate(windows.grids)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> (B, C, H', W')."""
