@@ -6,6 +6,7 @@
 #
 #   bash benchmarks/gpu_check.sh     # < 7 min in all: timeouts 45 + 110 + 250 s (benchmark budget 210 s)
 #   OUT=/some/dir bash benchmarks/gpu_check.sh
+#   BENCH_ARGS='--time-budget 230 --compile-timeout 100' BENCH_TIMEOUT=260 bash benchmarks/gpu_check.sh
 #
 # 1. device: GPU, torch, CUDA, timm (stops here, exit 1, where there is no CUDA device);
 # 2. tests (timeout $TEST_TIMEOUT s): tests/test_cuda.py (PosMLP-T at 800x1216, mixed precision
@@ -59,7 +60,7 @@ echo "[gpu_check $(stamp)] tests: exit $rc$([ "$rc" = 124 ] && echo ' (timed out
 [ "$rc" != 0 ] && [ "$status" = 0 ] && status=$rc
 
 echo "[gpu_check $(stamp)] benchmark (timeout ${BENCH_TIMEOUT}s)"
-timeout --kill-after=10 "$BENCH_TIMEOUT" "$PYTHON" benchmarks/gpu_backbones.py --out-dir "$OUT" \
+timeout --kill-after=10 "$BENCH_TIMEOUT" "$PYTHON" benchmarks/gpu_backbones.py --out-dir "$OUT" ${BENCH_ARGS:-} \
   2>&1 | tee "$OUT/benchmark.log"
 rc=${PIPESTATUS[0]}
 echo "[gpu_check $(stamp)] benchmark: exit $rc$([ "$rc" = 124 ] && echo ' (timed out)')"

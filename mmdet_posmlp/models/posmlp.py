@@ -97,9 +97,15 @@ def resolve_arch(arch) -> dict:
     return setting
 
 
+def _has_autocast(device: torch.device) -> bool:
+    # cpu and cuda answered without asking torch: older torch.compile cannot trace the query,
+    # and a graph break per stage let it recompile with symbolic sizes
+    return device.type in ('cpu', 'cuda') or torch.amp.is_autocast_available(device.type)
+
+
 def autocast_off(device: torch.device):
     """A region where autocast does not apply on `device` (float32 math under mixed precision)."""
-    if torch.amp.is_autocast_available(device.type):
+    if _has_autocast(device):
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()
 
@@ -780,7 +786,7 @@ def stage_windows(batch: int, height: int, width: int, window: int, shift: int,
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype the GEMMs of a block run in: autocast's where it is on, else x's."""
-    if torch.amp.is_autocast_available(x.device.type) and torch.is_autocast_enabled(x.device.type):
+    if _has_autocast(x.device) and torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
     return x.dtype
 
