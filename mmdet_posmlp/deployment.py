@@ -1,12 +1,13 @@
 """Export of PosMLP backbones and detectors, checked: ONNX (run by onnxruntime) and torch.export.
 
 What is exported is the plain model of ``models/posmlp.py`` in eval mode, not the deployed form
-of ``models/fused.py``: the fused blocks compute in place, by Python loops over chunks whose
-number depends on the map, without autograd, and keep their mixing matrices in a Python dict, so
-a trace would bake one map size into the graph. Nothing is lost: what ``fuse()`` precomputes
-(LayerNorm folded into the expansion, grouped weight order, GQPE mixing matrices, the stem's
-BatchNorm) depends on the weights only, and the ONNX exporters and onnxruntime fold those
-weight-only subgraphs into constants. Models that hold fused blocks are refused.
+of ``models/fused.py``: a fused stage keeps the mixing matrices of its blocks per map size in a
+Python dict (``PosMLPStage.fixed_mixing``), which a trace would bake into the graph as the
+constants of the size it saw, and refuses to run with gradients. Nothing is lost: what
+``fuse()`` precomputes (the stem's BatchNorm folded into its convolutions, the mixing matrices)
+depends on the weights and the window shapes only, which are fixed in an exported graph, so
+the exporters' constant folding and onnxruntime can compute it once as well. Models that hold
+a fused stem (``FusedConvStem``) or a fused stage are refused.
 
 Parts: ``'backbone'`` (the backbone's multi-scale features) or ``'detector'`` (mmdet's tensor
 mode, ``model._forward(inputs)``: backbone, neck and head, raw head outputs). The input is the
@@ -40,8 +41,8 @@ as L * k + r before the model runs: every map size is then linear in k for the s
 solver instead of nested floor divisions of H (torch.export of PosMLP-T at 800x1344 with
 dynamic H, W: 58 s instead of 91 s; without torch's size-oblivious mode, which
 :func:`export_program` also turns on, it failed in sympy after 8 minutes), and a size outside
-the rule fails in the exported program (a guard in torch.export, an inconsistent
-Reshape/Split in onnxruntime) instead of computing something else.
+the rule fails in the exported program (a guard in torch.export; in onnxruntime, the wrapper's
+split of each side into two parts sized from k) instead of computing something else.
 mmdet pads inputs to multiples of 32 only, so a deployment that feeds arbitrary images must
 pad to the rule's sizes (or export at a fixed size). The rule is stored in the ONNX model's
 metadata (key ``mmdet_posmlp``) and checked by :func:`run_onnx` / :func:`predict_with_onnx`.
@@ -227,8 +228,9 @@ class ExportWrapper(nn.Module):
     """``model(x)`` (backbone) or ``model._forward(x)`` (detector, mmdet's tensor mode), with
     flat tensor outputs. With a dynamic size rule, the input is first reshaped to its own size
     written as ``period * k + remainder``: a no-op for sizes the rule accepts, it lets the
-    symbolic shape solver see every map size as linear in k (see the module docstring), and it
-    fails for other sizes."""
+    symbolic shape solver see every map size as linear in k (see the module docstring); and it
+    is split along each side into two parts sized from k and put back, which fails for other
+    sizes in onnxruntime too."""
 
     def __init__(self, model: nn.Module, part: str = 'backbone', rule: Optional[SizeRule] = None):
         super().__init__()
@@ -242,7 +244,15 @@ class ExportWrapper(nn.Module):
         if self.period:
             B, C, H, W = x.shape
             L, (rh, rw) = self.period, self.remainder
-            x = x.reshape(B, C, L * ((H - rh) // L) + rh, L * ((W - rw) // L) + rw)
+            kh, kw = (H - rh) // L, (W - rw) // L
+            x = x.reshape(B, C, L * kh + rh, L * kw + rw)
+            # The input cut in two along each side and put back, the two sizes computed from k:
+            # in onnxruntime a size outside the rule fails there (sizes that do not add up to
+            # the side). The reshape does not check it (a no-op for the solver, dropped), nor
+            # does the model: its window layout, built from k, would gather a part of the map.
+            # Not L k and r: the exporter writes L k as H - r, which always adds up.
+            x = torch.cat(x.split([kh, (L - 1) * kh + rh], dim=2), dim=2)
+            x = torch.cat(x.split([kw, (L - 1) * kw + rw], dim=3), dim=3)
         return tuple(flatten_outputs(_forward_part(self.model, self.part, x))[0])
 
 
@@ -257,13 +267,15 @@ def export_target(model: nn.Module, part: str) -> nn.Module:
     if it is one), or the detector. Refuses fused models and two-stage detectors."""
     if part not in PARTS:
         raise ExportError(f"part must be one of {PARTS}, got '{part}'")
-    fused = [n for n, m in model.named_modules() if type(m).__name__.startswith('Fused')]
+    from .models.posmlp import PosMLPStage
+    fused = [n for n, m in model.named_modules() if type(m).__name__.startswith('Fused')
+             or isinstance(m, PosMLPStage) and m.fixed_mixing is not None]
     if fused:
         raise ExportError(
             f'the model holds fused (deployment) modules ({fused[0]}, ...): export the plain '
-            'model. The fused blocks run in place, by loops over chunks sized by the map, '
-            'without autograd; the exporters and onnxruntime fold the weight-only work that '
-            'fuse() saves by themselves.')
+            'model. A fused stage keeps its mixing matrices per map size in a Python dict, '
+            'which a trace would bake in as the constants of one size; the exporters and '
+            'onnxruntime fold the weight-only work that fuse() saves by themselves.')
     if part == 'backbone':
         return getattr(model, 'backbone', model)
     if not hasattr(model, '_forward') or not hasattr(model, 'bbox_head'):

@@ -19,6 +19,19 @@ def test_peak_tensor_bytes_sees_a_step_allocations():
     assert 8_000_000 <= peak < 12_000_000 + 4096
 
 
+def held_tensor_bytes(step) -> int:
+    """Bytes of the tensors allocated during step() that are still held when it returns, its
+    result kept alive: for a forward with autograd, its outputs and what it saved for
+    backward (from the profiler's allocation events, as harness.peak_tensor_bytes)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = step()
+    held = sum(e.nbytes() for e in prof.profiler.kineto_results.events()
+               if e.name() == '[memory]')
+    del result
+    return held
+
+
 def _spec(name, mode, h=160, w=224, **kw):
     return dict(suite='benchmark_backbones', name=name, mode=mode, height=h, width=w,
                 threads=2, **kw)
@@ -27,8 +40,16 @@ def _spec(name, mode, h=160, w=224, **kw):
 def test_with_cp_cuts_training_memory_with_the_same_gradients():
     plain = harness.build_measurement(_spec('posmlp_t', 'train'))
     cp = harness.build_measurement(_spec('posmlp_t_cp', 'train'))
-    assert cp.peak_memory_mb() < 0.65 * plain.peak_memory_mb()
     x = torch.randn(1, 3, 160, 224)
+    # what checkpointing is for: the tensors a forward keeps for backward, measured 143 -> 73
+    # MB here (53 MB of it, in both, the mixing matrices of all the blocks)
+    held = [held_tensor_bytes(lambda m=m: m.model(x)) for m in (plain, cp)]
+    assert held[1] < 0.65 * held[0], held
+    # the whole step's peak falls less at this small size: it also holds what checkpointing
+    # leaves alone, the weight gradients (20.2M parameters, 77 MB) and the mixing matrices of
+    # all the blocks, computed once per stage outside the checkpointed blocks, with their
+    # gradients (53 MB each); measured 259 -> 232 MB
+    assert cp.peak_memory_mb() < 0.95 * plain.peak_memory_mb()
     models = []
     for m in ('posmlp_t', 'posmlp_t_cp'):
         torch.manual_seed(0)
@@ -54,8 +75,10 @@ def test_fused_backbone_counts_the_same_flops_and_gives_the_same_features():
         for a, b in zip(plain(x), fused(x)):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     flops = [harness.count_flops(lambda m=m: m(x)) for m in (plain, fused)]
-    # the same products, but the fused model's mixing matrices were computed once, before
-    assert 0 < flops[0] - flops[1] < 0.03 * flops[0]
+    # the same products: the mixing matrices that the fused model keeps take none to compute
+    # (GQPE's scores and softmax are element-wise), and the folded BatchNorms were none either
+    assert flops[0] == flops[1] > 0
+    assert all(stage.fixed_mixing for stage in fused.levels)  # kept, for this size
 
 
 def test_interleaved_sessions_and_report():
@@ -68,7 +91,8 @@ def test_interleaved_sessions_and_report():
     # its mixing matrices at the first pass)
     m = backbones.build_model('posmlp_t').fuse()
     x = torch.randn(1, 3, 64, 96)
-    m(x)
+    with torch.no_grad():  # a fused model runs for inference only
+        m(x)
     assert rows[0]['flops'] == harness.count_flops(lambda: m(x))
     results = dict(machine=dict(threads=2, torch=torch.__version__, cpu='test', date='now',
                                 matmul_gflops=100.0), rows=rows, sweep=[], agreement={})
@@ -93,7 +117,8 @@ def test_detector_training_step_and_report():
     p = harness.build_measurement(dict(suite='benchmark_detectors', name='retinanet_posmlp_t',
                                        mode='predict_fused', batch=1, height=96, width=128,
                                        threads=2))
-    assert p.time_step() > 0 and 'FusedPosMLPBlock' in repr(p.model.backbone)
+    assert p.time_step() > 0 and 'FusedConvStem' in repr(p.model.backbone)
+    assert all(stage.fixed_mixing for stage in p.model.backbone.levels)  # fused, and run
     rows = [dict(name='retinanet_posmlp_t', mode='train', batch=2, median_s=1.0, params=31e6,
                  peak_mem_mb=900.0, flops=3e11, group=0),
             dict(name='retinanet_swin_t', mode='train', batch=2, median_s=1.25, params=38e6,

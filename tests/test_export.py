@@ -139,6 +139,10 @@ def test_check_refuses_a_graph_that_ignores_its_input(tmp_path):
 def test_fused_models_and_two_stage_detectors_are_refused(backbone):
     with pytest.raises(D.ExportError, match='fused'):
         D.export_target(copy.deepcopy(backbone).fuse(), 'backbone')
+    stage_only = copy.deepcopy(backbone)
+    stage_only.levels[1].fuse()  # a fused stage, the stem as trained
+    with pytest.raises(D.ExportError, match=r'fused \(deployment\) modules \(levels\.1, '):
+        D.export_target(stage_only, 'backbone')
     model = load_detector(os.path.join(REPO, 'configs/mask_rcnn_posmlp_t_1x.py'),
                          cfg_options={'model.backbone.init_cfg': None})
     with pytest.raises(D.ExportError, match='single-stage'):

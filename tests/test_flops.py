@@ -1,8 +1,8 @@
 """mmengine's FLOP counter, and mmdet's own get_flops.py through it, count PosMLP fully.
 
-``import mmdet_posmlp`` adds handles for the operators of PosMLP that mmengine lacks (baddbmm,
-addmm_ and the custom autograd Functions, opaque ``prim::PythonOp`` nodes in a jit trace) to
-mmengine's default tables (mmdet_posmlp/analysis/flop_handles.py). Checked here against an
+``import mmdet_posmlp`` adds handles for the operators of PosMLP that mmengine lacks (the custom
+autograd Functions, opaque ``prim::PythonOp`` nodes in a jit trace) to mmengine's default tables
+(mmdet_posmlp/analysis/flop_handles.py). Checked here against an
 independent count: torch's FlopCounterMode, which sees every product inside the Functions (it
 counts 2 FLOPs per multiply-add, mmengine 1), plus the normalisation layers counted by
 mmengine's rule from forward hooks (torch does not count them). Without the handles mmengine's
@@ -59,10 +59,6 @@ def mmengine_complexity(model, x):
     return info, log.messages
 
 
-def _addmm_flop(input_shape, a_shape, b_shape, out_shape=None, **kwargs) -> int:
-    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
-
-
 def independent_flops(model, x) -> int:
     """torch's FlopCounterMode (products, 2 per multiply-add) halved, plus the norm layers by
     mmengine's rule: LayerNorm 5 (4 without affine) per element, BatchNorm in eval 2 (1)."""
@@ -79,9 +75,7 @@ def independent_flops(model, x) -> int:
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if isinstance(m, (nn.LayerNorm, nn.BatchNorm2d))]
     try:
-        # torch's table lacks the in-place addmm_ (the fused blocks' residual product)
-        with torch.no_grad(), FlopCounterMode(
-                display=False, custom_mapping={torch.ops.aten.addmm_: _addmm_flop}) as counter:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(x)
     finally:
         for h in handles:
@@ -103,11 +97,13 @@ def test_torch_counts_two_flops_per_multiply_add_mmengine_one():
 def test_handles_registered_on_import():
     from mmengine.analysis import complexity_analysis as ca
     from mmdet_posmlp.analysis.flop_handles import POSMLP_FLOP_HANDLES
-    for name in ('aten::baddbmm', 'aten::addmm_', 'prim::PythonOp._GeluGatedTokenMix',
-                 'prim::PythonOp._ChannelNorm', 'prim::PythonOp.FlushedSoftmax',
-                 'prim::PythonOp._Permute'):
+    for name in ('prim::PythonOp._GeluGatedTokenMix', 'prim::PythonOp._QuadraticSoftmax',
+                 'prim::PythonOp._GatherRows'):
         assert ca._DEFAULT_SUPPORTED_FLOP_OPS[name] is POSMLP_FLOP_HANDLES[name]
         assert name in ca._DEFAULT_SUPPORTED_ACT_OPS
+    assert set(POSMLP_FLOP_HANDLES) == {'prim::PythonOp._GeluGatedTokenMix',
+                                        'prim::PythonOp._QuadraticSoftmax',
+                                        'prim::PythonOp._GatherRows'}
     # mmengine's own handles are kept
     from mmengine.analysis.jit_handles import addmm_flop_jit, matmul_flop_jit
     assert ca._DEFAULT_SUPPORTED_FLOP_OPS['aten::addmm'] is addmm_flop_jit
@@ -131,19 +127,29 @@ def test_mmengine_count_matches_independent_count(mixer, fused):
     unsupported = [m for m in log if m.startswith('Unsupported operator')]
     uncounted = [m for m in unsupported if any(op in m.split()[2] for op in PRODUCT_OPS)]
     assert not uncounted, uncounted  # element-wise ops (gelu, mul, ...) are uncounted by design
-    # the mixing is in the count, by module
+    # the mixing is in the count, by operator: the gated token mixing holds products; the
+    # matrices (GQPE: element-wise) and the gathers into window order none
     from mmengine.analysis import FlopAnalyzer
     with torch.no_grad():
         by_op = FlopAnalyzer(build(), (x,)).unsupported_ops_warnings(False).by_operator()
-    assert by_op['baddbmm' if fused else 'PythonOp._GeluGatedTokenMix'] > 0
+    assert by_op['PythonOp._GeluGatedTokenMix'] > 0
+    assert by_op['PythonOp._GatherRows'] == 0
+    if mixer == 'gqpe' and not fused:
+        assert by_op['PythonOp._QuadraticSoftmax'] == 0
 
 
-def test_gated_token_mix_handle_counts_the_batched_product():
-    """One block's mixing: C/2 x T x n multiply-adds, as baddbmm's shapes give."""
+def test_gated_token_mix_handle_counts_the_batched_product_per_region():
+    """One block's mixing on a 4 x 9 map with windows of 4: two whole windows (32 tokens,
+    n = 16) and a right-edge region of one 4 x 1 window (4 tokens, n = 4): C/2 x T_r x n_r
+    multiply-adds per region, as its baddbmm's shapes give; the token matrix's rows beyond the
+    regions' tokens (if the layout rounds it up) are not mixed, and not counted."""
     from mmengine.analysis import FlopAnalyzer
-    from mmdet_posmlp.models.posmlp import PosSGU, Region
-    h = torch.randn(16, 3 * 16)  # 3 windows of 4x4 tokens
-    region = Region(batch=1, top=0, left=0, win_rows=1, win_cols=3, rows=4, cols=4)
+    from mmdet_posmlp.models.posmlp import (PosSGU, stacked_mixing, to_windows, window_layout,
+                                            window_regions)
+    assert [(r.win_cols, r.rows, r.cols) for r in window_regions(1, 4, 9, 4)] == [(2, 4, 4),
+                                                                                 (1, 4, 1)]
+    layout = window_layout(1, 4, 9, 4)
+    h = to_windows(torch.randn(1, 16, 4, 9), layout).t().contiguous()  # (2C', rows), as the block
 
     class Mix(nn.Module):
         def __init__(self):
@@ -151,12 +157,17 @@ def test_gated_token_mix_handle_counts_the_batched_product():
             self.gate = PosSGU(dim=16, window=4, groups=2)
 
         def forward(self, h):
-            return self.gate(h, region)
+            mixing = stacked_mixing([self.gate.pos], layout, h.dtype)[0]
+            return self.gate(h, layout, mixing)
 
     with torch.no_grad():
         by_op = FlopAnalyzer(Mix(), (h,)).by_operator()
-    assert by_op['PythonOp._GeluGatedTokenMix'] == 8 * 48 * 16
-    assert by_op['PythonOp.FlushedSoftmax'] == 0
+    assert by_op['PythonOp._GeluGatedTokenMix'] == 8 * 32 * 16 + 8 * 4 * 4
+    assert by_op['PythonOp._QuadraticSoftmax'] == 0
+    # and what torch counts inside the Function: the same products (2 FLOPs a multiply-add)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        Mix()(h)
+    assert counter.get_total_flops() == 2 * (8 * 32 * 16 + 8 * 4 * 4)
 
 
 # ------------------------------------------------------------- mmdet's own get_flops.py

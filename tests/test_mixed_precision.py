@@ -7,7 +7,8 @@ float16, PosMLP-T with spread Gaussians is off by 1.4e-2 in training: the bounds
 import pytest
 import torch
 
-from mmdet_posmlp.models.posmlp import GQPE, PosMLPClassifier, PosSGU
+from mmdet_posmlp.models import posmlp
+from mmdet_posmlp.models.posmlp import GQPE, PosMLPClassifier
 from conftest import randomize_
 
 BOUND = {torch.float16: 4e-3, torch.bfloat16: 3e-2}
@@ -79,30 +80,62 @@ def test_every_mixer_trains_and_evaluates_under_autocast(mixer, dtype):
 def test_heavy_arithmetic_runs_in_the_autocast_dtype_and_scores_in_float32(monkeypatch):
     """Under autocast the Linear layers and the mixing products run in the low dtype (so mixed
     precision keeps its speed); GQPE's probabilities are computed in float32, rows summing to
-    one, and cast once per block and window shape."""
+    one, for all the blocks of a stage at once, and cast once per stage and region."""
     torch.manual_seed(3)
     model = spread_gaussians_(PosMLPClassifier(SMALL, num_classes=0, drop_path_rate=0.0))
-    seen = {'mm': set(), 'mixing': []}
-    real_mixing = PosSGU.mixing
+    seen = {'mm': set(), 'stacked': [], 'matrices': [], 'casts': []}
+    real_stacked, real_matrices = posmlp.stacked_mixing, GQPE.stacked_matrices
 
-    def mixing(self, region, dtype):
-        P, bias = real_mixing(self, region, dtype)
-        seen['mixing'].append((P.dtype, self.pos.matrices().dtype))
-        return P, bias
+    def stacked_mixing(mixers, layout, dtype):
+        out = real_stacked(mixers, layout, dtype)
+        seen['stacked'].append((len(mixers), len(layout.regions), dtype, out))
+        return out
 
-    monkeypatch.setattr(PosSGU, 'mixing', mixing)
+    def stacked_matrices(mixers, regions):
+        Ps = real_matrices(mixers, regions)
+        # (and the casts so far: the ones after are those that can read these Ps' memory)
+        seen['matrices'].append((len(mixers), [len(r.tokens) for r in regions], Ps,
+                                 len(seen['casts'])))
+        return Ps
+
+    monkeypatch.setattr(posmlp, 'stacked_mixing', stacked_mixing)
+    monkeypatch.setattr(GQPE, 'stacked_matrices', staticmethod(stacked_matrices))
 
     class Spy(torch.utils._python_dispatch.TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func in (torch.ops.aten.addmm.default, torch.ops.aten.baddbmm.default):
-                seen['mm'].add((func.__name__, args[1].dtype))
-            return func(*args, **(kwargs or {}))
+            kwargs = kwargs or {}
+            if func in (torch.ops.aten.addmm.default, torch.ops.aten.baddbmm.default,
+                        torch.ops.aten.mm.default, torch.ops.aten.bmm.default):
+                seen['mm'].add((func.__name__, args[1].dtype, args[2].dtype))
+            if func is torch.ops.aten._to_copy.default and kwargs.get('dtype') == torch.bfloat16:
+                seen['casts'].append((args[0].data_ptr(), tuple(args[0].shape)))
+            return func(*args, **kwargs)
 
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, 3, 64, 64)  # maps 16x16, 8x8, 4x4, 2x2: clipped windows in every stage
     with torch.autocast('cpu', dtype=torch.bfloat16), Spy():
         model.forward_stages(x)
-    assert seen['mm'] == {('addmm.default', torch.bfloat16), ('baddbmm.default', torch.bfloat16)}
-    assert seen['mixing'] and all(m == (torch.bfloat16, torch.float32) for m in seen['mixing'])
+    # both Linears (addmm) and the mixing (baddbmm) in bfloat16; no other product
+    assert seen['mm'] == {('addmm.default', torch.bfloat16, torch.bfloat16),
+                          ('baddbmm.default', torch.bfloat16, torch.bfloat16)}
+    # one stacked computation per stage, for all its blocks; matrices and biases in bfloat16
+    depths = SMALL['depths']
+    assert [(n, dtype) for n, _, dtype, _ in seen['stacked']] == [(d, torch.bfloat16)
+                                                                  for d in depths]
+    for n, regions, _, out in seen['stacked']:
+        assert len(out) == n and all(len(block) == 2 * regions for block in out)
+        assert all(t.dtype == torch.bfloat16 for block in out for t in block)
+    # GQPE's probabilities in float32, rows summing to one, (blocks, groups, n, n) per region
+    assert [m[0] for m in seen['matrices']] == list(depths)
+    for (n, sizes, Ps, first), groups in zip(seen['matrices'], SMALL['groups']):
+        assert [P.shape for P in Ps] == [(n, groups, k, k) for k in sizes]
+        for P in Ps:
+            assert P.dtype == torch.float32
+            torch.testing.assert_close(P.sum(-1), torch.ones(P.shape[:-1]), rtol=0, atol=1e-6)
+            # cast to bfloat16 once per stage and region, whole (not per block or window)
+            start, end = P.data_ptr(), P.data_ptr() + P.nbytes
+            casts = [shape for ptr, shape in seen['casts'][first:] if start <= ptr < end]
+            assert casts == [tuple(P.shape)], casts
+    assert sum(len(m[1]) for m in seen['matrices']) > len(depths)  # clipped regions seen
     gqpe = model.levels[0].encoder[0].gate_unit.pos
     with torch.autocast('cpu', dtype=torch.float16):
         P = gqpe.matrices()

@@ -49,8 +49,9 @@ def parse_args():
         'test_evaluator.ann_file, not data_root (already substituted when the config is read).')
     parser.add_argument(
         '--no-fuse', action='store_true',
-        help="test the backbone as trained, without its deployment step (fuse(): folded "
-        'norms, precomputed mixing matrices; same outputs, faster)')
+        help="test the backbone as trained, without its deployment step (fuse(): the stem's "
+        'BatchNorm folded, the mixing matrices kept per map size; the same outputs up to '
+        'rounding)')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()

@@ -3,7 +3,7 @@
 FLOPs are counted by mmengine's FlopAnalyzer (fvcore's rules): one multiply-add counts as one
 FLOP, convolutions, linear layers, matrix products and normalisations are counted,
 element-wise work (activations, softmax, additions) is not. The handles for what mmengine lacks
-and PosMLP uses (baddbmm, addmm_, its custom autograd Functions) are in flop_handles.py,
+and PosMLP uses (its custom autograd Functions, opaque in a jit trace) are in flop_handles.py,
 registered in mmengine's default tables on ``import mmdet_posmlp``, so that mmdet's own
 get_flops.py counts the same operators. This is the convention of MMDetection's
 tools/analysis_tools/get_flops.py and of the "MACs" columns in papers.

@@ -2,32 +2,29 @@
 
 mmengine's ``FlopAnalyzer`` (fvcore's rules, used by ``get_model_complexity_info`` and so by
 MMDetection's ``tools/analysis_tools/get_flops.py``) traces the model with ``torch.jit`` and
-counts the operators of its handle table. Left alone it misses PosMLP's token mixing and
-channel norms:
+counts the operators of its handle table. The Linear layers, norms and convolutions of PosMLP
+are operators it knows (``aten::addmm``, ``aten::linear``, ``aten::layer_norm``, ...); the
+custom autograd Functions of posmlp.py are not: each is one opaque ``prim::PythonOp.<class
+name>`` node of the trace, whose inner products the analyzer never sees. Left alone it misses
+the token mixing:
 
-- ``aten::baddbmm`` (the token mixing of the deployed blocks, fused.py) and ``aten::addmm_``
-  (their output projection added into the residual in place) have no handle;
-- the custom autograd Functions of posmlp.py are opaque in a jit trace: each is one
-  ``prim::PythonOp.<class name>`` node, whose inner products the analyzer never sees.
-  ``_GeluGatedTokenMix`` holds the token mixing (one batched product per block),
-  ``_ChannelNorm`` the normalisation before the expansion (two products with a row of 1/C);
-  ``FlushedSoftmax`` (GQPE's softmax) and ``_Permute`` (a gather of weight rows) do no
-  multiply-adds.
+- ``_GeluGatedTokenMix`` (GELU, token mixing, gate) holds the mixing products: one batched
+  product per region of same-shaped windows;
+- ``_QuadraticSoftmax`` (GQPE's scores and softmax, element-wise by design) and
+  ``_GatherRows`` (tokens into and out of window order) do no multiply-adds.
 
 :func:`register_flop_handles` adds a handle for each of them to mmengine's default handle
 tables, the ones every ``FlopAnalyzer`` / ``ActivationAnalyzer`` starts from. ``import
 mmdet_posmlp`` calls it, because mmdet's own get_flops.py never calls code of ours: the only
 thing of ours it runs is the import that the config's ``custom_imports`` asks for. Only names
-that the tables lack are added (a handle mmengine or the user set is kept), so the counts of
-other models change only where they use ``baddbmm`` / ``addmm_`` (which mmengine leaves uncounted), and in
-the activation count where they use ``aten::mm`` (counted as mmengine counts ``aten::matmul``).
+that the tables lack are added (a handle mmengine or the user set is kept); they are
+``prim::PythonOp`` names of our own classes, so the counts of other models do not change.
 
 The counts follow mmengine's convention: one multiply-add is one FLOP (torch's own
 ``FlopCounterMode`` counts two); the handles of the PythonOps count the products inside them,
-computed from their input shapes, and element-wise work (GELU, gating, softmax, the
-normalisation's subtractions and scalings) is not counted, as mmengine counts no activation or
-softmax. A PythonOp of the same class name that is not one of ours is left uncounted, with
-mmengine's usual warning.
+computed from their input shapes, and element-wise work (GELU, gating, softmax) is not
+counted, as mmengine counts no activation or softmax. A PythonOp of the same class name that is
+not one of ours is left uncounted, with mmengine's usual warning.
 """
 from typing import Any, Callable, Dict, List
 
@@ -46,19 +43,6 @@ def _prod(values) -> int:
     for v in values:
         out *= int(v)
     return out
-
-
-def baddbmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
-    """``baddbmm(input, batch1, batch2)``: the batched product b x n x k x m (the addition is
-    free, as for mmengine's addmm)."""
-    b, n, k = _shape(inputs[1])
-    return b * n * k * _shape(inputs[2])[-1]
-
-
-def addmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
-    """``addmm_(input, mat1, mat2)``: as mmengine's ``aten::addmm``."""
-    from mmengine.analysis.jit_handles import addmm_flop_jit as handle
-    return handle(inputs, outputs)
 
 
 def _python_op(cls_name: str, count: Callable[[List[Any], List[Any]], int]):
@@ -80,21 +64,20 @@ def _python_op(cls_name: str, count: Callable[[List[Any], List[Any]], int]):
 
 
 def _gated_token_mix_flops(inputs: List[Any], outputs: List[Any]) -> int:
-    """_GeluGatedTokenMix(h, P, bias): u (the first half of h's rows, C/2 x T) mixed by the
-    (groups, n, n) matrices P, i.e. baddbmm(bias, u as (groups, C/2/groups x T/n, n), P^T):
-    C/2 x T x n multiply-adds."""
-    channels, columns = _shape(inputs[0])
-    return channels // 2 * columns * _shape(inputs[1])[-1]
-
-
-def _channel_norm_flops(inputs: List[Any], outputs: List[Any]) -> int:
-    """_ChannelNorm(x) for x (C, T): the mean and the variance are products with a (1, C) row
-    of 1/C: 2 x C x T multiply-adds (the subtraction and scaling are element-wise)."""
-    return 2 * _prod(_shape(inputs[0]))
+    """_GeluGatedTokenMix(h, starts, P_0, bias_0, P_1, bias_1, ...): h is (2C', rows), channel
+    groups contiguous, tokens in window order; region i is its columns starts[i]:starts[i + 1]
+    (T_i tokens, windows of n_i tokens), mixed by P_i (groups, n_i, n_i): baddbmm(bias_i, u as
+    (groups, C'/groups x T_i/n_i, n_i), P_i^T), C' x T_i x n_i multiply-adds. The tensors are
+    the node's inputs; `starts`, a tuple of ints, is one of its scalar arguments."""
+    starts = outputs[0].node().scalar_args()[0]
+    gated = _shape(inputs[0])[0] // 2
+    sizes = [_shape(P)[-1] for P in inputs[1::2]]
+    return sum(gated * (end - start) * n
+               for start, end, n in zip(starts[:-1], starts[1:], sizes))
 
 
 def _no_flops(inputs: List[Any], outputs: List[Any]) -> int:
-    """No multiply-adds: element-wise (softmax) or a gather (permutation of weight rows)."""
+    """No multiply-adds: element-wise work (GQPE's scores and softmax) or a gather of rows."""
     return 0
 
 
@@ -104,23 +87,16 @@ def _output_size(inputs: List[Any], outputs: List[Any]) -> int:
 
 
 POSMLP_FLOP_HANDLES: Dict[str, Callable] = {
-    'aten::baddbmm': baddbmm_flop_jit,
-    'aten::addmm_': addmm_flop_jit,
     'prim::PythonOp._GeluGatedTokenMix': _python_op('_GeluGatedTokenMix', _gated_token_mix_flops),
-    'prim::PythonOp._ChannelNorm': _python_op('_ChannelNorm', _channel_norm_flops),
-    'prim::PythonOp.FlushedSoftmax': _python_op('FlushedSoftmax', _no_flops),
-    'prim::PythonOp._Permute': _python_op('_Permute', _no_flops),
+    'prim::PythonOp._QuadraticSoftmax': _python_op('_QuadraticSoftmax', _no_flops),
+    'prim::PythonOp._GatherRows': _python_op('_GatherRows', _no_flops),
 }
 
 # mmengine counts the outputs of convolutions and matrix products as activations
 POSMLP_ACTIVATION_HANDLES: Dict[str, Callable] = {
-    'aten::baddbmm': _output_size,
-    'aten::addmm_': _output_size,
-    'aten::mm': _output_size,
     'prim::PythonOp._GeluGatedTokenMix': _python_op('_GeluGatedTokenMix', _output_size),
-    'prim::PythonOp._ChannelNorm': _python_op('_ChannelNorm', _no_flops),
-    'prim::PythonOp.FlushedSoftmax': _python_op('FlushedSoftmax', _no_flops),
-    'prim::PythonOp._Permute': _python_op('_Permute', _no_flops),
+    'prim::PythonOp._QuadraticSoftmax': _python_op('_QuadraticSoftmax', _no_flops),
+    'prim::PythonOp._GatherRows': _python_op('_GatherRows', _no_flops),
 }
 
 

@@ -12,8 +12,9 @@
   overflow (mmengine's convention), reports every skipped step and stops only after
   ``max_amp_skips`` skips in a row.
 
-- :class:`FuseBackboneHook`: before testing, the backbone's deployment step (``fuse()``:
-  folded norms, precomputed mixing matrices, in-place CPU chunks; see models/fused.py).
+- :class:`FuseBackboneHook`: before testing, the backbone's deployment step (``fuse()``: the
+  stem's BatchNorm folded into its convolutions, the mixing matrices kept per map size; see
+  models/fused.py).
   tools/test.py adds it (``--no-fuse`` leaves it out); validation during training never fuses.
 
 All are registered in mmdet's HOOKS registry; the 1x configs use the first two.
@@ -164,9 +165,11 @@ class NonFiniteLossHook(Hook):
 class FuseBackboneHook(Hook):
     """Run the backbone's deployment step once the test checkpoint is loaded, before testing.
 
-    The fused backbone gives the plain one's outputs (tests/test_posmlp_math.py) faster; it
-    is inference-only, so the hook acts in ``before_test`` (tools/test.py), never during
-    training or its validation. Backbones without ``fuse()`` are left alone."""
+    The fused backbone gives the plain one's outputs (tests/test_posmlp_math.py) without
+    recomputing, every forward, what only the weights and the map size fix; it is
+    inference-only (a fused stage refuses to run with gradients), so the hook acts in
+    ``before_test`` (tools/test.py), never during training or its validation. Backbones
+    without ``fuse()`` are left alone."""
 
     priority = 'LOWEST'
 
@@ -178,4 +181,5 @@ class FuseBackboneHook(Hook):
             return
         fuse()
         runner.logger.info(f'FuseBackboneHook: {type(model.backbone).__name__}.fuse() done '
-                           '(deployment step: folded norms, precomputed mixing matrices)')
+                           '(deployment step: folded stem BatchNorm, mixing matrices kept '
+                           'per map size)')

@@ -224,7 +224,9 @@ def _build_region_index(window: int, rows: int, cols: int, row0: int, col0: int,
     col = tokens - row * window
     centre = (window - 1) / 2
     # x = col and y = -row: the reference's offsets are dx = col_n - col_m, dy = row_m - row_n
-    positions = torch.stack([col - centre, centre - row], dim=-1).float()
+    # -(row - centre), not centre - row: torch.export writes a float minus a tensor as a
+    # sub with a scalar first, which its ONNX decomposition cannot run
+    positions = torch.stack([col - centre, -(row - centre)], dim=-1).float()
     relative = ((row[:, None] - row[None, :] + window - 1) * (2 * window - 1)
                 + col[:, None] - col[None, :] + window - 1).flatten()
     pairs = (tokens[:, None] * window * window + tokens[None, :]).flatten()
@@ -315,6 +317,8 @@ class _GatherRows(torch.autograd.Function):
         n = index.shape[0]
         if rows == n:
             return x.index_select(0, index)
+        if torch.jit.is_tracing():  # the tracer (TorchScript ONNX export) drops writes into views
+            return torch.cat([x.index_select(0, index), x.new_zeros((rows - n, x.shape[1]))])
         out = x.new_empty((rows, x.shape[1]))
         torch.index_select(x, 0, index, out=out[:n])
         out[n:].zero_()
@@ -916,12 +920,12 @@ class PosMLPClassifier(nn.Module):
     Any input size: the windows clip at the right and bottom edges (see ``window_regions``),
     so ``img_size`` is accepted for timm's API and ignored; nothing is sized by it.
 
-    Export: ``torch.jit.script`` is not supported. The blocks run custom autograd Functions
-    (gated token mixing, channel norm, permutations: one kernel each way and a small saved
-    state) and pass the windows as lists of ``Region`` NamedTuples with Python-int shapes;
-    TorchScript compiles neither ``Function.apply`` nor that control flow and stops with
-    "Python builtin <built-in method apply of FunctionMeta object ...> is currently not
-    supported in Torchscript". ``torch.compile`` captures the whole model (tests/test_compile.py).
+    Export: ``torch.jit.script`` is not supported. The blocks take the stage's window layout
+    (``WindowLayout``, a NamedTuple with variable-length tuples of regions and index tensors)
+    and run custom autograd Functions (the gated token mixing, GQPE's softmax, the gathers into
+    window order); TorchScript can type neither, and stops at the blocks' signature with "Can
+    not create tuple with None type". ``torch.compile`` captures the whole model
+    (tests/test_compile.py); deployment.py exports through torch.export or the jit tracer.
     FX (``timm.models.create_feature_extractor``, ``features_only=True, feature_cls='fx'``):
     ``PosMLPStage`` is registered with timm as a leaf ("notrace") module, because partitioning
     into windows needs the map's concrete height and width; the graph then holds the stem, one
