@@ -24,9 +24,8 @@ Where mmdet is installed (`mmdet_posmlp.dependencies.MMDET_AVAILABLE`), in addit
 - registers the hooks the configs and tools use (CrashSafeCheckpointHook, NonFiniteLossHook,
   FuseBackboneHook) in mmdet's HOOKS, and the optimizer wrapper that `--amp` selects on CPUs with native bfloat16
   (BFloat16AutocastOptimWrapper, engine/amp.py) in mmdet's OPTIM_WRAPPERS;
-- adds handles for the operators of PosMLP that mmengine's FLOP counter lacks (``baddbmm``,
-  ``addmm_``, and the custom autograd Functions, which a jit trace shows as opaque
-  ``prim::PythonOp`` nodes) to mmengine's default handle tables, so that
+- adds handles for PosMLP's custom autograd Functions, which a jit trace shows as opaque
+  ``prim::PythonOp`` nodes, to mmengine's default handle tables, so that
   ``get_model_complexity_info`` and mmdet's own ``tools/analysis_tools/get_flops.py`` count the
   token mixing (analysis/flop_handles.py; names mmengine already handles are left alone);
 - makes the configs shipped in the package (`mmdet_posmlp/.mim/configs/`) readable by name from
