@@ -3,7 +3,7 @@
 A family backbone wraps the family's timm-style classifier (``self.model``), built without
 head and pruned after the last stage asked for (``prune_intermediate_layers``), so every
 parameter it holds is used and the detector trains under DDP without unused-parameter checks.
-The family files register the subclasses (``HireMLP``, ``ViP``, ``S2MLP``) at their bottoms; a
+mmdet_family.py registers the subclasses (``HireMLP``, ``ViP``, ``S2MLP``); a
 subclass only says which classifier, which archs, how its modules form stages, and which
 checkpoint filter reads its official weights. Everything else lives here once:
 
