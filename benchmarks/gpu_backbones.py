@@ -106,6 +106,20 @@ def loss_of(feats) -> torch.Tensor:
     return sum(f.float().mean() for f in feats)
 
 
+def train_step(run, opt, scaler, x: torch.Tensor, dtype: torch.dtype):
+    """The measured training step: autocast forward, the features' loss, (scaled) backward,
+    optimizer step. Returns a step function without arguments that gives the loss."""
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(x.device.type, dtype=dtype):
+            loss = loss_of(run(x))
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return loss.detach()
+    return step
+
+
 class Timer:
     """CUDA events on a GPU (synchronised at the end), perf_counter on the CPU."""
 
@@ -159,15 +173,7 @@ def measure_train(name: str, dtype_name: str, batch: int, args, compiled: bool =
     timer = Timer(device)
     result = dict(optimizer=f'AdamW ({kind})', grad_scaler=scaler.is_enabled())
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype):
-            loss = loss_of(run(x))
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        return loss.detach()
-
+    step = train_step(run, opt, scaler, x, dtype)
     reset_memory(device)
     warmup = args.warmup
     if compiled:  # the first step compiles forward and backward: wall time, on its own

@@ -15,7 +15,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.gpu_backbones import DTYPES, Timer, build, loss_of, make_optimizer  # noqa: E402
+from benchmarks.gpu_backbones import DTYPES, Timer, build, make_optimizer, train_step  # noqa: E402
 
 
 def profile(name: str, batch: int, dtype: torch.dtype, size, top: int, device: str) -> None:
@@ -26,14 +26,7 @@ def profile(name: str, batch: int, dtype: torch.dtype, size, top: int, device: s
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     x = torch.randn(batch, 3, *size, device=device)
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype):
-            loss = loss_of(model(x))
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-
+    step = train_step(model, opt, scaler, x, dtype)
     for _ in range(3):
         step()
     timer = Timer(device)

@@ -48,7 +48,7 @@ and mmcv is not, `import mmdet_posmlp` stops with an ImportError that says how t
 """
 __version__ = '0.1.0'
 
-from .dependencies import MMDET_AVAILABLE, MMDET_NAMES, check_mmcv, missing_mmdet
+from .dependencies import MMDET_AVAILABLE, MMDET_NAMES, check_mmcv, mmdet_names_getattr
 
 if MMDET_AVAILABLE:
     check_mmcv()  # before anything imports mmdet: mmcv is the one dependency pip cannot install
@@ -72,7 +72,4 @@ if MMDET_AVAILABLE:
     register_flop_handles()
     __all__ += list(MMDET_NAMES)
 else:
-    def __getattr__(name: str):
-        if name in MMDET_NAMES:
-            raise missing_mmdet(__name__, name)
-        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    __getattr__ = mmdet_names_getattr(__name__)

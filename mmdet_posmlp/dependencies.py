@@ -48,3 +48,13 @@ def missing_mmdet(module: str, name: str) -> ImportError:
         f'`bash tools/setup_env.sh` installs all three). Without them mmdet_posmlp provides '
         f'only its timm classifiers (posmlp_t/s/b, hire_mlp_*, vip_*, s2mlp_*) and their '
         f'classes (mmdet_posmlp.models.PosMLPClassifier, ...).', name='mmdet')
+
+
+def mmdet_names_getattr(module: str):
+    """The module-level ``__getattr__`` of a module whose MMDetection names are missing: those
+    names raise ``missing_mmdet``, others the usual AttributeError."""
+    def __getattr__(name: str):
+        if name in MMDET_NAMES:
+            raise missing_mmdet(module, name)
+        raise AttributeError(f'module {module!r} has no attribute {name!r}')
+    return __getattr__

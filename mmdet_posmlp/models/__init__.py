@@ -10,7 +10,7 @@ mmdet's MODELS: ``backbone`` (``PosMLP``), ``mmdet_family`` (``HireMLP``, ``ViP`
 and ``simple_pyramid`` (``SimpleFeaturePyramid``). Without mmdet, reading one of those names
 from this module raises an ImportError that says what to install.
 """
-from ..dependencies import MMDET_AVAILABLE, MMDET_NAMES, missing_mmdet
+from ..dependencies import MMDET_AVAILABLE, MMDET_NAMES, mmdet_names_getattr
 from . import hire_mlp, s2mlp, vip  # noqa: F401  (register hire_mlp_*, s2mlp_*, vip_* with timm)
 # importing .posmlp registers posmlp_t / _s / _b with timm
 from .posmlp import (ARCH_SETTINGS, GQPE, LRPE, MIXERS, DenseTokenMixer, PosMLPBlock,
@@ -26,7 +26,4 @@ if MMDET_AVAILABLE:
     from .simple_pyramid import SimpleFeaturePyramid
     __all__ += list(MMDET_NAMES)
 else:
-    def __getattr__(name: str):
-        if name in MMDET_NAMES:
-            raise missing_mmdet(__name__, name)
-        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    __getattr__ = mmdet_names_getattr(__name__)
