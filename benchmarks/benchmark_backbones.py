@@ -53,10 +53,10 @@ class ReferenceMath(torch.nn.Module):
         self.net = PosMLPClassifier(arch, num_classes=0)
 
     def forward(self, x):
-        from benchmarks.reference_math import reference_stages
+        from benchmarks.reference_math import reference_stages, reference_weights
         # the reference layout (the blocks keep their hidden channels in contiguous groups;
         # the state dict converts), differentiable for the training step
-        return reference_stages(self.net.state_dict(keep_vars=True), self.net.setting, x)
+        return reference_stages(reference_weights(self.net), self.net.setting, x)
 
 
 def build_model(name: str) -> torch.nn.Module:

@@ -90,6 +90,19 @@ def _windows(x: torch.Tensor, w: int, offset: int):
     return t, valid, back
 
 
+def reference_weights(model) -> Dict[str, torch.Tensor]:
+    """The model's parameters and buffers in the reference layout, still differentiable: what
+    ``model.state_dict()`` holds, without the detach (a block stores its hidden channels in
+    grouped order; ``PosMLPBlock._layouts`` names the tensors and their orders)."""
+    weights = dict(model.named_parameters())
+    weights.update(model.named_buffers())
+    for name, module in model.named_modules():
+        if hasattr(module, '_layouts'):
+            for key, dim, order in module._layouts(name + '.'):
+                weights[key] = weights[key].index_select(dim, torch.argsort(order))
+    return weights
+
+
 def reference_stages(sd: Dict[str, torch.Tensor], setting: dict, x: torch.Tensor,
                      mixer: str = 'gqpe', shift: bool = False) -> List[torch.Tensor]:
     """The (B, C, H, W) output of every stage for image batch x (eval mode). With `shift`,

@@ -4,13 +4,13 @@ import types
 
 import pytest
 import torch
+import torch.nn as nn
 
 from mmdet_posmlp.models import posmlp
-from mmdet_posmlp.models.fused import fuse_posmlp
 from mmdet_posmlp.models.posmlp import (GQPE, LRPE, DenseTokenMixer, PosMLPClassifier, PosMLPStage,
                                         from_windows, region_index, to_windows, window_layout,
                                         window_regions, window_tokens)
-from benchmarks.reference_math import reference_stages
+from benchmarks.reference_math import reference_stages, reference_weights
 from conftest import randomize_
 
 
@@ -168,7 +168,7 @@ def test_gradients_match_plain_reference_with_padding():
     model = randomize_(PosMLPClassifier(stage_cfg, drop_path_rate=0.0)).double().eval()
     x = torch.randn(1, 3, 50, 38, dtype=torch.float64)
     params = {k: v for k, v in model.named_parameters() if k.startswith(('patch_embed', 'levels'))}
-    weights = model.state_dict(keep_vars=True)  # the reference layout, differentiable
+    weights = reference_weights(model)
     fast = sum(o.sum() for o in model.forward_stages(x))
     g_fast = torch.autograd.grad(fast, list(params.values()))
     plain = sum(o.sum() for o in reference_stages(weights, model.setting, x))
@@ -260,8 +260,9 @@ def test_fused_model_matches_plain_reference():
         x0 = x.clone()
         weights = dict(model.state_dict())
         plain = reference_stages(weights, model.setting, x, mixer)
-        fuse_posmlp(model)
-        assert not any(isinstance(m, posmlp.ConvStem) for m in model.modules())
+        model.fuse()
+        assert not any(isinstance(m, (posmlp.ConvStem, nn.BatchNorm2d)) for m in model.modules())
+        assert [type(m) for m in model.patch_embed] == [nn.Conv2d, nn.GELU] * 2 + [nn.Conv2d]
         assert all(stage.fixed_mixing is not None for stage in model.levels)
         with torch.no_grad():
             fast = model.forward_stages(x)
@@ -380,7 +381,7 @@ def test_shifted_windows_match_the_literal_implementation(mixer, size):
     model = model.double().eval()
     x = torch.randn(2, 3, *size, dtype=torch.float64)
     params = [p for n, p in model.named_parameters() if n.startswith(('patch_embed', 'levels'))]
-    weights = model.state_dict(keep_vars=True)  # the reference layout, differentiable
+    weights = reference_weights(model)
     ours = model.forward_stages(x)
     plain = reference_stages(weights, model.setting, x, mixer, shift=True)
     for a, b in zip(ours, plain):
@@ -405,7 +406,7 @@ def test_shift_adds_no_parameters_and_fuses():
     shifted = randomize_(shifted).double().eval()
     x = torch.randn(1, 3, 45, 61, dtype=torch.float64)
     expected = shifted.forward_stages(x)
-    fuse_posmlp(shifted)
+    shifted.fuse()
     with torch.no_grad():
         fused = shifted.forward_stages(x)
     for a, b in zip(fused, expected):

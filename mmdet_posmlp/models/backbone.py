@@ -9,6 +9,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmdet.registry import MODELS
 
+from .common import fuse_modules
 from .weights import load_backbone_weights
 from .posmlp import LN_EPS, MIXERS, ConvStem, build_stages, init_posmlp_weights, resolve_arch
 
@@ -190,10 +191,9 @@ class PosMLP(BaseModule):
         return self
 
     def fuse(self) -> 'PosMLP':
-        """Deployment step: fold and precompute what the final weights fix (models/fused.py).
+        """Deployment step: fold and precompute what the final weights fix (each module's own fuse(), see posmlp.py).
         Inference only; call it after the weights are loaded."""
-        from .fused import fuse_posmlp
-        return fuse_posmlp(self)
+        return fuse_modules(self)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
