@@ -1,0 +1,426 @@
+"""CycleMLP (mmdet_posmlp/models/cycle_mlp.py): official parameter names, shapes and counts, Cycle
+FC against a plain float64 transcription of the paper's formula and against torchvision's
+deform_conv2d with the official offsets, any input size, timm's model API; the mmdet backbone,
+its configs and a detector training step; Table 3's parameter column; ONNX export."""
+import copy
+import math
+import os.path as osp
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+timm = pytest.importorskip('timm')
+
+from mmdet_posmlp.models import cycle_mlp as cm  # noqa: E402  (registers cycle_mlp_* with timm)
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = osp.join(REPO, 'configs')
+
+# The official variants (cycle_mlp.py, CycleMLP_B1..B5): dims, depths, mlp ratios.
+VARIANTS = {
+    'cycle_mlp_b1': ((64, 128, 320, 512), (2, 2, 4, 2), (4, 4, 4, 4)),
+    'cycle_mlp_b2': ((64, 128, 320, 512), (2, 3, 10, 3), (4, 4, 4, 4)),
+    'cycle_mlp_b3': ((64, 128, 320, 512), (3, 4, 18, 3), (8, 8, 4, 4)),
+    'cycle_mlp_b4': ((64, 128, 320, 512), (3, 8, 27, 3), (8, 8, 4, 4)),
+    'cycle_mlp_b5': ((96, 192, 384, 768), (3, 4, 24, 3), (4, 4, 4, 4)),
+}
+# Parameters of the official classifiers with the 1000-way head (README: 15M / 27M / 38M / 52M /
+# 76M), counted from the official file.
+OFFICIAL_PARAMS = {
+    'cycle_mlp_b1': 15_155_400,
+    'cycle_mlp_b2': 26_802_504,
+    'cycle_mlp_b3': 38_385_720,
+    'cycle_mlp_b4': 51_796_552,
+    'cycle_mlp_b5': 75_747_280,
+}
+TINY = dict(embed_dims=(16, 24, 32, 40), depths=(1, 2, 1, 1), mlp_ratios=(2, 2, 4, 4))
+
+
+def official_state_shapes(dims, depths, ratios, num_classes=1000, in_chans=3):
+    """The official CycleNet's state-dict names and shapes, enumerated from its source:
+    patch_embed.proj (Conv 7x7; its norm is an Identity); network = [blocks, Downsample,
+    blocks, ...] (7 entries, Downsample.proj a Conv 3x3); each CycleBlock has norm1 (LayerNorm),
+    attn.{mlp_c (Linear, no bias), sfc_h / sfc_w (CycleFC: weight (C, C, 1, 1), bias, buffer
+    offset (1, 2C, 1, 1)), reweight.fc1 (C -> C/4), reweight.fc2 (C/4 -> 3C), proj}, norm2,
+    mlp.{fc1, fc2}; then norm (LayerNorm) and head (Linear)."""
+    t = {}
+
+    def linear(name, cin, cout, bias=True):
+        t[f'{name}.weight'] = (cout, cin)
+        if bias:
+            t[f'{name}.bias'] = (cout,)
+
+    def ln(name, c):
+        t[f'{name}.weight'] = (c,)
+        t[f'{name}.bias'] = (c,)
+
+    t['patch_embed.proj.weight'] = (dims[0], in_chans, 7, 7)
+    t['patch_embed.proj.bias'] = (dims[0],)
+    idx = 0
+    for i, (d, depth) in enumerate(zip(dims, depths)):
+        if i > 0:
+            t[f'network.{idx}.proj.weight'] = (d, dims[i - 1], 3, 3)
+            t[f'network.{idx}.proj.bias'] = (d,)
+            idx += 1
+        for j in range(depth):
+            b = f'network.{idx}.{j}'
+            ln(f'{b}.norm1', d)
+            linear(f'{b}.attn.mlp_c', d, d, bias=False)
+            for br in ('sfc_h', 'sfc_w'):
+                t[f'{b}.attn.{br}.weight'] = (d, d, 1, 1)
+                t[f'{b}.attn.{br}.bias'] = (d,)
+                t[f'{b}.attn.{br}.offset'] = (1, 2 * d, 1, 1)
+            linear(f'{b}.attn.reweight.fc1', d, d // 4)
+            linear(f'{b}.attn.reweight.fc2', d // 4, 3 * d)
+            linear(f'{b}.attn.proj', d, d)
+            ln(f'{b}.norm2', d)
+            linear(f'{b}.mlp.fc1', d, int(d * ratios[i]))
+            linear(f'{b}.mlp.fc2', int(d * ratios[i]), d)
+        idx += 1
+    ln('norm', dims[-1])
+    linear('head', dims[-1], num_classes)
+    return t
+
+
+def official_offset(channels, kernel_size):
+    """The official CycleFC.gen_offset, transcribed: (1, 2C, 1, 1), (dy, dx) of channel i at
+    2i, 2i + 1; start_idx = (kh * kw) // 2."""
+    kh, kw = kernel_size
+    offset = torch.empty(1, channels * 2, 1, 1)
+    start_idx = (kh * kw) // 2
+    for i in range(channels):
+        if kh == 1:
+            offset[0, 2 * i + 0, 0, 0] = 0
+            offset[0, 2 * i + 1, 0, 0] = (i + start_idx) % kw - (kw // 2)
+        else:
+            offset[0, 2 * i + 0, 0, 0] = (i + start_idx) % kh - (kh // 2)
+            offset[0, 2 * i + 1, 0, 0] = 0
+    return offset
+
+
+def official_state_dict(dims, depths, ratios, seed=1, num_classes=1000):
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, s in official_state_shapes(dims, depths, ratios, num_classes).items():
+        if k.endswith('.offset'):
+            sd[k] = official_offset(s[1] // 2, (1, 3) if '.sfc_h.' in k else (3, 1))
+        else:
+            sd[k] = torch.randn(s, generator=g) * 0.1 + (1. if 'norm' in k else 0.)
+    return sd
+
+
+def randomize_(model, seed=0):
+    """Move norm affine terms and all biases away from their initial values."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if 'norm' in name or name.endswith('bias'):
+                p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3)
+    return model
+
+
+@pytest.fixture(scope='module')
+def tiny():
+    torch.manual_seed(0)
+    return randomize_(cm.CycleMLPClassifier(num_classes=10, **TINY)).eval()
+
+
+def _map_size(n):  # stem 7/4 pad 2, then three 3/2 pad 1
+    out = [(n + 4 - 7) // 4 + 1]
+    for _ in range(3):
+        out.append((out[-1] - 1) // 2 + 1)
+    return out
+
+
+# ---- parameter counts, names and shapes; official checkpoints ---------------------------------
+
+@pytest.mark.parametrize('name', list(VARIANTS))
+def test_parameter_count_and_official_state_dict(name):
+    dims, depths, ratios = VARIANTS[name]
+    expected = official_state_shapes(dims, depths, ratios)
+    assert sum(math.prod(s) for k, s in expected.items() if not k.endswith('.offset')) \
+        == OFFICIAL_PARAMS[name]
+    with torch.device('meta'):  # shapes only: the big variants cost nothing to build
+        model = timm.create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == expected
+
+
+def test_official_state_dict_loads_strict_and_offsets_are_checked():
+    dims, depths, ratios = VARIANTS['cycle_mlp_b1']
+    sd = official_state_dict(dims, depths, ratios)
+    model = timm.create_model('cycle_mlp_b1')
+    result = model.load_state_dict(sd, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+    # the DeiT-style training checkpoint: {'model': ..., 'optimizer': ..., 'epoch': ...}
+    wrapped = {'model': sd, 'optimizer': {}, 'epoch': 299}
+    assert cm.checkpoint_filter_fn(wrapped, model).keys() == sd.keys()
+    # other offsets cannot be computed by the fixed cycle: refused, naming the key
+    bad = dict(sd)
+    key = 'network.4.1.attn.sfc_w.offset'
+    bad[key] = bad[key].flip(1)
+    with pytest.raises(RuntimeError, match=r'network\.4\.1\.attn\.sfc_w\.offset: .*other offsets'):
+        model.load_state_dict(bad)
+
+
+# ---- Cycle FC and the mixer against the formula ----------------------------------------------
+
+def cycle_fc_formula(x, weight, bias, kernel_size):
+    """The paper's Cycle FC, index by index, x (B, H, W, C_in) float64: output channel o at
+    (y, x) = b_o + sum_i W[o, i] x[y + dy_i, x + dx_i, i], zero outside the map, with
+    (dy_i, dx_i) = (0, (i + k // 2) mod k - k // 2) for kernel (1, k), swapped for (k, 1)."""
+    B, H, W, C = x.shape
+    kh, kw = kernel_size
+    out = torch.zeros(B, H, W, weight.shape[0], dtype=x.dtype)
+    for i in range(C):
+        k = kw if kh == 1 else kh
+        d = (i + k // 2) % k - k // 2
+        dy, dx = (0, d) if kh == 1 else (d, 0)
+        shifted = torch.zeros(B, H, W, dtype=x.dtype)
+        for yy in range(H):
+            for xx in range(W):
+                if 0 <= yy + dy < H and 0 <= xx + dx < W:
+                    shifted[:, yy, xx] = x[:, yy + dy, xx + dx, i]
+        out += shifted[..., None] * weight[:, i, 0, 0]
+    return out + bias
+
+
+@pytest.mark.parametrize('kernel_size,size', [
+    ((1, 3), (5, 7)), ((3, 1), (6, 4)), ((1, 3), (1, 1)), ((3, 1), (2, 1)), ((1, 5), (3, 4)),
+    ((2, 1), (4, 3)), ((1, 1), (2, 2))])
+def test_cycle_fc_is_the_formula(kernel_size, size):
+    torch.manual_seed(0)
+    fc = cm.CycleFC(11, 7, kernel_size).double()  # 11 channels: the cycle does not divide them
+    x = torch.randn(2, *size, 11, dtype=torch.float64)
+    want = cycle_fc_formula(x, fc.weight, fc.bias, kernel_size)
+    torch.testing.assert_close(fc(x), want, rtol=1e-12, atol=1e-12)
+    assert torch.equal(fc.offset, official_offset(11, kernel_size))
+
+
+@pytest.mark.parametrize('kernel_size', [(1, 3), (3, 1)])
+def test_cycle_fc_equals_the_official_deform_conv2d(kernel_size):
+    """The official forward: deform_conv2d(x, offset.expand(B, -1, H, W), weight, bias)."""
+    tv_ops = pytest.importorskip('torchvision.ops', reason='torchvision not installed')
+    torch.manual_seed(0)
+    fc = cm.CycleFC(20, 20, kernel_size).double()
+    x = torch.randn(2, 9, 13, 20, dtype=torch.float64)
+    nchw = x.permute(0, 3, 1, 2)
+    offset = official_offset(20, kernel_size).double().expand(2, -1, 9, 13)
+    want = tv_ops.deform_conv2d(nchw, offset, fc.weight, fc.bias).permute(0, 2, 3, 1)
+    torch.testing.assert_close(fc(x), want, rtol=1e-12, atol=1e-12)
+
+
+def mixer_formula(x, m):
+    """CycleMLP's token mixer written out (official CycleMLP.forward) in float64."""
+    B, H, W, C = x.shape
+    h = cycle_fc_formula(x, m.sfc_h.weight, m.sfc_h.bias, (1, 3))
+    w = cycle_fc_formula(x, m.sfc_w.weight, m.sfc_w.bias, (3, 1))
+    c = x @ m.mlp_c.weight.T
+    a = (h + w + c).mean(dim=(1, 2))
+    a = F.gelu(a @ m.reweight.fc1.weight.T + m.reweight.fc1.bias)
+    a = a @ m.reweight.fc2.weight.T + m.reweight.fc2.bias  # (B, 3C): branch k of channel i at 3i+k
+    a = torch.softmax(torch.stack([a[:, k::3] for k in range(3)]), dim=0)
+    mixed = h * a[0, :, None, None] + w * a[1, :, None, None] + c * a[2, :, None, None]
+    return mixed @ m.proj.weight.T + m.proj.bias
+
+
+@pytest.mark.parametrize('size', [(5, 7), (1, 1), (2, 9)])
+def test_mixer_and_block_are_the_formula(size):
+    torch.manual_seed(0)
+    block = randomize_(cm.CycleBlock(20, mlp_ratio=2.)).double().eval()
+    x = torch.randn(2, *size, 20, dtype=torch.float64)
+    torch.testing.assert_close(block.attn(x), mixer_formula(x, block.attn), rtol=1e-10,
+                               atol=1e-12)
+    ln = lambda t, n: F.layer_norm(t, (20,), n.weight, n.bias, n.eps)  # noqa: E731
+    y = x + mixer_formula(ln(x, block.norm1), block.attn)
+    y = y + block.mlp.fc2(F.gelu(block.mlp.fc1(ln(y, block.norm2))))
+    torch.testing.assert_close(block(x), y, rtol=1e-10, atol=1e-12)
+
+
+def test_mixer_branches_are_three_activation_sized_kernels():
+    """All three branches: one pad, one concatenation, one batched GEMM on the activations,
+    whatever the channel count (no per-channel or per-offset loop of kernels)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.big = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            views = ('view', 'slice', 'transpose', 'permute', 'select', 't', 'expand',
+                     '_unsafe_view', 'alias')
+            if isinstance(out, torch.Tensor) and out.numel() >= x.numel() and \
+                    func.__name__.split('.')[0] not in views:
+                self.big.append(func.__name__.split('.')[0])
+            return out
+
+    for dim in (20, 64):
+        m = cm.CycleMixer(dim)
+        x = torch.randn(2, 9, 11, dim)
+        with torch.no_grad(), Ops() as ops:
+            y = m.branches(x)
+        assert ops.big == ['constant_pad_nd', 'cat', 'baddbmm'], ops.big
+        torch.testing.assert_close(y[0], m.sfc_h(x))
+        torch.testing.assert_close(y[1], m.sfc_w(x))
+        torch.testing.assert_close(y[2], m.mlp_c(x))
+
+
+# ---- any input size, gradients ---------------------------------------------------------------
+
+@pytest.mark.parametrize('size', [(97, 131), (3, 3), (5, 200), (64, 64)])
+def test_any_input_size(tiny, size):
+    with torch.no_grad():
+        out = tiny(torch.randn(2, 3, *size))
+        maps = tiny.forward_intermediates(torch.randn(1, 3, *size), intermediates_only=True)
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    assert [tuple(m.shape[2:]) for m in maps] == list(zip(_map_size(size[0]),
+                                                          _map_size(size[1])))
+
+
+def test_too_small_input_is_refused(tiny):
+    with pytest.raises(AssertionError, match='at least 3 x 3'):
+        tiny(torch.randn(1, 3, 2, 40))
+
+
+def test_gradients_reach_every_parameter():
+    torch.manual_seed(0)
+    model = cm.CycleMLPClassifier(num_classes=5, drop_path_rate=0.1, **TINY).train()
+    model(torch.randn(2, 3, 61, 45)).logsumexp(1).sum().backward()
+    for n, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, n
+
+
+def test_full_size_b1_at_224():
+    model = timm.create_model('cycle_mlp_b1').eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 224, 224))
+    assert out.shape == (1, 1000) and torch.isfinite(out).all()
+
+
+# ---- timm API ----------------------------------------------------------------------------------
+
+def test_timm_registration_and_default_cfg():
+    assert timm.list_models('cycle_mlp*') == sorted(VARIANTS)
+    model = timm.create_model('cycle_mlp_b2', num_classes=7)
+    assert isinstance(model, cm.CycleMLPClassifier) and model.num_classes == 7
+    cfg = model.pretrained_cfg
+    assert cfg['url'].endswith('CycleMLP_B2.pth') and cfg['crop_pct'] == 0.9
+    assert timm.create_model('cycle_mlp_b5', pretrained=False).pretrained_cfg['crop_pct'] == 0.875
+    modules = dict(model.named_modules())
+    assert isinstance(modules[cfg['first_conv']], nn.Conv2d)
+    assert modules[cfg['classifier']] is model.get_classifier()
+    assert model.num_features == model.head_hidden_size == 512
+    assert [(f['num_chs'], f['reduction'], f['module']) for f in model.feature_info] == [
+        (64, 4, 'network.0'), (128, 8, 'network.2'), (320, 16, 'network.4'),
+        (512, 32, 'network.6')]
+    assert model.no_weight_decay() == set()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        feats = model.eval().forward_features(x)
+        assert feats.shape == (1, 2, 3, 512)  # NHWC, as the official layout
+        assert model.forward_head(feats, pre_logits=True).shape == (1, 512)
+        torch.testing.assert_close(model.forward_head(feats), model(x))
+
+
+def test_global_pool_validation_and_reset_classifier(tiny):
+    with pytest.raises(ValueError, match='global_pool'):
+        cm.CycleMLPClassifier(global_pool='max', **TINY)
+    with pytest.raises(ValueError, match='num_classes=0'):
+        cm.CycleMLPClassifier(global_pool='', **TINY)
+    with pytest.raises(ValueError, match='mlp_ratios'):
+        cm.CycleMLPClassifier(embed_dims=(8, 16, 24), mlp_ratios=(4, 4), depths=(1, 1, 1))
+    model = copy.deepcopy(tiny)
+    x = torch.randn(1, 3, 48, 40)
+    model.reset_classifier(3)
+    assert model(x).shape == (1, 3)
+    model.reset_classifier(0, '')
+    assert model(x).shape == (1, 2, 2, 40) and isinstance(model.get_classifier(), nn.Identity)
+
+
+def test_features_only_strides_4_to_32():
+    model = timm.create_model('cycle_mlp_b1', features_only=True).eval()
+    assert model.feature_info.reduction() == [4, 8, 16, 32]
+    assert model.feature_info.channels() == [64, 128, 320, 512]
+    with torch.no_grad():
+        feats = model(torch.randn(1, 3, 97, 131))
+    assert [tuple(f.shape) for f in feats] == [
+        (1, c, h, w) for c, h, w in zip((64, 128, 320, 512), _map_size(97), _map_size(131))]
+    part = timm.create_model('cycle_mlp_b1', features_only=True, out_indices=(1, 3))
+    assert part.feature_info.reduction() == [8, 32]
+
+
+def test_forward_intermediates(tiny):
+    x = torch.randn(2, 3, 70, 45)
+    with torch.no_grad():
+        final, inter = tiny.forward_intermediates(x)
+        assert torch.equal(final, tiny.forward_features(x))
+        assert [f.shape[1] for f in inter] == [16, 24, 32, 40]
+        assert [tuple(f.shape[2:]) for f in inter] == list(zip(_map_size(70), _map_size(45)))
+        normed = tiny.forward_intermediates(x, indices=[0, 3], norm=True, intermediates_only=True)
+        assert torch.equal(normed[0], inter[0])
+        assert torch.equal(normed[1], final.permute(0, 3, 1, 2))
+        early, sel = tiny.forward_intermediates(x, indices=[1], stop_early=True)
+        assert torch.equal(early.permute(0, 3, 1, 2), inter[1]) and torch.equal(sel[0], inter[1])
+        nhwc = tiny.forward_intermediates(x, indices=2, output_fmt='NHWC', intermediates_only=True)
+        assert torch.equal(nhwc[0], inter[2].permute(0, 2, 3, 1))
+    with pytest.raises(ValueError, match='output_fmt'):
+        tiny.forward_intermediates(x, output_fmt='NLC')
+
+
+def test_prune_intermediate_layers(tiny):
+    model = copy.deepcopy(tiny)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        want = tiny.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
+        assert model.prune_intermediate_layers([0, 1]) == [0, 1]
+        assert len(model.network) == 3 and isinstance(model.norm, nn.Identity)
+        assert model.num_classes == 0 and model.num_features == 24
+        got = model.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+    full = copy.deepcopy(tiny)
+    assert full.prune_intermediate_layers(1, prune_norm=False, prune_head=False) == [3]
+    assert isinstance(full.norm, nn.LayerNorm) and full.num_classes == 10
+
+
+def test_grad_checkpointing_same_results_and_recomputes():
+    torch.manual_seed(5)
+    model = randomize_(cm.CycleMLPClassifier(num_classes=4, **TINY)).train()
+    x = torch.randn(2, 3, 40, 56)
+    runs = []
+    for enable in (False, True):
+        model.set_grad_checkpointing(enable)
+        model.zero_grad()
+        calls = []
+        hook = model.network[2][1].attn.register_forward_hook(lambda *a: calls.append(1))
+        out = model(x)
+        out.square().sum().backward()
+        hook.remove()
+        runs.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()},
+                     len(calls)))
+    (o0, g0, c0), (o1, g1, c1) = runs
+    assert c0 == 1 and c1 == 2  # with checkpointing the block runs again during backward
+    torch.testing.assert_close(o1, o0, rtol=0, atol=0)
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_group_matcher_covers_every_parameter_in_order():
+    from timm.models import group_parameters
+    model = cm.CycleMLPClassifier(**TINY)
+    names = [n for n, _ in model.named_parameters()]
+    for coarse in (False, True):
+        groups = group_parameters(model, model.group_matcher(coarse=coarse))
+        order = [n for g in groups.values() for n in g]
+        assert sorted(order) == sorted(names)
+        first = [min(order.index(n) for n in names if n.startswith(f'network.{i}.'))
+                 for i in range(7)]
+        assert first == sorted(first)
+    # stem, 5 blocks, 3 downsamples, head; the final norm joins the last block
+    groups = group_parameters(model, model.group_matcher())
+    assert len(groups) == 1 + 5 + 3 + 1
