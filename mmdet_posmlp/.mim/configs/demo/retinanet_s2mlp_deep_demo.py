@@ -1,0 +1,33 @@
+# RetinaNet + S2-MLP-deep on the synthetic shapes demo set: retinanet_posmlp_t_demo.py (same data,
+# schedule, head, seed) with S2-MLP-deep in place of PosMLP-T, for the backbone comparison
+# (tools/demo/compare_backbones.py). From scratch, like the PosMLP demo.
+#
+#   python tools/train.py configs/demo/retinanet_s2mlp_deep_demo.py
+#
+# S2-MLP is isotropic: one map at stride 16 (384 channels; 8 x 8 tokens for a 128 px image). The
+# neck is ../retinanet_s2mlp_deep_1x.py's simple feature pyramid cut to the demo's three levels:
+# scale factors (2, 1, 0.5) give strides 8, 16, 32, exactly the P3-P5 of the demo FPN, at the
+# demo's 128 channels, so the head (anchors included) is the demo's unchanged. Norm: LayerNorm
+# in the backbone (as published) and in the neck (LN2d). drop_path 0 as the PosMLP demo.
+_base_ = './retinanet_posmlp_t_demo.py'
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='S2MLP',
+        arch='deep',
+        out_indices=(-1,),
+        drop_path_rate=0.0,
+        init_cfg=None),
+    neck=dict(
+        _delete_=True,
+        type='SimpleFeaturePyramid',
+        in_channels=384,
+        out_channels=128,
+        scale_factors=(2.0, 1.0, 0.5),
+        num_outs=3))
+# The neck's LayerNorms (LN2d) are not nn.LayerNorm, which norm_decay_mult recognises: no weight
+# decay on them, by name (as ../retinanet_s2mlp_deep_1x.py).
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={
+    'lateral_norm': dict(decay_mult=0.0),
+    'output_norm': dict(decay_mult=0.0),
+}))
