@@ -66,7 +66,7 @@ if MMDET_AVAILABLE:
     from .engine import hooks  # noqa: F401  (registers the hooks in mmdet's HOOKS)
     from .mim import register_config_package
     # importing .models registered these in mmdet's MODELS; re-exported here
-    from .models import HireMLP, PosMLP, S2MLP, SimpleFeaturePyramid, ViP  # noqa: F401
+    from .models import CycleMLP, HireMLP, PosMLP, S2MLP, SimpleFeaturePyramid, ViP  # noqa: F401
 
     register_config_package()
     register_flop_handles()

@@ -8,7 +8,7 @@ those modules would provide raise :func:`missing_mmdet` on access. Imports nothi
 import importlib.util
 
 # The names of the MMDetection half, as ``mmdet_posmlp`` / ``mmdet_posmlp.models`` export them.
-MMDET_NAMES = ('PosMLP', 'HireMLP', 'ViP', 'S2MLP', 'SimpleFeaturePyramid')
+MMDET_NAMES = ('PosMLP', 'HireMLP', 'ViP', 'S2MLP', 'CycleMLP', 'SimpleFeaturePyramid')
 
 
 def installed(name: str) -> bool:
@@ -46,7 +46,7 @@ def missing_mmdet(module: str, name: str) -> ImportError:
         f'{module}.{name} is an MMDetection component, and mmdet is not installed: install '
         f'mmdet 3.x, mmengine and mmcv (>= 2.0.0rc4, < 2.2.0, with its compiled ops; '
         f'`bash tools/setup_env.sh` installs all three). Without them mmdet_posmlp provides '
-        f'only its timm classifiers (posmlp_t/s/b, hire_mlp_*, vip_*, s2mlp_*) and their '
+        f'only its timm classifiers (posmlp_t/s/b, hire_mlp_*, vip_*, s2mlp_*, cycle_mlp_*) and their '
         f'classes (mmdet_posmlp.models.PosMLPClassifier, ...).', name='mmdet')
 
 

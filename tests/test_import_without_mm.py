@@ -55,7 +55,8 @@ def test_timm_half_imports_and_runs_without_mmcv_mmdet_mmengine_pycocotools():
         with torch.no_grad():
             feats = timm.create_model('posmlp_t', features_only=True, out_indices=(1, 2, 3)).eval()
             shapes['posmlp_t'] = [list(f.shape) for f in feats(torch.randn(1, 3, 96, 128))]
-            for name, size in (('hire_mlp_tiny', 64), ('vip_s7', 56), ('s2mlp_deep', 64)):
+            for name, size in (('hire_mlp_tiny', 64), ('vip_s7', 56), ('s2mlp_deep', 64),
+                               ('cycle_mlp_b1', 61)):
                 model = timm.create_model(name, num_classes=7).eval()
                 y = model(torch.randn(2, 3, size, size))
                 assert torch.isfinite(y).all(), name
@@ -83,7 +84,7 @@ def test_timm_half_imports_and_runs_without_mmcv_mmdet_mmengine_pycocotools():
     assert out['registered'] == ['posmlp_b', 'posmlp_s', 'posmlp_t']
     # posmlp_t: strides 8, 16, 32 (out_indices 1-3), channels 192 / 384 / 768 (tiny)
     assert out['shapes']['posmlp_t'] == [[1, 192, 12, 16], [1, 384, 6, 8], [1, 768, 3, 4]]
-    for name in ('hire_mlp_tiny', 'vip_s7', 's2mlp_deep'):
+    for name in ('hire_mlp_tiny', 'vip_s7', 's2mlp_deep', 'cycle_mlp_b1'):
         assert out['shapes'][name] == [2, 7], name
     assert out['shapes']['PosMLPClassifier'] == [1, 5]
     for where in ('package', 'models'):  # a clear message naming what to install

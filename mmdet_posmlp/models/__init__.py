@@ -3,15 +3,15 @@ MMDetection backbones and the neck.
 
 Always imported (each registers its classifiers with timm at its bottom):
 ``posmlp`` (``posmlp_t/s/b``), ``hire_mlp`` (``hire_mlp_*``), ``vip`` (``vip_*``), ``s2mlp``
-(``s2mlp_*``).
+(``s2mlp_*``), ``cycle_mlp`` (``cycle_mlp_b1`` ... ``b5``).
 
 Only where mmdet is installed (``mmdet_posmlp.dependencies.MMDET_AVAILABLE``), registered in
-mmdet's MODELS: ``backbone`` (``PosMLP``), ``mmdet_family`` (``HireMLP``, ``ViP``, ``S2MLP``)
+mmdet's MODELS: ``backbone`` (``PosMLP``), ``mmdet_family`` (``HireMLP``, ``ViP``, ``S2MLP``, ``CycleMLP``)
 and ``simple_pyramid`` (``SimpleFeaturePyramid``). Without mmdet, reading one of those names
 from this module raises an ImportError that says what to install.
 """
 from ..dependencies import MMDET_AVAILABLE, MMDET_NAMES, mmdet_names_getattr
-from . import hire_mlp, s2mlp, vip  # noqa: F401  (register hire_mlp_*, s2mlp_*, vip_* with timm)
+from . import cycle_mlp, hire_mlp, s2mlp, vip  # noqa: F401  (register cycle_mlp_*, hire_mlp_*, ...)
 # importing .posmlp registers posmlp_t / _s / _b with timm
 from .posmlp import (ARCH_SETTINGS, GQPE, LRPE, MIXERS, DenseTokenMixer, PosMLPBlock,
                      PosMLPClassifier, PosMLPStage, PosSGU, resolve_arch, window_layout)
@@ -22,7 +22,7 @@ __all__ = ['PosMLPClassifier', 'PosMLPStage', 'PosMLPBlock', 'PosSGU', 'GQPE', '
 if MMDET_AVAILABLE:
     from . import losses  # noqa: F401  (registers Float32FocalLoss in mmdet's MODELS)
     from .backbone import PosMLP
-    from .mmdet_family import HireMLP, S2MLP, ViP
+    from .mmdet_family import CycleMLP, HireMLP, S2MLP, ViP
     from .simple_pyramid import SimpleFeaturePyramid
     __all__ += list(MMDET_NAMES)
 else:

@@ -1,4 +1,5 @@
-"""CycleMLP: A MLP-like Architecture for Dense Prediction (Chen et al., ICLR 2022, arXiv:2107.10224).
+"""CycleMLP: A MLP-like Architecture for Dense Prediction (Chen et al., ICLR 2022,
+arXiv:2107.10224).
 
 A four-stage MLP whose token mixer, Cycle FC, is a channel FC (a 1x1 convolution) in which
 input channel i is read at a position shifted by an offset that cycles with i. Neighbouring
@@ -471,8 +472,14 @@ class CycleMLPClassifier(nn.Module):
 # ---- timm registration ------------------------------------------------------------------------
 
 def checkpoint_filter_fn(state_dict: Dict, model: nn.Module) -> Dict:
-    """The official checkpoints ({'model': ..., 'model_ema'?: ...}, DeiT's training script) or a
-    plain state dict; the names already match, the ``offset`` buffers included."""
+    """The weights of an official checkpoint (DeiT's training script: {'model', 'model_ema',
+    'optimizer', 'args', ...}) or of a plain state dict; the names already match, the ``offset``
+    buffers included.
+
+    'model' is taken before 'model_ema': the official evaluation (``main.py --eval --resume``),
+    which gave the published accuracies, loads ``checkpoint['model']``."""
+    if isinstance(state_dict.get('model'), dict):
+        state_dict = state_dict['model']
     tensors, _ = unwrap_state_dict(state_dict, owner='cycle_mlp checkpoint_filter_fn')
     return tensors
 
@@ -500,14 +507,13 @@ default_cfgs = generate_default_cfgs({
     'cycle_mlp_b5.in1k': _cfg(url=_RELEASE + 'CycleMLP_B5.pth', crop_pct=0.875),
 })
 
+# arch name -> CycleMLPClassifier arguments; variant cycle_mlp_{name} in timm
 ARCH_SETTINGS = {
-    'cycle_mlp_b1': dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 4, 2), mlp_ratios=4),
-    'cycle_mlp_b2': dict(embed_dims=(64, 128, 320, 512), depths=(2, 3, 10, 3), mlp_ratios=4),
-    'cycle_mlp_b3': dict(embed_dims=(64, 128, 320, 512), depths=(3, 4, 18, 3),
-                         mlp_ratios=(8, 8, 4, 4)),
-    'cycle_mlp_b4': dict(embed_dims=(64, 128, 320, 512), depths=(3, 8, 27, 3),
-                         mlp_ratios=(8, 8, 4, 4)),
-    'cycle_mlp_b5': dict(embed_dims=(96, 192, 384, 768), depths=(3, 4, 24, 3), mlp_ratios=4),
+    'b1': dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 4, 2), mlp_ratios=4),
+    'b2': dict(embed_dims=(64, 128, 320, 512), depths=(2, 3, 10, 3), mlp_ratios=4),
+    'b3': dict(embed_dims=(64, 128, 320, 512), depths=(3, 4, 18, 3), mlp_ratios=(8, 8, 4, 4)),
+    'b4': dict(embed_dims=(64, 128, 320, 512), depths=(3, 8, 27, 3), mlp_ratios=(8, 8, 4, 4)),
+    'b5': dict(embed_dims=(96, 192, 384, 768), depths=(3, 4, 24, 3), mlp_ratios=4),
 }
 
 
@@ -516,7 +522,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> CycleMLPClassif
         CycleMLPClassifier, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
-        **dict(ARCH_SETTINGS[variant], **kwargs))
+        **dict(ARCH_SETTINGS[variant[len('cycle_mlp_'):]], **kwargs))
 
 
 @register_model

@@ -1,8 +1,8 @@
-"""The vision-MLP family as MMDetection backbones: ``HireMLP``, ``ViP`` and ``S2MLP``, registered
-in mmdet's MODELS (config ``type='HireMLP'`` | ``'ViP'`` | ``'S2MLP'``).
+"""The vision-MLP family as MMDetection backbones: ``HireMLP``, ``ViP``, ``S2MLP`` and ``CycleMLP``,
+registered in mmdet's MODELS (config ``type='HireMLP'`` | ``'ViP'`` | ``'S2MLP'`` | ``'CycleMLP'``).
 
-Each is its family's timm classifier (hire_mlp.py, vip.py, s2mlp.py, which import only torch
-and timm) without head, through the shared mmdet glue ``FamilyBackbone`` (mmdet_backbone.py);
+Each is its family's timm classifier (hire_mlp.py, vip.py, s2mlp.py, cycle_mlp.py, which import
+only torch and timm) without head, through the shared mmdet glue ``FamilyBackbone`` (mmdet_backbone.py);
 a subclass only says which classifier, which archs, how its modules form stages, and which
 checkpoint filter reads its official weights. This module is the family's one dependency on
 mmdet: ``mmdet_posmlp.models`` imports it only where mmdet is installed.
@@ -11,7 +11,11 @@ from typing import List, Optional, Sequence, Union
 
 import torch.nn as nn
 from mmdet.registry import MODELS
+from timm.layers import LayerNorm2d
 
+from .cycle_mlp import ARCH_SETTINGS as CYCLE_MLP_SETTINGS
+from .cycle_mlp import CycleMLPClassifier
+from .cycle_mlp import checkpoint_filter_fn as cycle_mlp_checkpoint_filter
 from .hire_mlp import _ARCHS as HIRE_MLP_SETTINGS
 from .hire_mlp import HireMLPClassifier
 from .hire_mlp import checkpoint_filter_fn as hire_mlp_checkpoint_filter
@@ -20,7 +24,7 @@ from .s2mlp import S2MLP_SETTINGS, S2MLPClassifier
 from .vip import VIP_SETTINGS, ViPClassifier
 from .vip import checkpoint_filter_fn as vip_checkpoint_filter
 
-__all__ = ['HireMLP', 'ViP', 'S2MLP']
+__all__ = ['HireMLP', 'ViP', 'S2MLP', 'CycleMLP']
 
 
 @MODELS.register_module()
@@ -146,3 +150,46 @@ class S2MLP(FamilyBackbone):
 
     def stage_modules(self) -> List[List[nn.Module]]:
         return [[block] for block in self.model.blocks]
+
+
+@MODELS.register_module()
+class CycleMLP(FamilyBackbone):
+    """CycleMLP as an MMDetection backbone: stage maps at strides 4, 8, 16, 32 for an FPN.
+
+    ``CycleMLPClassifier`` (cycle_mlp.py) without head and final norm, pruned after the last
+    stage returned; shared options (out_indices, frozen_stages, with_cp, init_cfg Pretrained
+    with the official ``CycleMLP_B*.pth``) are described in ``mmdet_backbone.py``; norm_eval
+    has nothing to act on (no BatchNorm). Stage i is ``network.{2i}`` with the downsample
+    ``network.{2i-1}`` that leads into it.
+
+    Args:
+        arch (str | dict): 'b1' ... 'b5', or a dict of embed_dims, depths, mlp_ratios.
+        in_channels (int): Image channels.
+        out_indices (Sequence[int]): Stages returned (0-3).
+        out_norm (bool): A new LayerNorm over channels ``norm{i}`` (timm's LayerNorm2d, an
+            ``nn.LayerNorm``, so optimizer rules by type exempt it from weight decay) on each
+            returned map: the official dense-prediction form (``fork_feat``). A stage output
+            is the un-normalised residual stream, whose scale differs from stage to stage.
+        drop_path_rate (float): Stochastic depth, rising linearly over all blocks.
+        proj_drop_rate (float): Dropout after the mixers and inside the channel MLPs.
+        frozen_stages, norm_eval, with_cp, pretrained, init_cfg: see ``FamilyBackbone``.
+    """
+
+    classifier_cls = CycleMLPClassifier
+    arch_settings = CYCLE_MLP_SETTINGS
+    arch_keys = ('embed_dims', 'depths', 'mlp_ratios')
+    checkpoint_filter = staticmethod(cycle_mlp_checkpoint_filter)
+    out_norm_layer = LayerNorm2d
+
+    def __init__(self, arch: Union[str, dict] = 'b2', in_channels: int = 3,
+                 out_indices: Sequence[int] = (0, 1, 2, 3), out_norm: bool = True,
+                 drop_path_rate: float = 0.1, proj_drop_rate: float = 0.,
+                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
+                 pretrained: Optional[str] = None, init_cfg: Optional[dict] = None):
+        super().__init__(arch, in_channels, out_indices, out_norm, frozen_stages, norm_eval,
+                         with_cp, pretrained, init_cfg, drop_path_rate=drop_path_rate,
+                         proj_drop_rate=proj_drop_rate)
+
+    def stage_modules(self) -> List[List[nn.Module]]:
+        net = self.model.network
+        return [[net[j] for j in (2 * i - 1, 2 * i) if j >= 0] for i in range((len(net) + 1) // 2)]
