@@ -53,7 +53,7 @@ from .dependencies import MMDET_AVAILABLE, MMDET_NAMES, check_mmcv, mmdet_names_
 if MMDET_AVAILABLE:
     check_mmcv()  # before anything imports mmdet: mmcv is the one dependency pip cannot install
 
-from .engine.safe_load import allow_mmengine_checkpoints  # noqa: E402
+from .safe_load import allow_mmengine_checkpoints  # noqa: E402
 from .models import PosMLPClassifier  # noqa: E402  (registers the timm classifiers)
 
 allow_mmengine_checkpoints()

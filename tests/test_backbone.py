@@ -80,7 +80,7 @@ def test_backbone_features_equal_classifier_stage_features():
     bb = PosMLP(SMALL, out_norm=False).eval()
     missing = bb.load_state_dict(clf.state_dict(), strict=False)
     assert missing.missing_keys == [] and set(missing.unexpected_keys) == {
-        'norm.weight', 'norm.bias', 'head.weight', 'head.bias'}
+        'model.norm.weight', 'model.norm.bias', 'model.head.weight', 'model.head.bias'}
     x = torch.randn(1, 3, 80, 72)
     with torch.no_grad():
         for a, b in zip(bb(x), clf.forward_stages(x)):
@@ -90,23 +90,23 @@ def test_backbone_features_equal_classifier_stage_features():
 def test_frozen_stages_have_no_gradients_and_stay_in_eval_mode():
     m = PosMLP(SMALL, frozen_stages=2, drop_path_rate=0.0)
     m.train()
-    assert not m.patch_embed.training and not m.levels[0].training and not m.levels[1].training
-    assert m.levels[2].training and m.levels[3].training
-    stem_bn = m.patch_embed.norms[0]
+    assert not m.model.patch_embed.training and not m.model.levels[0].training and not m.model.levels[1].training
+    assert m.model.levels[2].training and m.model.levels[3].training
+    stem_bn = m.model.patch_embed.norms[0]
     before = stem_bn.running_mean.clone()
     sum(o.sum() for o in m(torch.randn(2, 3, 64, 64))).backward()
-    frozen = [p for mod in (m.patch_embed, m.levels[0], m.levels[1], m.norm0, m.norm1)
+    frozen = [p for mod in (m.model.patch_embed, m.model.levels[0], m.model.levels[1], m.norm0, m.norm1)
               for p in mod.parameters()]
     assert frozen and all(not p.requires_grad and p.grad is None for p in frozen)
-    assert all(p.grad is not None for p in m.levels[2].parameters())
+    assert all(p.grad is not None for p in m.model.levels[2].parameters())
     assert torch.equal(stem_bn.running_mean, before)  # BN statistics untouched
 
 
 def test_norm_eval_keeps_batchnorm_in_eval():
     m = PosMLP(SMALL, norm_eval=True)
     m.train()
-    assert all(not bn.training for bn in m.patch_embed.norms)
-    assert m.levels[0].training
+    assert all(not bn.training for bn in m.model.patch_embed.norms)
+    assert m.model.levels[0].training
 
 
 def test_with_cp_gives_same_outputs_and_gradients():
@@ -126,7 +126,7 @@ def test_with_cp_gives_same_outputs_and_gradients():
 
 def test_drop_path_ramps_linearly_and_trains():
     m = PosMLP('tiny', drop_path_rate=0.1)
-    rates = [b.drop_path.drop_prob for s in m.levels for b in s.encoder]
+    rates = [b.drop_path.drop_prob for s in m.model.levels for b in s.encoder]
     assert len(rates) == 24 and rates[0] == 0.0 and abs(rates[-1] - 0.1) < 1e-7
     assert all(b > a for a, b in zip(rates, rates[1:]))
 
@@ -150,7 +150,7 @@ def test_other_mixers_and_ungrouped(mixer, groups):
     m = PosMLP(SMALL, mixer=mixer, groups=groups).eval()
     outs = m(torch.randn(1, 3, 50, 60))
     assert len(outs) == 4 and all(torch.isfinite(o).all() for o in outs)
-    G = m.levels[2].encoder[0].gate_unit.groups
+    G = m.model.levels[2].encoder[0].gate_unit.groups
     assert G == (groups or SMALL['groups'][2])
 
 

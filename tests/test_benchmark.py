@@ -110,7 +110,7 @@ def test_detector_training_step_and_report():
     m = harness.build_measurement(dict(suite='benchmark_detectors', name='retinanet_posmlp_t',
                                        mode='train', batch=2, height=96, width=128, threads=2))
     assert m.info['optimizer'] == 'AdamW' and 31.0e6 < m.info['params'] < 31.2e6
-    weight = m.model.backbone.levels[2].encoder[0].proj_c_e.weight
+    weight = m.model.backbone.model.levels[2].encoder[0].proj_c_e.weight
     before = weight.detach().clone()
     assert m.time_step() > 0 and not torch.equal(weight, before)  # an optimizer step happened
     assert m.flops() > 0
@@ -119,7 +119,7 @@ def test_detector_training_step_and_report():
                                        threads=2))
     assert p.time_step() > 0 and not any(
         isinstance(m, torch.nn.BatchNorm2d) for m in p.model.backbone.modules())
-    assert all(stage.fixed_mixing for stage in p.model.backbone.levels)  # fused, and run
+    assert all(stage.fixed_mixing for stage in p.model.backbone.model.levels)  # fused, and run
     rows = [dict(name='retinanet_posmlp_t', mode='train', batch=2, median_s=1.0, params=31e6,
                  peak_mem_mb=900.0, flops=3e11, group=0),
             dict(name='retinanet_swin_t', mode='train', batch=2, median_s=1.25, params=38e6,

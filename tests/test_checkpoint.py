@@ -1,6 +1,7 @@
 """ImageNet weights into the backbone: reference checkpoints, timm state dicts, converted
 backbone checkpoints, window resizing, safe unpickling, and clear errors."""
 import argparse
+import json
 import os
 import pickle
 import subprocess
@@ -9,7 +10,8 @@ import sys
 import pytest
 import torch
 
-from mmdet_posmlp.models.weights import CheckpointError, load_checkpoint_file
+from mmdet_posmlp.models.common import CheckpointError
+from mmdet_posmlp.safe_load import load_checkpoint_file
 from mmdet_posmlp.models import PosMLP
 from mmdet_posmlp.models.posmlp import PosMLPClassifier
 from conftest import REPO, randomize_, reference_checkpoint
@@ -42,12 +44,9 @@ def test_reference_checkpoint_has_the_reference_layout(tiny_weights):
 def test_reference_checkpoint_loads_with_no_missing_key_and_same_features(tiny_weights):
     clf, path = tiny_weights
     bb = PosMLP('tiny', out_norm=False, init_cfg=dict(type='Pretrained', checkpoint=path))
-    target = bb.state_dict()
-    from mmdet_posmlp.models.weights import load_backbone_weights
-    state, report = load_backbone_weights(path, target)
-    assert set(state) == set(target)  # no missing backbone key, nothing unexpected
+    report = bb.load_pretrained(path)
+    assert report['missing'] == [] and report['unexpected'] == []
     assert report['source'] == ['state_dict_ema']
-    bb.init_weights()
     bb.eval()
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
@@ -74,7 +73,8 @@ def test_timm_state_dict_and_converted_checkpoint_load_the_same(tiny_weights, tm
     r = subprocess.run([sys.executable, os.path.join(REPO, 'tools/model_converters/convert_posmlp_checkpoint.py'),
                         path, str(converted)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert '"missing": [\n  "norm0.bias"' in r.stdout  # only the new output norms
+    report = json.loads(r.stdout[r.stdout.index('{\n'):r.stdout.rindex('}') + 1])
+    assert sorted(report['missing']) == [f'norm{i}.{p}' for i in range(3) for p in ('bias', 'weight')]
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
         outs = [_pretrained(p)(x) for p in (path, str(timm_path), str(converted))]
@@ -86,12 +86,12 @@ def test_timm_state_dict_and_converted_checkpoint_load_the_same(tiny_weights, tm
 def test_other_window_resizes_window_dependent_parameters(tiny_weights):
     clf, path = tiny_weights
     bb = _pretrained(path, windows=(7, 7, 7, 7))
-    bias = bb.levels[0].encoder[0].gate_unit.pos.token_proj_n_bias
+    bias = bb.model.levels[0].encoder[0].gate_unit.pos.token_proj_n_bias
     assert bias.shape == (1, 49, 1)
     src = clf.levels[0].encoder[0].gate_unit.pos.token_proj_n_bias.view(1, 1, 14, 14)
     expected = torch.nn.functional.interpolate(src, size=(7, 7), mode='bicubic').view(1, 49, 1)
     torch.testing.assert_close(bias, expected)
-    centers = bb.levels[2].encoder[5].gate_unit.pos.attention_centers
+    centers = bb.model.levels[2].encoder[5].gate_unit.pos.attention_centers
     assert torch.equal(centers, clf.levels[2].encoder[5].gate_unit.pos.attention_centers)
     with torch.no_grad():
         assert all(torch.isfinite(o).all() for o in bb(torch.randn(1, 3, 100, 100)))
@@ -105,7 +105,7 @@ def test_lrpe_table_is_resized_bicubically(tmp_path):
     bb = PosMLP('tiny', mixer='lrpe', windows=(7, 7, 7, 7),
                 init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     bb.init_weights()
-    table = bb.levels[1].encoder[1].gate_unit.pos.window_relative_position_bias_table
+    table = bb.model.levels[1].encoder[1].gate_unit.pos.window_relative_position_bias_table
     src = clf.levels[1].encoder[1].gate_unit.pos.window_relative_position_bias_table
     assert table.shape == (13 * 13, 16)
     grid = src.t().reshape(1, 16, 27, 27)
@@ -140,7 +140,7 @@ def test_other_variant_names_keys_and_shapes(tmp_path):
 def test_other_model_is_a_clear_error(tmp_path):
     path = tmp_path / 'resnet.pth'
     torch.save({'state_dict': torch.nn.Conv2d(3, 8, 3).state_dict()}, path)
-    with pytest.raises(CheckpointError, match='is not a PosMLP checkpoint'):
+    with pytest.raises(CheckpointError, match='not a PosMLP checkpoint'):
         _pretrained(str(path))
 
 

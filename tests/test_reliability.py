@@ -305,7 +305,7 @@ def test_train_tool_reports_a_malformed_annotation_file(tiny_data, tmp_path):
 # --------------------------------------------------------------------------- checkpoints, configs
 
 def test_failed_conversion_overwrites_nothing(tmp_path):
-    from mmdet_posmlp.models.weights import CheckpointError
+    from mmdet_posmlp.models.common import CheckpointError
     from tools.model_converters.convert_posmlp_checkpoint import convert_checkpoint
     dst = tmp_path / 'posmlp_t_backbone.pth'
     dst.write_bytes(b'previous converted weights')

@@ -82,7 +82,7 @@ def build_retinanet(**backbone):
 
 
 def stem_norms(detector):
-    return list(detector.backbone.patch_embed.norms)
+    return list(detector.backbone.model.patch_embed.norms)
 
 
 def randomize_bn_(model):
@@ -143,7 +143,7 @@ def test_mmengine_conversion_the_runner_calls():
     assert issubclass(nn.SyncBatchNorm, _BatchNorm)  # what the backbone's train() looks for
     model.backbone.norm_eval = True
     model.train()
-    assert model.backbone.levels.training and not any(m.training for m in after)
+    assert model.backbone.model.levels.training and not any(m.training for m in after)
 
 
 def test_torch_conversion_keeps_eval_outputs_on_cpu():
@@ -166,7 +166,7 @@ def test_torch_conversion_keeps_eval_outputs_on_cpu():
 def test_norm_eval_keeps_sync_bn_in_eval():
     model = nn.SyncBatchNorm.convert_sync_batchnorm(build_retinanet(norm_eval=True))
     model.train()
-    assert model.backbone.levels.training and model.bbox_head.training
+    assert model.backbone.model.levels.training and model.bbox_head.training
     assert not any(m.training for m in stem_norms(model))
     model.backbone.norm_eval = False
     model.train()

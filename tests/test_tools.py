@@ -252,7 +252,7 @@ def test_checkpoint_loads_with_exactly_the_allowlist(tiny_run, no_safe_globals):
     """The CheckpointHook checkpoint loads with weights_only=True and the allowlist; every entry
     of the allowlist's mmengine part is needed (the numpy 1.x aliases aside, which numpy 2 does
     not write; the reference checkpoints' Namespace is tested in test_checkpoint.py)."""
-    from mmdet_posmlp.engine.safe_load import (_NUMPY1_ALIASES, ALLOWED_CHECKPOINT_GLOBALS,
+    from mmdet_posmlp.safe_load import (_NUMPY1_ALIASES, ALLOWED_CHECKPOINT_GLOBALS,
                                                REFERENCE_CHECKPOINT_GLOBALS,
                                                mmengine_checkpoint_loading, safe_globals_list)
     path = str(tiny_run['checkpoint'])
@@ -305,7 +305,7 @@ class _OtherStatistic:
                                      datetime.datetime(2026, 1, 1)],
                          ids=['os.system', 'getattr-escape', 'getattr-other', 'datetime'])
 def test_unsafe_objects_still_refused(payload, tmp_path):
-    from mmdet_posmlp.engine.safe_load import allow_mmengine_checkpoints
+    from mmdet_posmlp.safe_load import allow_mmengine_checkpoints
     allow_mmengine_checkpoints()  # as importing mmdet_posmlp does
     path = tmp_path / 'unsafe.pth'
     torch.save({'state_dict': {'w': torch.zeros(2)}, 'payload': payload}, path)

@@ -21,7 +21,7 @@ except ImportError:  # running from a checkout that was not pip-installed
 from mmdet_posmlp.datasets.coco_check import AnnotationFormatError
 from mmdet_posmlp.engine.data_check import DatasetNotFoundError
 from mmdet_posmlp.engine.runner import LAUNCHERS, build_test_runner, set_local_rank
-from mmdet_posmlp.engine.safe_load import UnsafeCheckpointError
+from mmdet_posmlp.safe_load import UnsafeCheckpointError
 
 
 def parse_args():

@@ -20,7 +20,7 @@ from mmdet_posmlp.datasets.coco_check import AnnotationFormatError
 from mmdet_posmlp.engine.amp import AmpUnavailableError
 from mmdet_posmlp.engine.data_check import DatasetNotFoundError
 from mmdet_posmlp.engine.runner import LAUNCHERS, build_train_runner, set_local_rank
-from mmdet_posmlp.engine.safe_load import UnsafeCheckpointError
+from mmdet_posmlp.safe_load import UnsafeCheckpointError
 
 
 def parse_args():

@@ -44,7 +44,7 @@ def load_detector(config, checkpoint: Optional[str] = None, cfg_options: Optiona
     allowlist of mmengine and reference checkpoints; a file with other globals is refused
     before the model is built). Without a checkpoint the weights are random: enough to check
     an export, useless for deployment. Returns the model in eval mode on the CPU."""
-    from ..engine.safe_load import check_checkpoint_loadable, mmengine_checkpoint_loading
+    from ..safe_load import check_checkpoint_loadable, mmengine_checkpoint_loading
     log = log or (lambda s: None)
     cfg = load_model_config(config, cfg_options)
     if checkpoint:

@@ -13,7 +13,7 @@ Only :mod:`.safe_load` is imported here (``import mmdet_posmlp`` applies it and 
 :mod:`.hooks` and :mod:`.amp`); import :mod:`.runner` and :mod:`.data_check` where they are
 used.
 """
-from .safe_load import (MMENGINE_CHECKPOINT_GLOBALS, UnsafeCheckpointError,
+from ..safe_load import (MMENGINE_CHECKPOINT_GLOBALS, UnsafeCheckpointError,
                         allow_mmengine_checkpoints, check_checkpoint_loadable,
                         mmengine_checkpoint_loading, unsafe_globals_in_checkpoint)
 

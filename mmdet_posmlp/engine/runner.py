@@ -22,7 +22,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from .data_check import check_data
-from .safe_load import allow_mmengine_checkpoints, check_checkpoint_loadable
+from ..safe_load import allow_mmengine_checkpoints, check_checkpoint_loadable
 
 __all__ = ['LAUNCHERS', 'load_config', 'configure_training', 'configure_testing',
            'build_runner', 'build_train_runner', 'build_test_runner', 'set_local_rank',

@@ -10,15 +10,29 @@ classifier, checkpoint filter and timm registration, and takes these from here:
 - ``check_global_pool``: the pools a classifier's head can take, named in the error;
 - ``unwrap_state_dict``: the weights inside a checkpoint, whoever wrote it;
 - ``fuse_modules``: the deployment walker over each module's own ``fuse()``.
+
+and, for timm's model API, functions as timm shares ``feature_take_indices`` (the methods stay in
+each class and call them): ``default_cfg``, ``checkpoint_filter_fn`` and ``build_classifier``
+(registration), ``reset_head``, ``stage_layout``, ``forward_checkpointed``,
+``forward_intermediates``, ``prune_intermediate_layers`` and ``stage_group_matcher``.
 """
-from typing import Dict, List, Sequence, Tuple, Type
+from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import calculate_drop_path_rates
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import SelectAdaptivePool2d, calculate_drop_path_rates
+from timm.models import build_model_with_cfg, checkpoint_seq
+from timm.models._features import feature_take_indices
+from torch.utils.checkpoint import checkpoint
+
+from ..safe_load import CheckpointError
 
 __all__ = ['per_stage', 'drop_path_rates', 'init_trunc_normal', 'check_global_pool',
-           'unwrap_state_dict', 'STATE_DICT_KEYS', 'fuse_modules']
+           'CheckpointError', 'unwrap_state_dict', 'STATE_DICT_KEYS', 'fuse_modules',
+           'default_cfg', 'checkpoint_filter_fn', 'build_classifier', 'reset_head', 'stage_layout',
+           'forward_checkpointed', 'forward_intermediates', 'prune_intermediate_layers',
+           'stage_group_matcher']
 
 
 def per_stage(value, num_stages: int, name: str, owner: str) -> tuple:
@@ -84,7 +98,7 @@ def unwrap_state_dict(checkpoint, path: str = '<checkpoint>', owner: str = 'chec
     only tensors, and strips a detector's ``backbone.`` prefix (dropping its neck and heads)
     and DataParallel's ``module.``. Raises naming ``path`` when there is nothing to load."""
     if not isinstance(checkpoint, dict):
-        raise ValueError(f"{owner}: '{path}' holds a {type(checkpoint).__name__}, not a dict of "
+        raise CheckpointError(f"{owner}: '{path}' holds a {type(checkpoint).__name__}, not a dict of "
                          'weights')
     source = 'bare state dict'
     for key in STATE_DICT_KEYS:
@@ -93,7 +107,7 @@ def unwrap_state_dict(checkpoint, path: str = '<checkpoint>', owner: str = 'chec
             break
     tensors = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise ValueError(f"{owner}: '{path}' has no tensors (top-level keys: "
+        raise CheckpointError(f"{owner}: '{path}' has no tensors (top-level keys: "
                          f'{list(checkpoint)[:10]})')
     if all(k.startswith('module.') for k in tensors):
         tensors = {k[len('module.'):]: v for k, v in tensors.items()}
@@ -121,3 +135,168 @@ def fuse_modules(model: nn.Module) -> nn.Module:
 
     visit(model)
     return model
+
+
+# ---- timm's model API ---------------------------------------------------------------------------
+# For a classifier laid out as timm's hierarchical models are: ``patch_embed``, a Sequential of
+# stage modules (each a Sequential of blocks, or one block) with transitions between them,
+# ``norm``, ``global_pool``, ``head_drop``, ``head``; ``feature_info[i]['module']`` names the
+# module that ends stage i ('network.2', 'blocks.5'), which is all these functions need to know.
+
+def default_cfg(**kwargs) -> Dict:
+    """timm's pretrained cfg of an ImageNet-1K classifier at 224 px; ``kwargs`` add or override."""
+    return {'url': '', 'num_classes': 1000, 'input_size': (3, 224, 224), 'crop_pct': 0.9,
+            'interpolation': 'bicubic', 'fixed_input_size': False, 'mean': IMAGENET_DEFAULT_MEAN,
+            'std': IMAGENET_DEFAULT_STD, 'first_conv': 'patch_embed.proj', 'classifier': 'head',
+            **kwargs}
+
+
+def checkpoint_filter_fn(state_dict: Dict, model: nn.Module) -> Dict[str, torch.Tensor]:
+    """timm's ``pretrained_filter_fn`` for a family whose official names are its model's own:
+    the weights ``unwrap_state_dict`` finds, as they are."""
+    return unwrap_state_dict(state_dict)[0]
+
+
+def build_classifier(cls: Type[nn.Module], variant: str, settings: Dict, pretrained: bool = False,
+                     default_out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3), **kwargs):
+    """A registered variant through timm's ``build_model_with_cfg``: its arch ``settings``
+    (``kwargs`` override them), official checkpoints through ``checkpoint_filter_fn``, and
+    ``features_only`` through ``forward_intermediates`` (the stages ``default_out_indices``
+    unless ``out_indices`` is given)."""
+    return build_model_with_cfg(
+        cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls='getter', out_indices=default_out_indices),
+        **dict(settings, **kwargs))
+
+
+def reset_head(model: nn.Module, num_classes: int, global_pool: Optional[str] = None,
+               allowed: Sequence[str] = ('', 'avg'), input_fmt: str = 'NCHW') -> None:
+    """timm's ``reset_classifier``, also used to build the head: ``model.global_pool`` (timm's
+    ``SelectAdaptivePool2d`` over the model's ``input_fmt`` maps; ``None`` keeps the current
+    pool) and ``model.head``, a Linear on ``model.num_features`` (none for 0 classes). Without
+    pooling a Linear head classifies every position of an NHWC map, but cannot take an NCHW
+    map: ``check_global_pool`` refuses that."""
+    if global_pool is None:
+        global_pool = model.global_pool.pool_type
+    check_global_pool(type(model).__name__, global_pool,
+                      num_classes if input_fmt == 'NCHW' else 0, allowed)
+    model.num_classes = num_classes
+    model.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool),
+                                             input_fmt=input_fmt)
+    model.head = nn.Linear(model.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+def stage_layout(model: nn.Module) -> Tuple[str, List[int]]:
+    """The attribute that holds the stages and, of the stages it still holds (after pruning),
+    the index of each one's module in it."""
+    names = [f['module'].split('.') for f in model.feature_info]
+    attr = names[0][0]
+    held = len(getattr(model, attr))
+    return attr, [int(name[1]) for name in names if int(name[1]) < held]
+
+
+def _run(module: nn.Module, x: torch.Tensor, checkpointed: bool) -> torch.Tensor:
+    if not checkpointed or not torch.is_grad_enabled():
+        return module(x)
+    # one checkpoint per block: only block inputs are kept, each block is recomputed in backward
+    # (BatchNorm running statistics are then updated twice per step, as in timm)
+    if isinstance(module, nn.Sequential):
+        return checkpoint_seq(module, x)
+    return checkpoint(module, x, use_reentrant=False)
+
+
+def forward_checkpointed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The stage container with activation checkpointing per block; transitions run as they are
+    (``set_grad_checkpointing``; call it only outside TorchScript)."""
+    attr, ends = stage_layout(model)
+    for k, module in enumerate(getattr(model, attr)):
+        x = _run(module, x, k in ends)
+    return x
+
+
+def forward_intermediates(
+        model: nn.Module,
+        x: torch.Tensor,
+        indices: Optional[Union[int, List[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = 'NCHW',
+        intermediates_only: bool = False,
+        input_fmt: str = 'NCHW',
+        isotropic: bool = False,
+) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+    """timm 1.0's ``forward_intermediates``: the maps of the selected stages.
+
+    Args:
+        indices: None for all stages, n for the last n, or a list of stage indices; negative
+            ones count from the last stage the model holds (after pruning too, as in timm).
+        norm: the final norm on the last stage's map, the only one it is sized for (on every
+            map when ``isotropic``: one width throughout).
+        stop_early: skip the stages after the last selected one.
+        output_fmt: 'NCHW' or 'NHWC' for the maps.
+        intermediates_only: return only the maps.
+        input_fmt: the layout of the model's own maps, 'NCHW' or 'NHWC'.
+
+    Returns:
+        The maps, or (final features, maps): the final norm is applied when the last stage ran
+        (always when ``isotropic``).
+    """
+    if output_fmt not in ('NCHW', 'NHWC'):
+        raise ValueError(f"{type(model).__name__}: output_fmt must be 'NCHW' or 'NHWC', got "
+                         f'{output_fmt!r}')
+    attr, ends = stage_layout(model)
+    modules = getattr(model, attr)
+    take_indices, max_index = feature_take_indices(len(ends), indices)
+    stage_at = {k: i for i, k in enumerate(ends)}
+    last = len(ends) - 1
+    intermediates = []
+    x = model.patch_embed(x)
+    stage = -1
+    for k in range(ends[max_index] + 1 if stop_early else len(modules)):
+        x = _run(modules[k], x, model.grad_checkpointing and k in stage_at)
+        stage = stage_at.get(k, -1)
+        if stage in take_indices:
+            y = model.norm(x) if norm and (isotropic or stage == last) else x
+            if output_fmt != input_fmt:
+                y = y.permute(0, 3, 1, 2) if input_fmt == 'NHWC' else \
+                    y.permute(0, 2, 3, 1).contiguous()
+            intermediates.append(y)
+    if intermediates_only:
+        return intermediates
+    if isotropic or stage == last:
+        x = model.norm(x)
+    return x, intermediates
+
+
+def prune_intermediate_layers(model: nn.Module, indices: Union[int, List[int]] = 1,
+                              prune_norm: bool = False, prune_head: bool = True,
+                              isotropic: bool = False) -> List[int]:
+    """timm's ``prune_intermediate_layers``: drop the stages (and transitions) after the last
+    one in ``indices``, and the final norm / head if asked; returns the absolute indices.
+
+    Dropping the last stage also drops the norm and the head, sized for it (not when
+    ``isotropic``), and ``num_features`` becomes the last kept stage's width."""
+    attr, ends = stage_layout(model)
+    take_indices, max_index = feature_take_indices(len(ends), indices)
+    setattr(model, attr, getattr(model, attr)[:ends[max_index] + 1])
+    prune_end = max_index < len(ends) - 1 and not isotropic
+    if prune_norm or prune_end:
+        model.norm = nn.Identity()
+    if prune_end:
+        model.num_features = model.head_hidden_size = model.feature_info[max_index]['num_chs']
+    if prune_head or prune_end:
+        model.reset_classifier(0, '')
+    return take_indices
+
+
+def stage_group_matcher(model: nn.Module, coarse: bool = False) -> Dict:
+    """timm's ``group_matcher`` (layer-wise lr decay), stem to head: each block (coarse: each
+    module of the stage container), a transition before the blocks of the stage it leads
+    into, the final norm with the last block."""
+    attr = stage_layout(model)[0]
+    blocks = rf'^{attr}\.(\d+)' if coarse else [
+        (rf'^{attr}\.(\d+)\.(\d+)\.', None),
+        (rf'^{attr}\.(\d+)\.(?:proj|norm)\.', (0,)),
+        (r'^norm\.', (99999,)),
+    ]
+    return dict(stem=r'^patch_embed', blocks=blocks)

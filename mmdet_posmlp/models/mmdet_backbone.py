@@ -1,11 +1,10 @@
-"""The shared base of the family backbones (Hire-MLP, ViP, S2-MLP) for MMDetection.
+"""The one MMDetection backbone base of every family (PosMLP, Hire-MLP, ViP, S2-MLP, CycleMLP).
 
-A family backbone wraps the family's timm-style classifier (``self.model``), built without
-head and pruned after the last stage asked for (``prune_intermediate_layers``), so every
-parameter it holds is used and the detector trains under DDP without unused-parameter checks.
-mmdet_family.py registers the subclasses (``HireMLP``, ``ViP``, ``S2MLP``); a
-subclass only says which classifier, which archs, how its modules form stages, and which
-checkpoint filter reads its official weights. Everything else lives here once:
+A backbone wraps its family's timm classifier (``self.model``), built without head and pruned
+after the last stage asked for (``prune_intermediate_layers``), so every parameter it holds is
+used and the detector trains under DDP without unused-parameter checks. A subclass (backbone.py
+for PosMLP, mmdet_family.py for the others) only says which classifier, which archs, how its
+modules form stages, and which checkpoint filter reads its weights. Everything else lives here:
 
 - ``out_indices``: stages whose maps ``forward`` returns, NCHW, through the classifier's
   ``forward_intermediates(..., intermediates_only=True)``; negative indices count from the end.
@@ -17,12 +16,14 @@ checkpoint filter reads its official weights. Everything else lives here once:
   ImageNet statistics are kept). New output norms are exempt: they have no statistics to keep.
 - ``with_cp``: activation checkpointing per block, through ``set_grad_checkpointing``.
 - ``init_cfg=dict(type='Pretrained', checkpoint=...)`` (alone or in a list, applied after the
-  other entries): reads an official ImageNet checkpoint (torch's safe unpickler with the
-  package's one allowlist, engine/safe_load.py) with the family's ``checkpoint_filter_fn``
-  (or a detector checkpoint, ``backbone.`` keys),
-  drops the head and whatever the pruned backbone does not hold, logs missing and unexpected
-  keys, and raises naming the path for a missing file, an unreadable file, tensors whose
-  shapes disagree (another variant) or a checkpoint of another model.
+  other entries): reads the file with torch's safe unpickler and the package's one allowlist
+  (safe_load.py), takes the weights out of whatever wraps them (``common.unwrap_state_dict``:
+  EMA first, a detector's ``backbone.`` keys), passes the classifier's through the family's
+  ``checkpoint_filter_fn`` (the reference's names, window resizing), drops the head and
+  whatever the pruned backbone does not hold, logs what was resized, missing and unexpected,
+  and raises naming the path for a missing file, an unreadable file, tensors whose shapes
+  disagree (another variant) or a checkpoint of another model.
+- ``fuse()``: the deployment step, every module's own ``fuse()`` (``common.fuse_modules``).
 - Invalid arguments raise at build time, naming the argument.
 """
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
@@ -34,18 +35,10 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .init_args import check_init_args, split_pretrained
-from .weights import CheckpointError, load_checkpoint_file
+from .common import CheckpointError, fuse_modules, unwrap_state_dict
+from ..safe_load import load_checkpoint_file
 
-__all__ = ['FamilyBackbone', 'default_checkpoint_filter']
-
-
-def default_checkpoint_filter(state_dict: Dict, model: nn.Module) -> Dict:
-    """Unwrap {'state_dict_ema' | 'state_dict' | 'model': ...} and DataParallel's 'module.'."""
-    for key in ('state_dict_ema', 'state_dict', 'model'):
-        if isinstance(state_dict.get(key), dict):
-            state_dict = state_dict[key]
-            break
-    return {k[7:] if k.startswith('module.') else k: v for k, v in state_dict.items()}
+__all__ = ['FamilyBackbone']
 
 
 def _short(keys: Sequence[str], n: int = 8) -> str:
@@ -68,8 +61,9 @@ class FamilyBackbone(BaseModule):
     classifier_cls: Type[nn.Module]
     arch_settings: Dict[str, dict] = {}
     arch_keys: Tuple[str, ...] = ()
-    checkpoint_filter: Callable[[Dict, nn.Module], Dict] = staticmethod(default_checkpoint_filter)
+    checkpoint_filter: Callable[[Dict, nn.Module], Dict] = staticmethod(lambda sd, model: sd)
     out_norm_layer: Optional[Callable[[int], nn.Module]] = None
+    final_norm_to_output = False  # the classifier's final norm initialises the last output's
 
     def __init__(self,
                  arch: Union[str, dict],
@@ -132,6 +126,7 @@ class FamilyBackbone(BaseModule):
             for i in self.out_indices:
                 self.add_module(f'norm{i}', self.out_norm_layer(self.num_features[i]))
         self._freeze_stages()
+        self.register_load_state_dict_pre_hook(FamilyBackbone._classifier_names_under_model)
 
     # ------------------------------------------------------------------ arguments
     @classmethod
@@ -200,19 +195,28 @@ class FamilyBackbone(BaseModule):
             self._is_init = True
 
     def load_pretrained(self, path: str) -> Dict[str, List[str]]:
-        """Load ImageNet (or detector) weights from `path`; returns what was dropped/missing."""
+        """Load ImageNet (or backbone, or detector) weights from `path`; returns what was
+        dropped, resized and missing."""
         name = type(self).__name__
-        ckpt = load_checkpoint_file(path, owner=name)
-        if not isinstance(ckpt, dict):
-            raise CheckpointError(f"{name}: '{path}' holds a {type(ckpt).__name__}, not a dict of "
-                             'weights')
-        sd = self.checkpoint_filter(ckpt, self.model)
-        sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-        if any(k.startswith('backbone.') for k in sd):  # a detector checkpoint
-            sd = {k[9:]: v for k, v in sd.items() if k.startswith('backbone.')}
-        ours = any(k.startswith('model.') for k in sd)  # this wrapper's own keys
-        if not ours:
-            sd = {'model.' + k: v for k, v in sd.items()}
+        raw, source = unwrap_state_dict(load_checkpoint_file(path, owner=name), path, name)
+        # a backbone checkpoint holds this wrapper's output norms next to the classifier's
+        # names ('model.' prefixed, or bare as PosMLP's backbone wrote them before it shared
+        # this class); everything else is the classifier's, for the family's filter
+        own = {k: v for k, v in raw.items() if k.split('.')[0] in self._output_norms()}
+        sd = {k[len('model.'):] if k.startswith('model.') else k: v
+              for k, v in raw.items() if k not in own}
+        try:
+            sd = self.checkpoint_filter(sd, self.model)
+        except CheckpointError as e:
+            raise CheckpointError(f"{name}: '{path}': {e}") from None
+        last = f'norm{len(self.num_features) - 1}'
+        if self.final_norm_to_output and last in self._output_norms() and \
+                not any(k.startswith(last + '.') for k in own):
+            own.update({last + k[len('norm'):]: sd.pop(k) for k in list(sd)
+                        if k.startswith('norm.')})
+        resized = [f'{k}: {tuple(raw[k].shape)} -> {tuple(v.shape)}' for k, v in sd.items()
+                   if k in raw and raw[k].shape != v.shape]
+        sd = dict({'model.' + k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}, **own)
 
         target = self.state_dict()
         with torch.device('meta'):  # the unpruned classifier's names, for free
@@ -224,31 +228,57 @@ class FamilyBackbone(BaseModule):
         matched = [k for k in sd if k in target]
         model_keys = [k for k in target if k.startswith('model.')]
         if len([k for k in matched if k.startswith('model.')]) < len(model_keys) / 2:
-            raise ValueError(
+            raise CheckpointError(
                 f"{name}: '{path}' is not a {name} checkpoint of this arch: "
                 f'{len(matched)} of the backbone\'s {len(model_keys)} tensors found '
                 f'(checkpoint keys {_short(list(sd), 5)}; expected e.g. {_short(model_keys, 3)})')
         mismatched = [f'{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(target[k].shape)}'
                       for k in matched if sd[k].shape != target[k].shape]
         if mismatched:
-            raise ValueError(f"{name}: '{path}' is another {name} variant: "
-                             f'{len(mismatched)} tensors disagree in shape: '
-                             + '; '.join(mismatched[:6]))
+            raise CheckpointError(f"{name}: '{path}' is another {name} variant: "
+                                  f'{len(mismatched)} tensors disagree in shape: '
+                                  + '; '.join(mismatched[:6]))
         result = self.load_state_dict({k: sd[k] for k in matched}, strict=False)
         missing = list(result.missing_keys)
-        print_log(f"{name}: loaded {len(matched)} tensors from '{path}'; dropped the head "
-                  f'({len(head)}) and {len(unused)} the backbone does not use (final norm, '
+        print_log(f"{name}: loaded {len(matched)} tensors from '{path}' ({source}); dropped the "
+                  f'head ({len(head)}) and {len(unused)} the backbone does not use (final norm, '
                   'stages after the last output)', logger='current')
+        for line in resized:
+            print_log(f'{name}: resized {line}', logger='current')
         if missing:
             print_log(f'{name}: missing keys (kept at initialisation): {_short(missing, 20)}',
                       logger='current', level=30)
         if unexpected:
             print_log(f'{name}: unexpected keys (ignored): {_short(unexpected, 20)}',
                       logger='current', level=30)
-        return dict(head=head, unused=unused, unexpected=unexpected, missing=missing)
+        return dict(head=head, unused=unused, unexpected=unexpected, missing=missing,
+                    resized=resized, source=[source])
+
+    def _output_norms(self) -> List[str]:
+        return [f'norm{i}' for i in self.out_indices if hasattr(self, f'norm{i}')]
+
+    @staticmethod
+    def _classifier_names_under_model(module, state_dict, prefix, *args):
+        """Load-state-dict pre-hook: a detector checkpoint of PosMLP written before its backbone
+        shared this class holds the classifier's names without 'model.'; they are moved
+        under it."""
+        own = {prefix + n + '.' for n, _ in module.named_children() if n != 'model'}
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            rest = key[len(prefix):]
+            if not rest.startswith('model.') and not key.startswith(tuple(own)) and \
+                    rest.split('.')[0] in module.model._modules:
+                state_dict[prefix + 'model.' + rest] = state_dict.pop(key)
+
+    def fuse(self) -> 'FamilyBackbone':
+        """Deployment step, in place and inference only: every module's own ``fuse()``
+        (common.fuse_modules); call it after loading the final weights."""
+        return fuse_modules(self)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if x.dim() != 4:
+            raise ValueError(f'{type(self).__name__} expects (B, C, H, W) images, got shape '
+                             f'{tuple(x.shape)}')
         maps = self.model.forward_intermediates(
             x, indices=list(self.out_indices), stop_early=True, output_fmt='NCHW',
             intermediates_only=True)

@@ -39,14 +39,20 @@ BatchNorm folded, the mixing matrices kept) is the explicit `fuse()` step: each 
 """
 import contextlib
 import functools
+import math
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import register_notrace_module
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
 
-from .common import fuse_modules
+from .common import (CheckpointError, check_global_pool, drop_path_rates, fuse_modules,
+                     init_trunc_normal, unwrap_state_dict)
 
 LN_EPS = 1e-6
 
@@ -886,30 +892,12 @@ def build_stages(setting: dict, mixer: str = 'gqpe', drop_rate: float = 0.0,
     """The four stages ('levels' in the reference), drop path ramped linearly over all blocks."""
     if mixer not in MIXERS:
         raise KeyError(f"PosMLP: unknown mixer '{mixer}', choose one of {MIXERS}")
-    depths = setting['depths']
-    rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-    stages, start, prev = [], 0, None
-    for i, depth in enumerate(depths):
-        dim = setting['embed_dims'][i]
-        stages.append(PosMLPStage(
-            prev, dim, depth, setting['windows'][i], setting['groups'][i],
-            setting['mlp_ratios'][i], mixer, drop_rate, rates[start:start + depth], with_cp,
-            shift))
-        start += depth
-        prev = dim
-    return nn.Sequential(*stages)
-
-
-def init_posmlp_weights(module: nn.Module) -> None:
-    """The reference's initialisation: truncated normal 0.02 for Linear and Conv, zero biases."""
-    for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            nn.init.trunc_normal_(m.weight, std=0.02, a=-2, b=2)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    dims = (None,) + tuple(setting['embed_dims'])
+    return nn.Sequential(*[
+        PosMLPStage(dims[i], dims[i + 1], depth, setting['windows'][i], setting['groups'][i],
+                    setting['mlp_ratios'][i], mixer, drop_rate, rates, with_cp, shift)
+        for i, (depth, rates) in enumerate(zip(
+            setting['depths'], drop_path_rates(setting['depths'], drop_path_rate)))])
 
 
 class PosMLPClassifier(nn.Module):
@@ -963,7 +951,7 @@ class PosMLPClassifier(nn.Module):
         super().__init__()
         if kwargs:
             raise TypeError(f'PosMLPClassifier: unexpected arguments {sorted(kwargs)}')
-        self._check_pool(global_pool, num_classes)
+        check_global_pool(type(self).__name__, global_pool, num_classes, self.pool_types)
         if img_size is not None:
             size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
             if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
@@ -982,16 +970,7 @@ class PosMLPClassifier(nn.Module):
                              for i, d in enumerate(setting['embed_dims'])]
         self.norm = nn.LayerNorm(self.num_features, eps=LN_EPS)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-        init_posmlp_weights(self)
-
-    @classmethod
-    def _check_pool(cls, global_pool: str, num_classes: int) -> None:
-        if global_pool not in cls.pool_types:
-            raise ValueError(f'PosMLPClassifier: global_pool={global_pool!r} is not supported; '
-                             f'use one of {cls.pool_types}')
-        if global_pool == '' and num_classes > 0:
-            raise ValueError("PosMLPClassifier: global_pool='' (no pooling) needs num_classes=0: "
-                             'the linear head cannot take an unpooled map')
+        init_trunc_normal(self)  # the reference's: Linear and Conv2d
 
     # ---- timm API ---------------------------------------------------------------------------
 
@@ -1029,7 +1008,7 @@ class PosMLPClassifier(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         if global_pool is None:
             global_pool = self.global_pool
-        self._check_pool(global_pool, num_classes)
+        check_global_pool(type(self).__name__, global_pool, num_classes, self.pool_types)
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
@@ -1138,29 +1117,116 @@ class PosMLPClassifier(nn.Module):
         return fuse_modules(self)
 
 
-
-# --------------------------------------------------------------------------- timm registration
-# timm.create_model('posmlp_t' | 'posmlp_s' | 'posmlp_b'). Parameter names are the reference
-# implementation's, so its ImageNet checkpoints load with `pretrained_cfg_overlay=dict(file=PATH)`
-# (checkpoint_filter_fn picks 'state_dict_ema' and drops the window-derived buffers it stored).
-
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # noqa: E402
-from timm.layers import register_notrace_module  # noqa: E402
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model  # noqa: E402
-from timm.models._features import feature_take_indices  # noqa: E402
-
-from .weights import DERIVED_BUFFERS, extract_state_dict  # noqa: E402
-
 # FX: a stage partitions its map into windows by the map's concrete size (see the class docstring)
 register_notrace_module(PosMLPStage)
 
 
-def checkpoint_filter_fn(state_dict: Dict, model: nn.Module) -> Dict:
-    """A reference training checkpoint, a timm state dict, ... (weights.extract_state_dict) ->
-    this model's state dict, without the window-derived buffers the reference stored."""
-    state_dict, _ = extract_state_dict(state_dict)
-    return {k: v for k, v in state_dict.items() if not k.endswith(DERIVED_BUFFERS)}
+# --------------------------------------------------------------------------- checkpoints
 
+# Window-derived buffers the reference stored: the model rebuilds them for its own windows.
+DERIVED_BUFFERS = ('rel_indices', 'window_relative_position_index')
+NOT_RESIZABLE_WHY = (
+    "the dense 'sgu' mixer learns one free weight for every (output token, input token) pair "
+    'of a window, at absolute positions, whereas GQPE (6 parameters per group, whatever the '
+    'window) and LRPE (a table over relative offsets, resized bicubically) are functions of '
+    'the offset between two tokens; a window of another size pairs other positions at other '
+    'offsets than those the matrix learned, and interpolating it would treat a learned, '
+    'unconstrained N x N matrix as a smooth kernel (nothing in training makes it one) and '
+    "change what each row sums to. Build the model with the checkpoint's window for those "
+    'stages (windows=...), or start the sgu mixer from its initialisation (no Pretrained)')
+
+
+def _resize_grid(grid: torch.Tensor, side: int) -> torch.Tensor:
+    """(channels, s, s) -> (channels, side, side), bicubic as Swin resizes its tables."""
+    out = F.interpolate(grid[None].float(), size=(side, side), mode='bicubic', align_corners=False)
+    return out[0].to(grid.dtype)
+
+
+def resize_window_param(key: str, value: torch.Tensor, shape: torch.Size) -> Optional[torch.Tensor]:
+    """A window-dependent parameter resized to ``shape`` (another window), or None if it cannot
+    be: GQPE's per-token bias (1, w*w, 1) over the window's grid, LRPE's table ((2w-1)^2, G)
+    over the grid of relative offsets."""
+    if key.endswith('token_proj_n_bias') and value.dim() == 3:
+        side = math.isqrt(shape[1])
+        old = math.isqrt(value.numel())
+        return _resize_grid(value.reshape(1, old, old), side).reshape(shape)
+    if key.endswith('window_relative_position_bias_table') and value.shape[1] == shape[1]:
+        side, old = math.isqrt(shape[0]), math.isqrt(value.shape[0])
+        grid = value.t().reshape(-1, old, old)
+        return _resize_grid(grid, side).reshape(shape[1], -1).t().contiguous()
+    return None
+
+
+def _window(tokens: int) -> str:
+    side = math.isqrt(tokens)
+    return f'{side}x{side}' if side * side == tokens else f'{tokens}-token'
+
+
+def _variant(sd: Dict[str, torch.Tensor]) -> str:
+    dims = [sd[k].shape[0] for k in ['patch_embed.projs.2.weight'] +
+            [f'levels.{i}.pool.conv.weight' for i in range(1, 4)] if k in sd]
+    return f'embed_dims {tuple(dims)}' if dims else 'unknown variant'
+
+
+def checkpoint_filter_fn(state_dict: Dict, model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Any PosMLP weights -> ``model``'s state dict: the reference's training checkpoint
+    ('state_dict_ema' preferred), a timm state dict, a backbone or detector checkpoint.
+
+    Drops the window-derived buffers and resizes GQPE's and LRPE's window-dependent parameters
+    to the model's windows. Raises CheckpointError naming the keys and shapes when nothing
+    matches (another model), when shapes disagree otherwise (another variant), and when a
+    dense 'sgu' matrix has another window (NOT_RESIZABLE_WHY)."""
+    sd, _ = unwrap_state_dict(state_dict, owner='PosMLP')
+    sd = {k: v for k, v in sd.items() if not k.endswith(DERIVED_BUFFERS)}
+    target = model.state_dict()
+    if not any(k in target for k in sd):
+        raise CheckpointError(
+            f'not a PosMLP checkpoint: none of its {len(sd)} keys match the model (first keys: '
+            f'{list(sd)[:5]}; expected e.g. {list(target)[:3]})')
+    mismatched, sgu = [], []
+    for key in [k for k in sd if k in target and sd[k].shape != target[k].shape]:
+        have, want = tuple(sd[key].shape), tuple(target[key].shape)
+        resized = resize_window_param(key, sd[key], target[key].shape)
+        if resized is not None:
+            sd[key] = resized
+        elif key.endswith('token_proj_n_weight') and have[0] == want[0]:
+            sgu.append(f'{key}: checkpoint {have} ({_window(have[1])} windows) vs model {want} '
+                       f'({_window(want[1])} windows)')
+        else:
+            mismatched.append(f'{key}: checkpoint {have} vs model {want}')
+    if mismatched:
+        raise CheckpointError(
+            f'a different PosMLP variant ({_variant(sd)}) from the model ({_variant(target)}, or '
+            f'another mixer): {len(mismatched + sgu)} tensors disagree in shape:\n  '
+            + '\n  '.join(mismatched[:12]) + (f'\n  ... and {len(mismatched) - 12} more'
+                                               if len(mismatched) > 12 else ''))
+    if sgu:
+        raise CheckpointError(
+            f'windows of another size than the model, and {len(sgu)} window-dependent tensors '
+            'cannot be resized:\n  ' + '\n  '.join(sgu[:12])
+            + f'\nThey cannot be resized because {NOT_RESIZABLE_WHY}.')
+    return sd
+
+
+def infer_arch_and_mixer(sd: Dict[str, torch.Tensor], path: str = '<checkpoint>') -> Tuple[str, str]:
+    """('tiny' | 'small' | 'base', mixer) of a PosMLP state dict, from its stem width and the
+    mixer's parameter names."""
+    width = sd.get('patch_embed.projs.2.weight', sd.get('model.patch_embed.projs.2.weight'))
+    arch = {96: 'tiny', 128: 'small', 192: 'base'}.get(None if width is None else width.shape[0])
+    if arch is None:
+        raise CheckpointError(f"PosMLP: cannot tell the variant of '{path}' from its stem "
+                              '(patch_embed.projs.2.weight); pass --arch')
+    mixer = 'gqpe'
+    if any(k.endswith('window_relative_position_bias_table') for k in sd):
+        mixer = 'lrpe'
+    elif any(k.endswith('token_proj_n_weight') for k in sd):
+        mixer = 'sgu'
+    return arch, mixer
+
+
+# --------------------------------------------------------------------------- timm registration
+# timm.create_model('posmlp_t' | 'posmlp_s' | 'posmlp_b'). Parameter names are the reference
+# implementation's, so its ImageNet checkpoints load with `pretrained_cfg_overlay=dict(file=PATH)`.
 
 def _cfg(**kwargs) -> Dict:
     return {
@@ -1209,5 +1275,5 @@ __all__ = ['ARCH_SETTINGS', 'MIXERS', 'resolve_arch', 'Region', 'window_regions'
            'window_tokens', 'WindowLayout', 'window_layout', 'to_windows', 'from_windows',
            'RegionIndex', 'region_index', 'stacked_mixing', 'GQPE', 'LRPE',
            'DenseTokenMixer', 'PosSGU', 'PosMLPBlock', 'PosMLPStage', 'Downsample', 'ConvStem',
-           'build_stages', 'init_posmlp_weights', 'PosMLPClassifier',
+           'build_stages', 'PosMLPClassifier',
            'checkpoint_filter_fn', 'posmlp_t', 'posmlp_s', 'posmlp_b']

@@ -27,7 +27,7 @@ except ImportError:  # running from a checkout that was not pip-installed
 
 from mmdet_posmlp.deployment import (DEFAULT_OPSET, EXPORTERS, PARTS, ExportError,
                                      VerificationError, export_from_config)
-from mmdet_posmlp.engine.safe_load import UnsafeCheckpointError
+from mmdet_posmlp.safe_load import UnsafeCheckpointError
 
 
 def parse_args():

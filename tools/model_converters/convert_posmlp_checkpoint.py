@@ -4,9 +4,8 @@ parameters are resized to --windows, and the final norm becomes the last output'
 
     python tools/model_converters/convert_posmlp_checkpoint.py SRC.pth checkpoints/posmlp_t_in1k.pth
 
-The conversion itself is mmdet_posmlp.models.weights (state dict in, state dict out, the same
-as the backbone's Pretrained init); this tool builds the backbone to convert into and writes
-the file.
+The conversion is the backbone's own Pretrained loading (PosMLP.load_pretrained, through
+posmlp.checkpoint_filter_fn); this tool builds the backbone to convert into and writes the file.
 """
 import argparse
 import json
@@ -21,33 +20,32 @@ except ImportError:  # running from a checkout that was not pip-installed
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     import mmdet_posmlp  # noqa: F401
 
-from mmdet_posmlp.models.backbone import PosMLP
-from mmdet_posmlp.models.weights import (convert_to_backbone, extract_state_dict, infer_arch,
-                                         infer_mixer, load_checkpoint_file)
+from mmdet_posmlp.models import PosMLP
+from mmdet_posmlp.models.common import unwrap_state_dict
+from mmdet_posmlp.models.posmlp import infer_arch_and_mixer
+from mmdet_posmlp.safe_load import load_checkpoint_file
 
 
 def convert_checkpoint(src: str, dst: str, **backbone_args) -> dict:
     """Write a backbone checkpoint for `PosMLP(**backbone_args)` from any accepted source.
 
-    The same conversion as the backbone's Pretrained init; arch and mixer default to the
+    The backbone's own Pretrained loading does the conversion; arch and mixer default to the
     checkpoint's own. The output is written to a temporary file and renamed, so an
     interrupted run never leaves a half-written `dst`.
     """
-    sd, source = extract_state_dict(load_checkpoint_file(src), src)
-    backbone_args.setdefault('arch', infer_arch(sd, src))
-    backbone_args.setdefault('mixer', infer_mixer(sd))
-    model = PosMLP(**backbone_args)
-    last = f'norm{len(model.num_features) - 1}'
-    converted, report = convert_to_backbone(sd, model.state_dict(), src,
-                                            final_norm=last if hasattr(model, last) else None)
-    missing = sorted(set(model.state_dict()) - set(converted))
-    meta = dict(source=os.path.abspath(src), found_in=source, backbone=backbone_args,
-                dropped=report['dropped'], renamed=report['renamed'], resized=report['resized'],
-                missing=missing)
+    sd, _ = unwrap_state_dict(load_checkpoint_file(src), src, 'PosMLP')
+    arch, mixer = infer_arch_and_mixer(sd, src)
+    backbone_args.setdefault('arch', arch)
+    backbone_args.setdefault('mixer', mixer)
+    model = PosMLP(**backbone_args, init_cfg=dict(type='Pretrained', checkpoint=src))
+    report = model.load_pretrained(src)
+    meta = dict(source=os.path.abspath(src), found_in=report['source'][0], backbone=backbone_args,
+                dropped=report['head'] + report['unused'], resized=report['resized'],
+                missing=report['missing'])
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     tmp = f'{dst}.tmp.{os.getpid()}'
     try:
-        torch.save({'state_dict': converted, 'meta': meta}, tmp)
+        torch.save({'state_dict': model.state_dict(), 'meta': meta}, tmp)
         os.replace(tmp, dst)
     finally:
         if os.path.exists(tmp):
@@ -76,9 +74,9 @@ def main():
     if args.windows:
         backbone['windows'] = args.windows[0] if len(args.windows) == 1 else tuple(args.windows)
     meta = convert_checkpoint(args.src, args.dst, **backbone)
-    print(json.dumps({k: meta[k] for k in ('found_in', 'backbone', 'renamed', 'resized', 'missing')},
+    print(json.dumps({k: meta[k] for k in ('found_in', 'backbone', 'resized', 'missing')},
                      indent=1))
-    print(f'dropped {len(meta["dropped"])} keys (classifier head, window-derived buffers); '
+    print(f'dropped {len(meta["dropped"])} keys (classifier head, stages not built); '
           f'wrote {args.dst}')
 
 

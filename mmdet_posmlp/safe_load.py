@@ -18,9 +18,11 @@ used here.
 """
 import contextlib
 import importlib
+import os
 import os.path as osp
 import pickle
 import warnings
+import zipfile
 from typing import Iterator, List, Tuple
 
 import torch
@@ -74,6 +76,11 @@ _NUMPY1_ALIASES = {
 HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 
 _registered = False
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot become a model's weights; the message names the file, keys and
+    shapes at fault."""
 
 
 class UnsafeCheckpointError(RuntimeError):
@@ -218,3 +225,38 @@ def check_checkpoint_loadable(path: str) -> None:
             f'mmdet_posmlp allows only those of mmengine and reference PosMLP checkpoints '
             f'({allowed_global_names()}). If you trust this file, convert it to a plain state '
             "dict first (torch.save({'state_dict': ckpt['state_dict']}, new_path)).")
+
+
+def load_checkpoint_file(path: str, owner: str = 'PosMLP') -> dict:
+    """torch.load a checkpoint with safe unpickling (URLs through mmengine); errors for missing
+    or broken files name the file and start with `owner` (the model that wanted it)."""
+    if not isinstance(path, str) or not path:
+        raise CheckpointError(f'{owner}: checkpoint path must be a non-empty string, got {path!r}')
+    if path.startswith(('http://', 'https://')):
+        from mmengine.runner.checkpoint import CheckpointLoader
+        with mmengine_checkpoint_loading():
+            return CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f"{owner}: checkpoint file not found: '{path}'. ImageNet weights go in checkpoints/ "
+            '(see checkpoints/README.md for where they come from and how they are named).')
+    size = os.path.getsize(path)
+    try:
+        with mmengine_checkpoint_loading():
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        if 'global' not in str(e).lower():  # no refused type named: not a pickle at all
+            # torch's message is a generic paragraph with the unpickler's reason on one line
+            reason = next((line.strip() for line in str(e).splitlines() if 'Unsupported' in line),
+                          type(e).__name__)
+            raise CheckpointError(
+                f"{owner}: cannot read checkpoint '{path}' ({size} bytes): not a torch "
+                f'checkpoint ({reason})') from e
+        raise CheckpointError(
+            f"{owner}: '{path}' holds objects that safe loading refuses (only tensors, containers "
+            f'and the types of mmdet_posmlp.safe_load are allowed: '
+            f'{allowed_global_names()}): {e}') from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(
+            f"{owner}: cannot read checkpoint '{path}' ({size} bytes): the file is truncated or "
+            f'not a torch checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})') from e
