@@ -596,3 +596,67 @@ def test_detector_training_step(name, mmdet_scope):
     norm = getattr(model.backbone, f'norm{model.backbone.out_indices[0]}')
     assert decay[id(norm.weight)] == 0
     assert decay[id(model.backbone.model.network[2][0].attn.proj.weight)] == 0.05
+
+
+# ---- Table 3's parameter column --------------------------------------------------------------
+
+def test_table3_rows_are_the_paper_table():
+    from mmdet_posmlp.analysis.table3 import ROWS, resolve_config
+    assert len(ROWS) == 16 and len({(r.backbone, r.detector) for r in ROWS}) == 16
+    paper = {r.backbone: {} for r in ROWS}
+    for r in ROWS:
+        paper[r.backbone][r.detector] = r.paper
+        assert osp.isfile(resolve_config(r.config)), r.config
+    assert paper == {
+        'ResNet-50': {'Mask R-CNN': 44.2, 'RetinaNet': 37.7},
+        'PVT-Small': {'Mask R-CNN': 44.1, 'RetinaNet': 34.2},
+        'CycleMLP-B2': {'Mask R-CNN': 46.5, 'RetinaNet': 36.5},
+        'PosMLP-T': {'Mask R-CNN': 40.5, 'RetinaNet': 31.1},
+        'ResNet-101': {'Mask R-CNN': 63.2, 'RetinaNet': 56.7},
+        'PVT-Medium': {'Mask R-CNN': 63.9, 'RetinaNet': 53.9},
+        'CycleMLP-B3': {'Mask R-CNN': 58.0, 'RetinaNet': 48.1},
+        'PosMLP-S': {'Mask R-CNN': 56.1, 'RetinaNet': 47.3},
+    }
+    # only the PVT Mask R-CNN rows have no mmdet config of their own, and say so
+    assert [r.backbone for r in ROWS if r.note] == ['PVT-Small', 'PVT-Medium']
+    with pytest.raises(FileNotFoundError, match=r"'mmdet::pvt/mask-rcnn_pvt-s\.py' not found"):
+        resolve_config('mmdet::pvt/mask-rcnn_pvt-s.py')
+
+
+def test_table3_measured_within_0_3m_of_the_paper(mmdet_scope):
+    """Every detector of the table, built from its config: the trainable parameters (the
+    paper's count: mmdet's ResNet configs freeze the stem and stage 1) within 0.3M."""
+    from mmdet_posmlp.analysis.table3 import ROWS, format_table, measure
+    results = measure(ROWS)
+    for r in results:
+        row = r['row']
+        assert abs(r['trainable'] - row.paper * 1e6) < 0.3e6, (row, r['trainable'])
+        frozen = r['total'] - r['trainable']
+        if row.backbone.startswith('ResNet'):  # stem and stage 1: 0.23M, frozen
+            assert 0.2e6 < frozen < 0.25e6 and abs(r['total'] - row.paper * 1e6) > 0.15e6
+        else:
+            assert frozen == 0
+    by = {(r['row'].backbone, r['row'].detector): r for r in results}
+    assert by[('CycleMLP-B2', 'RetinaNet')]['total'] == DETECTOR_PARAMS[
+        'retinanet_cycle_mlp_b2_1x.py'][0]
+    # the swapped PVT Mask R-CNN: the PVT-Small backbone exactly as in its RetinaNet
+    assert by[('PVT-Small', 'Mask R-CNN')]['backbone'] == by[('PVT-Small', 'RetinaNet')]['backbone']
+    text = format_table(results)
+    assert text.count('\n| ') == 16 and '[2] mask-rcnn_r50_fpn_1x_coco.py with the backbone of ' \
+        'retinanet_pvt-m_fpn_1x_coco.py' in text
+
+
+def test_table3_tool_prints_the_selected_rows(capsys, mmdet_scope):
+    import runpy
+    tool = runpy.run_path(osp.join(REPO, 'tools', 'analysis', 'table3_params.py'))
+    assert tool['main'](['--only', 'cycle_mlp', 'CycleMLP-B2']) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith('| backbone | detector | params (M) | trainable (M) | paper (M)')
+    assert out[2:] == [
+        '| CycleMLP-B2 | Mask R-CNN | 46.46 | 46.46 | 46.5 | -0.04 | '
+        'mmdet_posmlp::mask_rcnn_cycle_mlp_b2_1x.py |',
+        '| CycleMLP-B2 | RetinaNet | 36.54 | 36.54 | 36.5 | +0.04 | '
+        'mmdet_posmlp::retinanet_cycle_mlp_b2_1x.py |']
+    with pytest.raises(SystemExit):
+        tool['main'](['--only', 'ConvNeXt'])
+    assert 'matches no row' in capsys.readouterr().err
