@@ -26,15 +26,26 @@ def randomize_(model: torch.nn.Module, scale: float = 0.3, seed: int = 0) -> tor
     return model
 
 
+def _relative_offsets(window: int) -> torch.Tensor:
+    """The reference's GQPE buffer `rel_indices`, (N, N, 5) of [dx, dy, dx^2, dy^2, dx*dy]."""
+    rows, cols = torch.meshgrid(torch.arange(window), torch.arange(window), indexing='ij')
+    rows, cols = rows.flatten().float(), cols.flatten().float()
+    dx = cols[None, :] - cols[:, None]  # col_n - col_m
+    dy = rows[:, None] - rows[None, :]  # row_m - row_n
+    return torch.stack([dx, dy, dx * dx, dy * dy, dx * dy], dim=-1)
+
+
 def reference_checkpoint(classifier: torch.nn.Module) -> dict:
     """A checkpoint laid out as the reference implementation's training script writes it."""
-    from mmdet_posmlp.models.posmlp import GQPE, LRPE
+    from mmdet_posmlp.models.posmlp import GQPE, LRPE, region_index
     sd = dict(classifier.state_dict())
     for name, m in classifier.named_modules():
         if isinstance(m, GQPE):  # the reference stored these derived buffers
-            sd[f'{name}.rel_indices'] = GQPE.relative_offsets(m.window)
+            sd[f'{name}.rel_indices'] = _relative_offsets(m.window)
         elif isinstance(m, LRPE):
-            sd[f'{name}.window_relative_position_index'] = LRPE.relative_index(m.window)
+            w = m.window
+            sd[f'{name}.window_relative_position_index'] = region_index(
+                w, w, w, 0, 0, torch.device('cpu')).relative.view(w * w, -1)
     return {
         'epoch': 299, 'arch': 'Create_PosMLP', 'version': 2, 'metric': 82.1,
         'state_dict': {k: v.clone() for k, v in sd.items()},

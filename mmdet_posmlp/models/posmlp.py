@@ -431,16 +431,6 @@ class GQPE(nn.Module):
         self.token_proj_n_bias = nn.Parameter(torch.zeros(1, self.num_tokens, 1))
 
     @staticmethod
-    def relative_offsets(window: int) -> torch.Tensor:
-        """The reference's `rel_indices` buffer, (N, N, 5) of [dx, dy, dx^2, dy^2, dx*dy]: not
-        kept here (the scores come from token positions), but what its checkpoints hold."""
-        rows, cols = torch.meshgrid(torch.arange(window), torch.arange(window), indexing='ij')
-        rows, cols = rows.flatten().float(), cols.flatten().float()
-        dx = cols[None, :] - cols[:, None]  # col_n - col_m
-        dy = rows[:, None] - rows[None, :]  # row_m - row_n (the reference's opposite sign)
-        return torch.stack([dx, dy, dx * dx, dy * dy, dx * dy], dim=-1)
-
-    @staticmethod
     def stacked_matrices(mixers: Sequence['GQPE'],
                          regions: Sequence[RegionIndex]) -> List[torch.Tensor]:
         """Per region, (len(mixers), groups, n, n) probabilities in float32 or wider."""
@@ -471,13 +461,6 @@ class LRPE(nn.Module):
         self.window_relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * window - 1) ** 2, groups))
         self.token_proj_n_bias = nn.Parameter(torch.zeros(1, self.num_tokens, 1))
-
-    @staticmethod
-    def relative_index(window: int) -> torch.Tensor:
-        """The reference's `window_relative_position_index` buffer, (N, N): what its
-        checkpoints hold (region_index derives the same index for any window shape)."""
-        return region_index(window, window, window, 0, 0, torch.device('cpu')).relative.view(
-            window * window, -1)
 
     @staticmethod
     def stacked_matrices(mixers: Sequence['LRPE'],
