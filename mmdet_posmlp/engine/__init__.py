@@ -1,7 +1,5 @@
 """Library code behind tools/train.py and tools/test.py.
 
-- :mod:`.safe_load`: load mmengine-written checkpoints under torch's ``weights_only`` unpickler
-  by allowlisting exactly the types they contain.
 - :mod:`.data_check`: stop before anything is built when the dataset a config reads is missing.
 - :mod:`.hooks`: crash-safe checkpointing, a stop on non-finite losses, and the deployment
   step (``fuse()``) for testing.
@@ -9,9 +7,10 @@
   clear stop where the CPU has no native bfloat16.
 - :mod:`.runner`: read a config, apply command-line options, return an mmengine Runner.
 
-Only :mod:`.safe_load` is imported here (``import mmdet_posmlp`` applies it and registers
-:mod:`.hooks` and :mod:`.amp`); import :mod:`.runner` and :mod:`.data_check` where they are
-used.
+Nothing is imported here but the names of :mod:`mmdet_posmlp.safe_load` (safe loading of
+mmengine-written checkpoints, which the tools catch errors of); ``import mmdet_posmlp``
+registers :mod:`.hooks` and :mod:`.amp`; import :mod:`.runner` and :mod:`.data_check` where
+they are used.
 """
 from ..safe_load import (MMENGINE_CHECKPOINT_GLOBALS, UnsafeCheckpointError,
                         allow_mmengine_checkpoints, check_checkpoint_loadable,

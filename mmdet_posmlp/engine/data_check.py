@@ -11,6 +11,8 @@ import os
 import os.path as osp
 from typing import List, NamedTuple, Optional, Sequence
 
+from ..datasets.coco_check import check_coco_annotations
+
 COCO_DOWNLOAD_PAGE = 'https://cocodataset.org/#download'
 COCO_ZIPS = ('http://images.cocodataset.org/zips/train2017.zip',
              'http://images.cocodataset.org/zips/val2017.zip',
@@ -208,7 +210,6 @@ def check_data(cfg, splits: Sequence[str], tool: str = 'mmdet_posmlp') -> List[D
 
     Returns the checked paths when all is well.
     """
-    from mmdet_posmlp.datasets.coco_check import check_coco_annotations
     paths = collect_data_paths(cfg, splits)
     if paths and not all(_exists(p) for p in paths):
         missing = [p for p in paths if not _exists(p)]

@@ -21,6 +21,7 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from .amp import amp_optim_wrapper
 from .data_check import check_data
 from ..safe_load import allow_mmengine_checkpoints, check_checkpoint_loadable
 
@@ -58,7 +59,6 @@ def configure_training(cfg: Config,
                        resume: Optional[str] = None) -> Config:
     """Apply ``--amp``, ``--auto-scale-lr`` and ``--resume`` (a path, or 'auto') to ``cfg``."""
     if amp:  # before anything is built or read: a machine without mixed precision stops here
-        from .amp import amp_optim_wrapper
         cfg.optim_wrapper = amp_optim_wrapper(cfg.optim_wrapper)
         if cfg.optim_wrapper.type != 'AmpOptimWrapper':
             print_log('--amp without a GPU: bfloat16 autocast on the CPU '
