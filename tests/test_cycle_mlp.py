@@ -660,3 +660,31 @@ def test_table3_tool_prints_the_selected_rows(capsys, mmdet_scope):
     with pytest.raises(SystemExit):
         tool['main'](['--only', 'ConvNeXt'])
     assert 'matches no row' in capsys.readouterr().err
+
+
+# ---- ONNX export of the backbone ---------------------------------------------------------------
+
+def test_backbone_onnx_matches_pytorch(mmdet_scope, tmp_path):
+    """The project's export (mmdet_posmlp.deployment: export, then its check against PyTorch)
+    of the CycleMLP backbone at an odd size, and onnxruntime on its own against PyTorch."""
+    pytest.importorskip('onnxruntime')
+    onnx = pytest.importorskip('onnx')
+    from mmdet_posmlp import deployment as D
+    torch.manual_seed(0)
+    backbone = build(dict(type='CycleMLP', arch=SMALL, out_indices=(0, 1, 2, 3),
+                          drop_path_rate=0.))
+    randomize_(backbone).eval()
+    size = (97, 131)
+    out = str(tmp_path / 'cycle_mlp.onnx')
+    report = D.export_onnx(backbone, out, size=size, dynamic=False)
+    assert report.max_rel_diff < D.TOLERANCE and report.input_effect > D.MIN_INPUT_EFFECT
+    session = D.onnx_session(out)
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        want = backbone(x)
+    got = D.run_onnx(session, x)
+    assert [tuple(g.shape) for g in got] == [tuple(w.shape) for w in want]
+    for g, w in zip(got, want):
+        assert ((g.double() - w.double()).abs().max() / w.double().abs().max()) < D.TOLERANCE
+    ops = {n.op_type for n in onnx.load(out).graph.node}
+    assert not any('Deform' in op for op in ops), ops  # Cycle FC: a pad, slices and a GEMM

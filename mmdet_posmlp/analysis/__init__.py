@@ -7,7 +7,9 @@ and, imported on use so that ``import mmdet_posmlp`` stays light:
 
 - :mod:`.complexity`: parameters and FLOPs of a detector and of its backbone
   (tools/analysis/get_flops.py);
-- :mod:`.benchmark`: inference FPS of a detector (tools/analysis/benchmark_fps.py).
+- :mod:`.benchmark`: inference FPS of a detector (tools/analysis/benchmark_fps.py);
+- :mod:`.table3`: the parameter column of the PosMLP paper's Table 3, every detector built from
+  its config against the paper's figure (tools/analysis/table3_params.py).
 
 Training curves (loss and mAP from mmengine's scalars.json) are a tool, not library code:
 tools/analysis/plot_logs.py with tools/analysis/logs.py beside it.
