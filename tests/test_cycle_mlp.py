@@ -337,8 +337,12 @@ def test_timm_registration_and_default_cfg():
 def test_global_pool_validation_and_reset_classifier(tiny):
     with pytest.raises(ValueError, match='global_pool'):
         cm.CycleMLPClassifier(global_pool='max', **TINY)
-    with pytest.raises(ValueError, match='num_classes=0'):
-        cm.CycleMLPClassifier(global_pool='', **TINY)
+    # without pooling the head classifies every position of the (B, H, W, C) map
+    per_position = cm.CycleMLPClassifier(num_classes=3, global_pool='', **TINY).eval()
+    with torch.no_grad():
+        y = per_position(torch.randn(1, 3, 48, 40))
+        feats = per_position.forward_features(torch.randn(1, 3, 48, 40))
+    assert y.shape == (1, 2, 2, 3) and feats.shape == (1, 2, 2, 40)
     with pytest.raises(ValueError, match='mlp_ratios'):
         cm.CycleMLPClassifier(embed_dims=(8, 16, 24), mlp_ratios=(4, 4), depths=(1, 1, 1))
     model = copy.deepcopy(tiny)

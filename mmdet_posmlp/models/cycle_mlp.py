@@ -68,15 +68,10 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
-
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, Mlp, to_2tuple
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
 
-from .common import (check_global_pool, drop_path_rates, init_trunc_normal, per_stage,
-                     unwrap_state_dict)
+from . import common
 
 __all__ = [
     'CycleMLPClassifier', 'CycleMixer', 'CycleFC', 'CycleBlock', 'CycleStem', 'CycleDownsample',
@@ -281,7 +276,8 @@ class CycleDownsample(nn.Module):
 
 
 class CycleMLPClassifier(nn.Module):
-    """CycleMLP image classifier with timm's model API (see the module docstring)."""
+    """CycleMLP image classifier with timm's model API (see the module docstring); the API
+    methods are common.py's shared functions over (B, H, W, C) maps."""
 
     def __init__(
             self,
@@ -299,8 +295,8 @@ class CycleMLPClassifier(nn.Module):
         Args:
             num_classes: classes of the head; 0 removes it (forward returns pooled features).
             in_chans: image channels.
-            global_pool: 'avg' (mean over all tokens) or '' (only with num_classes=0: the
-                normed (B, H, W, C) map).
+            global_pool: 'avg' (mean over all tokens, as the official head) or '' (no pooling:
+                the head, if any, classifies every position of the (B, H, W, C) map).
             embed_dims, depths: channels and blocks per stage.
             mlp_ratios: hidden width of the channel MLP, per stage or one for all.
             drop_rate: dropout before the head.
@@ -310,19 +306,13 @@ class CycleMLPClassifier(nn.Module):
         super().__init__()
         owner = type(self).__name__
         n = len(depths)
-        embed_dims = per_stage(embed_dims, n, 'embed_dims', owner)
-        mlp_ratios = per_stage(mlp_ratios, n, 'mlp_ratios', owner)
-        check_global_pool(owner, global_pool, num_classes)
-
-        self.num_classes = num_classes
-        self.num_stages = n
-        self.global_pool = global_pool
+        embed_dims = common.per_stage(embed_dims, n, 'embed_dims', owner)
+        mlp_ratios = common.per_stage(mlp_ratios, n, 'mlp_ratios', owner)
         self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.drop_rate = drop_rate
         self.grad_checkpointing = False
 
         self.patch_embed = CycleStem(in_chans, embed_dims[0])
-        dpr = drop_path_rates(depths, drop_path_rate)
+        dpr = common.drop_path_rates(depths, drop_path_rate)
         network = []
         self.feature_info = []
         for i in range(n):
@@ -334,14 +324,14 @@ class CycleMLPClassifier(nn.Module):
                 for j in range(depths[i])]))
             self.feature_info.append(dict(
                 num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'network.{2 * i}'))
-        self.network = nn.ModuleList(network)
+        self.network = nn.Sequential(*network)
 
         self.norm = nn.LayerNorm(self.num_features)
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset_classifier(num_classes, global_pool)
         # the official scheme: truncated normal for the Linear layers and Cycle FCs; the stem
         # and downsample convolutions keep PyTorch's default initialisation there
-        init_trunc_normal(self, layers=(nn.Linear, CycleFC))
+        common.init_trunc_normal(self, layers=(nn.Linear, CycleFC))
 
     # ---- timm API ---------------------------------------------------------------------------
 
@@ -352,15 +342,7 @@ class CycleMLPClassifier(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict:
-        if coarse:
-            blocks = r'^network\.(\d+)'  # whole stages, downsamples between them
-        else:
-            blocks = [
-                (r'^network\.(\d+)\.(\d+)\.', None),  # single blocks
-                (r'^network\.(\d+)\.proj\.', (0,)),  # downsample before a stage
-                (r'^norm\.', (99999,)),
-            ]
-        return dict(stem=r'^patch_embed', blocks=blocks)
+        return common.stage_group_matcher(self, coarse)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -371,21 +353,7 @@ class CycleMLPClassifier(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        if global_pool is None:
-            global_pool = self.global_pool
-        check_global_pool(type(self).__name__, global_pool, num_classes)
-        self.num_classes = num_classes
-        self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def _run_layer(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and isinstance(layer, nn.Sequential) and \
-                torch.is_grad_enabled() and not torch.jit.is_scripting():
-            # one checkpoint per block: only block inputs are kept, each block is recomputed
-            for block in layer:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return layer(x)
+        common.reset_head(self, num_classes, global_pool, input_fmt='NHWC')
 
     def forward_intermediates(
             self,
@@ -396,73 +364,27 @@ class CycleMLPClassifier(nn.Module):
             output_fmt: str = 'NCHW',
             intermediates_only: bool = False,
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Outputs of the selected stages (0-3, strides 4-32), timm 1.0 semantics.
+        """Outputs of the selected stages (0-3, strides 4-32): ``common.forward_intermediates``;
+        'NCHW' maps are channels-last views of the (B, H, W, C) stage outputs (no copy);
+        ``norm`` applies the final LayerNorm to the last stage's output."""
+        return common.forward_intermediates(self, x, indices, norm, stop_early, output_fmt,
+                                            intermediates_only, input_fmt='NHWC')
 
-        Args:
-            indices: None for all stages, an int n for the last n, or a list of stage indices.
-            norm: apply the final LayerNorm to the last stage's output when it is taken.
-            stop_early: skip the stages after the last selected one.
-            output_fmt: 'NCHW' (a channels-last view, no copy) or 'NHWC' for the intermediates.
-            intermediates_only: return only the list of intermediates.
-        """
-        if output_fmt not in ('NCHW', 'NHWC'):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        # count the stages present now, so that after pruning negative indices count from the
-        # last kept stage, as in timm
-        take_indices, max_index = feature_take_indices((len(self.network) + 1) // 2, indices)
-        last_idx = self.num_stages - 1  # the final norm is sized for the model's last stage
-        end = 2 * max_index + 1 if stop_early else len(self.network)
-
-        intermediates = []
-        x = self.patch_embed(x)
-        for i, layer in enumerate(self.network):
-            if i >= end:
-                break
-            x = self._run_layer(layer, x)
-            stage = i // 2
-            if i % 2 == 0 and stage in take_indices:
-                x_inter = self.norm(x) if norm and stage == last_idx else x
-                if output_fmt == 'NCHW':
-                    x_inter = x_inter.permute(0, 3, 1, 2)
-                intermediates.append(x_inter)
-
-        if intermediates_only:
-            return intermediates
-        if end == 2 * last_idx + 1:  # the final norm belongs to the last stage only
-            x = self.norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages after the last one in `indices` (and the norm / head if asked)."""
-        take_indices, max_index = feature_take_indices((len(self.network) + 1) // 2, indices)
-        prune_end = max_index < (len(self.network) + 1) // 2 - 1
-        self.network = self.network[:2 * max_index + 1]
-        if prune_norm or prune_end:
-            # the final norm is sized for, and only applied to, the last stage
-            self.norm = nn.Identity()
-        if prune_end:
-            # forward_features now ends at the last kept stage; the head was sized for the old end
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
-        return take_indices
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1,
+                                  prune_norm: bool = False, prune_head: bool = True) -> List[int]:
+        return common.prune_intermediate_layers(self, indices, prune_norm, prune_head)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final normed map, (B, H / 32, W / 32, C)."""
         x = self.patch_embed(x)
-        for layer in self.network:
-            x = self._run_layer(layer, x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = common.forward_checkpointed(self, x)
+        else:
+            x = self.network(x)
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == 'avg':
-            x = x.mean((1, 2))
-        x = self.head_drop(x)
+        x = self.head_drop(self.global_pool(x))
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -480,21 +402,15 @@ def checkpoint_filter_fn(state_dict: Dict, model: nn.Module) -> Dict:
     which gave the published accuracies, loads ``checkpoint['model']``."""
     if isinstance(state_dict.get('model'), dict):
         state_dict = state_dict['model']
-    tensors, _ = unwrap_state_dict(state_dict, owner='cycle_mlp checkpoint_filter_fn')
+    tensors, _ = common.unwrap_state_dict(state_dict, owner='cycle_mlp checkpoint_filter_fn')
     return tensors
 
 
 def _cfg(url: str = '', **kwargs) -> Dict:
-    return {
-        'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.9, 'interpolation': 'bicubic', 'fixed_input_size': False,
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'patch_embed.proj', 'classifier': 'head', 'license': 'mit',
-        'paper_ids': 'arXiv:2107.10224',
-        'paper_name': 'CycleMLP: A MLP-like Architecture for Dense Prediction',
-        'origin_url': 'https://github.com/ShoufaChen/CycleMLP',
-        **kwargs,
-    }
+    return common.default_cfg(
+        url=url, pool_size=(7, 7), license='mit', paper_ids='arXiv:2107.10224',
+        paper_name='CycleMLP: A MLP-like Architecture for Dense Prediction',
+        origin_url='https://github.com/ShoufaChen/CycleMLP', **kwargs)
 
 
 _RELEASE = 'https://github.com/ShoufaChen/CycleMLP/releases/download/v0.1/'
@@ -518,9 +434,9 @@ ARCH_SETTINGS = {
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> CycleMLPClassifier:
+    # common.build_classifier with this family's checkpoint filter ('model' before 'model_ema')
     return build_model_with_cfg(
-        CycleMLPClassifier, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
+        CycleMLPClassifier, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
         **dict(ARCH_SETTINGS[variant[len('cycle_mlp_'):]], **kwargs))
 
