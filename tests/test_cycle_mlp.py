@@ -309,6 +309,33 @@ def test_full_size_b1_at_224():
     assert out.shape == (1, 1000) and torch.isfinite(out).all()
 
 
+
+PUBLISHED_GFLOPS = {'cycle_mlp_b1': 2.1, 'cycle_mlp_b2': 3.9, 'cycle_mlp_b3': 6.9,
+                    'cycle_mlp_b4': 10.1, 'cycle_mlp_b5': 12.3}
+
+
+def test_flops_at_224_are_the_published_figures():
+    """The official count (fvcore, main.py --flops): multiply-adds of convolutions and matrix
+    products (Cycle FC as a 1x1 convolution, utils.sfc_flop_jit) plus fvcore's 5 per element of
+    each LayerNorm; rounded to 0.1G it gives the README's figures. GEMMs by torch's
+    FlopCounterMode on the meta device (the three branches' batched GEMM counts as three)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    for name, published in PUBLISHED_GFLOPS.items():
+        with torch.device('meta'):
+            model = timm.create_model(name).eval()
+            x = torch.empty(1, 3, 224, 224)
+        norm_flops = []
+        hooks = [m.register_forward_hook(lambda m, i, o: norm_flops.append(5 * i[0].numel()))
+                 for m in model.modules() if isinstance(m, nn.LayerNorm)]
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(x)
+        for h in hooks:
+            h.remove()
+        macs = counter.get_total_flops() / 2
+        assert round((macs + sum(norm_flops)) / 1e9, 1) == published, (name, macs)
+
+
 # ---- timm API ----------------------------------------------------------------------------------
 
 def test_timm_registration_and_default_cfg():
