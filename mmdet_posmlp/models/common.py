@@ -84,10 +84,11 @@ def check_global_pool(owner: str, global_pool: str, num_classes: int,
     return global_pool
 
 
-# Where training scripts put the weights, in the order they are taken: an EMA copy first (the
-# weights the authors evaluated: PosMLP's reference and timm's train.py save 'state_dict_ema',
-# DeiT-style scripts such as Hire-MLP's and CycleMLP's 'model_ema'), then the model itself.
-STATE_DICT_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model', 'module')
+# Where training scripts put the weights, in the order they are taken: the weights each family
+# published its accuracy with. timm's train.py and PosMLP's reference evaluate the EMA copy
+# ('state_dict_ema', next to 'state_dict'); DeiT-style scripts (Hire-MLP's, CycleMLP's) evaluate
+# 'model' and keep 'model_ema' beside it.
+STATE_DICT_KEYS = ('state_dict_ema', 'state_dict', 'model', 'model_ema', 'module')
 
 
 def unwrap_state_dict(checkpoint, path: str = '<checkpoint>', owner: str = 'checkpoint'
