@@ -51,7 +51,7 @@ BACKBONE_TYPE = {'hire_mlp': 'HireMLP', 'vip': 'ViP', 's2mlp': 'S2MLP'}
 # Small archs of each family (same structure, a few channels and blocks).
 SMALL_ARCH = {
     'HireMLP': dict(embed_dims=(16, 32, 32, 64), depths=(1, 2, 1, 1)),
-    'ViP': dict(layers=(1, 2, 1, 1), embed_dims=(32, 64, 64, 64), segment_dim=(8, 4, 4, 4),
+    'ViP': dict(depths=(1, 2, 1, 1), embed_dims=(32, 64, 64, 64), segment_dim=(8, 4, 4, 4),
                 transitions=(True, False, False, False)),
     'S2MLP': dict(patch_size=16, embed_dim=32, depth=3, mlp_ratio=2.),
 }
@@ -147,7 +147,7 @@ def test_config_builds_with_exact_param_count(name):
 
 
 def test_simple_pyramid_norms_get_no_weight_decay():
-    """The recipe exempts norms by type; the neck's LN2d norms are exempted by name."""
+    """The recipe exempts norms by type, the neck's LayerNorm2d (an nn.LayerNorm) included."""
     from mmengine.config import Config
     from mmengine.optim import build_optim_wrapper
     cfg = Config.fromfile(osp.join(CONFIGS, 'mask_rcnn_s2mlp_deep_1x.py'))
@@ -297,6 +297,7 @@ def test_with_cp_same_outputs_and_gradients(type_):
     (dict(type='HireMLP', init_cfg='a.pth'), TypeError, 'init_cfg'),
     (dict(type='ViP', init_cfg=dict(type='Pretrained')), ValueError, 'checkpoint'),
     (dict(type='ViP', arch='s14'), ValueError, 'arch'),
+    (dict(type='ViP', arch=dict(layers=(1, 2, 1, 1))), ValueError, "'layers' is now 'depths'"),
     (dict(type='ViP', out_norm=True), TypeError, 'out_norm'),
     (dict(type='S2MLP', arch=SMALL_ARCH['S2MLP'], out_indices=(3,)), ValueError, 'out_indices'),
     (dict(type='S2MLP', arch=SMALL_ARCH['S2MLP'], frozen_stages=-2), ValueError,

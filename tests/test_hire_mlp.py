@@ -468,14 +468,14 @@ def hire_mlp_gmacs(img_size=(224, 224)):
     activations, softmax, means and rearrangements uncounted, as in the published figures)."""
     from torch.utils.flop_counter import FlopCounterMode
     out = {}
-    for name, arch in hm._ARCHS.items():
+    for name, arch in hm.ARCH_SETTINGS.items():
         with torch.device('meta'):
             model = hm.HireMLPClassifier(**arch).eval()
             x = torch.empty(1, 3, *img_size)
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
             model(x)
-        out[name] = counter.get_total_flops() / 2 / 1e9
+        out['hire_mlp_' + name] = counter.get_total_flops() / 2 / 1e9
     return out
 
 

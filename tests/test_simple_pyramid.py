@@ -53,6 +53,7 @@ def test_x1_branch_is_convs_on_the_input_and_x05_is_maxpool():
 
 def test_layernorm2d_normalizes_channels():
     norm = LayerNorm2d(6)
+    assert isinstance(norm, torch.nn.LayerNorm)  # what optimizer rules by type recognise
     with torch.no_grad():
         norm.weight.normal_()
         norm.bias.normal_()

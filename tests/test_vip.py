@@ -67,7 +67,7 @@ def meta_model(variant, **kwargs):
 
 
 # a small ViP whose stage-1 map is 8 x 8 tokens (= segment_dim) at 56 x 56 pixels
-TINY = dict(layers=(1, 2, 1, 1), embed_dims=(32, 64, 64, 64), segment_dim=(8, 4, 4, 4),
+TINY = dict(depths=(1, 2, 1, 1), embed_dims=(32, 64, 64, 64), segment_dim=(8, 4, 4, 4),
             transitions=(True, False, False, False), mlp_ratios=3., patch_size=7, num_classes=5)
 
 
@@ -312,7 +312,7 @@ def test_forward_intermediates():
     early, early_feats = model.forward_intermediates(x, indices=[0], stop_early=True)
     torch.testing.assert_close(early_feats[0], feats[0])
     assert early.shape == (2, 6, 8, 32)                       # stopped after stage 0
-    with pytest.raises(AssertionError):
+    with pytest.raises(ValueError, match='output_fmt'):
         model.forward_intermediates(x, output_fmt='NLC')
 
 

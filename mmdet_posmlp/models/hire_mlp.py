@@ -20,7 +20,7 @@ Architecture, top to bottom (``HireMLPClassifier``)::
 The module tree (``patch_embed``, ``network.{0..6}``, ``norm``, ``head``, and inside a block
 ``norm1``/``attn``/``norm2``/``mlp``) mirrors the official implementation
 (ggjy/Hire-Wave-MLP.pytorch, ``mlp_based/hire_mlp.py``) name for name, so its checkpoints load
-with ``strict=True``. That is also why stages and downsamples alternate in one flat ModuleList
+with ``strict=True``. That is also why stages and downsamples alternate in one flat Sequential
 instead of living in per-stage modules.
 
 HireBlock (pre-norm, BatchNorm instead of LayerNorm, NCHW throughout)::
@@ -65,18 +65,15 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
-from torch.utils.checkpoint import checkpoint
+from timm.layers import DropPath, Mlp, register_notrace_module
+from timm.models import generate_default_cfgs, register_model
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, Mlp, SelectAdaptivePool2d, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
-
-from timm.layers import register_notrace_module
+from . import common
+from .common import checkpoint_filter_fn  # noqa: F401  (the official names are the model's)
 
 __all__ = [
     'HireMLPClassifier', 'HireMLPMixer', 'HireBlock', 'HireStem', 'HireDownsample',
-    'circular_pad_end', 'checkpoint_filter_fn', 'HireMLP',
+    'circular_pad_end', 'checkpoint_filter_fn', 'ARCH_SETTINGS',
 ]
 
 # the pooling types whose output has num_features channels, so the official head still fits
@@ -219,15 +216,6 @@ class HireDownsample(nn.Module):
         return self.act(self.norm(self.proj(x)))
 
 
-def _per_stage(value, n: int, name: str) -> tuple:
-    if isinstance(value, (int, float)):
-        return (value,) * n
-    value = tuple(value)
-    if len(value) != n:
-        raise ValueError(f'{name} needs {n} entries (one per stage), got {value}')
-    return value
-
-
 class HireMLPClassifier(nn.Module):
     """Hire-MLP image classifier with timm's model API (see the module docstring)."""
 
@@ -262,69 +250,35 @@ class HireMLPClassifier(nn.Module):
         """
         super().__init__()
         n = len(depths)
-        embed_dims = _per_stage(embed_dims, n, 'embed_dims')
-        pixel = _per_stage(pixel, n, 'pixel')
-        step_stride = _per_stage(step_stride, n, 'step_stride')
-        step_dilation = _per_stage(step_dilation, n, 'step_dilation')
-        mlp_ratio = _per_stage(mlp_ratio, n, 'mlp_ratio')
-        self._check_pool(global_pool, num_classes)
-
-        self.num_classes = num_classes
-        self.num_stages = n
+        owner = type(self).__name__
+        embed_dims, pixel, step_stride, step_dilation, mlp_ratio = (
+            common.per_stage(value, n, name, owner) for name, value in (
+                ('embed_dims', embed_dims), ('pixel', pixel), ('step_stride', step_stride),
+                ('step_dilation', step_dilation), ('mlp_ratio', mlp_ratio)))
         self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.drop_rate = drop_rate
         self.grad_checkpointing = False
 
         self.patch_embed = HireStem(in_chans, embed_dims[0])
-        total = sum(depths)
-        # the official schedule rate * k / (total - 1); plain floats so meta-device builds work
-        dpr = [drop_path_rate * k / max(total - 1, 1) for k in range(total)]
+        dpr = common.drop_path_rates(depths, drop_path_rate)
         network = []
         self.feature_info = []
         for i in range(n):
             if i > 0:
                 network.append(HireDownsample(embed_dims[i - 1], embed_dims[i]))
-            first = sum(depths[:i])
             network.append(nn.Sequential(*[
                 HireBlock(
                     embed_dims[i], pixel=pixel[i], step=(j % step_stride[i]) * step_dilation[i],
-                    mlp_ratio=mlp_ratio[i], proj_drop=proj_drop_rate, drop_path=dpr[first + j])
+                    mlp_ratio=mlp_ratio[i], proj_drop=proj_drop_rate, drop_path=dpr[i][j])
                 for j in range(depths[i])]))
             self.feature_info.append(dict(
                 num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'network.{2 * i}'))
-        self.network = nn.ModuleList(network)
+        self.network = nn.Sequential(*network)
 
         self.norm = nn.BatchNorm2d(self.num_features)
-        self.global_pool = self._make_pool(global_pool)
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # as the official training: truncated normal 0.02 for every conv and linear, zero biases
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-    @staticmethod
-    def _make_pool(global_pool: str) -> nn.Module:
-        # '' passes the map through unflattened (timm's flatten=True would flatten it)
-        return SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
-
-    @staticmethod
-    def _check_pool(global_pool: str, num_classes: int) -> None:
-        if global_pool not in _POOL_TYPES:
-            raise ValueError(
-                f'global_pool={global_pool!r} is not supported by Hire-MLP; use one of '
-                f'{_POOL_TYPES}, the pools that keep num_features channels for the head')
-        if global_pool == '' and num_classes > 0:
-            raise ValueError("global_pool='' (no pooling) needs num_classes=0: the linear head "
-                             'cannot take an unpooled map')
+        self.reset_classifier(num_classes, global_pool)
+        # as the official training: truncated normal 0.02 for every conv and linear
+        common.init_trunc_normal(self)
 
     # ---- timm API ---------------------------------------------------------------------------
 
@@ -335,15 +289,7 @@ class HireMLPClassifier(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict:
-        if coarse:
-            blocks = r'^network\.(\d+)'  # whole stages, downsamples between them
-        else:
-            blocks = [
-                (r'^network\.(\d+)\.(\d+)\.', None),  # single blocks
-                (r'^network\.(\d+)\.(?:proj|norm)\.', (0,)),  # downsample before a stage
-                (r'^norm\.', (99999,)),
-            ]
-        return dict(stem=r'^patch_embed', blocks=blocks)
+        return common.stage_group_matcher(self, coarse)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -354,22 +300,7 @@ class HireMLPClassifier(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        if global_pool is None:
-            global_pool = self.global_pool.pool_type
-        self._check_pool(global_pool, num_classes)
-        self.num_classes = num_classes
-        self.global_pool = self._make_pool(global_pool)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    @torch.jit.ignore
-    def _run_layer(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and isinstance(layer, nn.Sequential) and torch.is_grad_enabled():
-            # one checkpoint per block: only block inputs are kept, each block is recomputed
-            # during backward (BN running statistics are then updated twice per step, as in timm)
-            for block in layer:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return layer(x)
+        common.reset_head(self, num_classes, global_pool, allowed=_POOL_TYPES)
 
     def forward_intermediates(
             self,
@@ -380,62 +311,14 @@ class HireMLPClassifier(nn.Module):
             output_fmt: str = 'NCHW',
             intermediates_only: bool = False,
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Outputs of the selected stages (0-3, strides 4-32), timm 1.0 semantics.
+        """Outputs of the selected stages (0-3, strides 4-32): ``common.forward_intermediates``;
+        ``norm`` applies the final BatchNorm to the last stage's output."""
+        return common.forward_intermediates(self, x, indices, norm, stop_early, output_fmt,
+                                            intermediates_only)
 
-        Args:
-            indices: None for all stages, an int n for the last n, or a list of stage indices.
-            norm: apply the final BatchNorm to the last stage's output when it is taken.
-            stop_early: skip the stages after the last selected one.
-            output_fmt: 'NCHW' or 'NHWC' for the intermediates.
-            intermediates_only: return only the list of intermediates.
-        """
-        if output_fmt not in ('NCHW', 'NHWC'):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        # count the stages present now, so that after pruning negative indices count from the
-        # last kept stage, as in timm
-        take_indices, max_index = feature_take_indices((len(self.network) + 1) // 2, indices)
-        last_idx = self.num_stages - 1  # the final norm is sized for the model's last stage
-        # stage i is network[2 * i]; stopping early drops what follows the last stage taken
-        end = 2 * max_index + 1 if stop_early else len(self.network)
-
-        intermediates = []
-        x = self.patch_embed(x)
-        for i, layer in enumerate(self.network):
-            if i >= end:
-                break
-            x = self._run_layer(layer, x)
-            stage = i // 2
-            if i % 2 == 0 and stage in take_indices:
-                x_inter = self.norm(x) if norm and stage == last_idx else x
-                if output_fmt == 'NHWC':
-                    x_inter = x_inter.permute(0, 2, 3, 1).contiguous()
-                intermediates.append(x_inter)
-
-        if intermediates_only:
-            return intermediates
-        if end == 2 * last_idx + 1:  # the final norm belongs to the last stage only
-            x = self.norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages after the last one in `indices` (and the norm / head if asked)."""
-        take_indices, max_index = feature_take_indices((len(self.network) + 1) // 2, indices)
-        prune_end = max_index < (len(self.network) + 1) // 2 - 1
-        self.network = self.network[:2 * max_index + 1]
-        if prune_norm or prune_end:
-            # the final norm is sized for, and only applied to, the last stage
-            self.norm = nn.Identity()
-        if prune_end:
-            # forward_features now ends at the last kept stage; the head was sized for the old end
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
-        return take_indices
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1,
+                                  prune_norm: bool = False, prune_head: bool = True) -> List[int]:
+        return common.prune_intermediate_layers(self, indices, prune_norm, prune_head)
 
     def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
         """The four stage outputs (strides 4, 8, 16, 32), for dense prediction backbones."""
@@ -444,16 +327,13 @@ class HireMLPClassifier(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
-            for layer in self.network:
-                x = self._run_layer(layer, x)
+            x = common.forward_checkpointed(self, x)
         else:
-            for layer in self.network:
-                x = layer(x)
+            x = self.network(x)
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
-        x = self.head_drop(x)
+        x = self.head_drop(self.global_pool(x))
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -462,25 +342,11 @@ class HireMLPClassifier(nn.Module):
 
 # ---- timm registration ------------------------------------------------------------------------
 
-def checkpoint_filter_fn(state_dict: Dict, model: nn.Module) -> Dict:
-    """Unwrap the official training checkpoint ({'model': state_dict, ...}); names already match."""
-    for key in ('model', 'state_dict', 'model_ema'):
-        if key in state_dict and isinstance(state_dict[key], dict):
-            state_dict = state_dict[key]
-            break
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
-
-
 def _cfg(url: str = '', **kwargs) -> Dict:
-    return {
-        'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.9, 'interpolation': 'bicubic', 'fixed_input_size': False,
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'patch_embed.proj', 'classifier': 'head', 'license': 'mit',
-        'paper_ids': 'arXiv:2108.13341', 'paper_name': 'Hire-MLP: Vision MLP via Hierarchical Rearrangement',
-        'origin_url': 'https://github.com/ggjy/Hire-Wave-MLP.pytorch',
-        **kwargs,
-    }
+    return common.default_cfg(
+        url=url, pool_size=(7, 7), license='mit', paper_ids='arXiv:2108.13341',
+        paper_name='Hire-MLP: Vision MLP via Hierarchical Rearrangement',
+        origin_url='https://github.com/ggjy/Hire-Wave-MLP.pytorch', **kwargs)
 
 
 _RELEASE = 'https://github.com/ggjy/Hire-Wave-MLP.pytorch/releases/download/log/'
@@ -491,44 +357,38 @@ default_cfgs = generate_default_cfgs({
     'hire_mlp_large.untrained': _cfg(),  # the official repository published no Large weights
 })
 
-_ARCHS = {
-    'hire_mlp_tiny': dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 4, 2)),
-    'hire_mlp_small': dict(embed_dims=(64, 128, 320, 512), depths=(3, 4, 10, 3)),
-    'hire_mlp_base': dict(embed_dims=(64, 128, 320, 512), depths=(4, 6, 24, 3)),
-    'hire_mlp_large': dict(embed_dims=(96, 192, 384, 768), depths=(4, 6, 24, 3)),
+# pixel, step_stride, step_dilation and mlp_ratio are the same in all four: the defaults above
+ARCH_SETTINGS = {
+    'tiny': dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 4, 2)),
+    'small': dict(embed_dims=(64, 128, 320, 512), depths=(3, 4, 10, 3)),
+    'base': dict(embed_dims=(64, 128, 320, 512), depths=(4, 6, 24, 3)),
+    'large': dict(embed_dims=(96, 192, 384, 768), depths=(4, 6, 24, 3)),
 }
-
-
-def _create(variant: str, pretrained: bool = False, **kwargs) -> HireMLPClassifier:
-    # pixel (4, 3, 3, 2), step_stride (2, 2, 3, 2), step_dilation (2, 2, 1, 1) and mlp_ratio 4
-    # are shared by all four variants: the constructor's defaults
-    model_args = dict(_ARCHS[variant], **kwargs)
-    return build_model_with_cfg(
-        HireMLPClassifier, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
-        **model_args)
 
 
 @register_model
 def hire_mlp_tiny(pretrained: bool = False, **kwargs) -> HireMLPClassifier:
     """Hire-MLP-Tiny: 18,041,672 parameters, 2.1G MACs, 79.7% ImageNet top-1 (published)."""
-    return _create('hire_mlp_tiny', pretrained, **kwargs)
+    return common.build_classifier(HireMLPClassifier, 'hire_mlp_tiny', ARCH_SETTINGS['tiny'],
+                                   pretrained, **kwargs)
 
 
 @register_model
 def hire_mlp_small(pretrained: bool = False, **kwargs) -> HireMLPClassifier:
     """Hire-MLP-Small: 33,113,848 parameters, 4.2G MACs, 81.8% ImageNet top-1 (published)."""
-    return _create('hire_mlp_small', pretrained, **kwargs)
+    return common.build_classifier(HireMLPClassifier, 'hire_mlp_small', ARCH_SETTINGS['small'],
+                                   pretrained, **kwargs)
 
 
 @register_model
 def hire_mlp_base(pretrained: bool = False, **kwargs) -> HireMLPClassifier:
     """Hire-MLP-Base: 58,226,856 parameters, 8.1G MACs, 83.1% ImageNet top-1 (published)."""
-    return _create('hire_mlp_base', pretrained, **kwargs)
+    return common.build_classifier(HireMLPClassifier, 'hire_mlp_base', ARCH_SETTINGS['base'],
+                                   pretrained, **kwargs)
 
 
 @register_model
 def hire_mlp_large(pretrained: bool = False, **kwargs) -> HireMLPClassifier:
     """Hire-MLP-Large: 95,723,944 parameters, 13.5G MACs, 83.4% ImageNet top-1 (published)."""
-    return _create('hire_mlp_large', pretrained, **kwargs)
+    return common.build_classifier(HireMLPClassifier, 'hire_mlp_large', ARCH_SETTINGS['large'],
+                                   pretrained, **kwargs)

@@ -16,12 +16,14 @@ from timm.layers import LayerNorm2d
 from .cycle_mlp import ARCH_SETTINGS as CYCLE_MLP_SETTINGS
 from .cycle_mlp import CycleMLPClassifier
 from .cycle_mlp import checkpoint_filter_fn as cycle_mlp_checkpoint_filter
-from .hire_mlp import _ARCHS as HIRE_MLP_SETTINGS
+from .hire_mlp import ARCH_SETTINGS as HIRE_MLP_SETTINGS
 from .hire_mlp import HireMLPClassifier
 from .hire_mlp import checkpoint_filter_fn as hire_mlp_checkpoint_filter
 from .mmdet_backbone import FamilyBackbone
-from .s2mlp import S2MLP_SETTINGS, S2MLPClassifier
-from .vip import VIP_SETTINGS, ViPClassifier
+from .s2mlp import ARCH_SETTINGS as S2MLP_SETTINGS
+from .s2mlp import S2MLPClassifier
+from .vip import ARCH_SETTINGS as VIP_SETTINGS
+from .vip import ViPClassifier
 from .vip import checkpoint_filter_fn as vip_checkpoint_filter
 
 __all__ = ['HireMLP', 'ViP', 'S2MLP', 'CycleMLP']
@@ -53,7 +55,7 @@ class HireMLP(FamilyBackbone):
     """
 
     classifier_cls = HireMLPClassifier
-    arch_settings = {k[len('hire_mlp_'):]: v for k, v in HIRE_MLP_SETTINGS.items()}
+    arch_settings = HIRE_MLP_SETTINGS
     arch_keys = ('embed_dims', 'depths', 'pixel', 'step_stride', 'step_dilation', 'mlp_ratio')
     checkpoint_filter = staticmethod(hire_mlp_checkpoint_filter)
     out_norm_layer = nn.BatchNorm2d
@@ -84,7 +86,7 @@ class ViP(FamilyBackbone):
     includes the transition that leads into it.
 
     Args:
-        arch (str | dict): 's7' | 'm7' | 'l7', or a dict of layers, embed_dims, segment_dim,
+        arch (str | dict): 's7' | 'm7' | 'l7', or a dict of depths, embed_dims, segment_dim,
             transitions, mlp_ratios, patch_size, skip_lam, qkv_bias.
         in_channels (int): Image channels.
         out_indices (Sequence[int]): Stages returned (0-3).
@@ -93,10 +95,17 @@ class ViP(FamilyBackbone):
     """
 
     classifier_cls = ViPClassifier
-    arch_settings = {k[len('vip_'):]: v for k, v in VIP_SETTINGS.items()}
-    arch_keys = ('layers', 'embed_dims', 'segment_dim', 'transitions', 'mlp_ratios',
+    arch_settings = VIP_SETTINGS
+    arch_keys = ('depths', 'embed_dims', 'segment_dim', 'transitions', 'mlp_ratios',
                  'patch_size', 'skip_lam', 'qkv_bias')
     checkpoint_filter = staticmethod(vip_checkpoint_filter)
+
+    @classmethod
+    def _resolve_arch(cls, arch) -> dict:
+        if isinstance(arch, dict) and 'layers' in arch:  # the official code's name, once ours
+            raise ValueError("ViP: arch key 'layers' is now 'depths' (blocks per stage), as in "
+                             'every family')
+        return super()._resolve_arch(arch)
 
     def __init__(self, arch: Union[str, dict] = 's7', in_channels: int = 3,
                  out_indices: Sequence[int] = (3,), drop_path_rate: float = 0.1,
@@ -138,7 +147,7 @@ class S2MLP(FamilyBackbone):
     """
 
     classifier_cls = S2MLPClassifier
-    arch_settings = {k[len('s2mlp_'):]: v for k, v in S2MLP_SETTINGS.items()}
+    arch_settings = S2MLP_SETTINGS
     arch_keys = ('patch_size', 'embed_dim', 'depth', 'mlp_ratio')
 
     def __init__(self, arch: Union[str, dict] = 'deep', in_channels: int = 3,

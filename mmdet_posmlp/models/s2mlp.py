@@ -24,23 +24,14 @@ wrap-around nor a zero), as public re-implementations also do. Here the
 shift is computed out of place from the input, which is what the in-place slices mean (each
 right-hand side is read before it is written, as numpy does for overlapping slices).
 
-Settings. Fitted to the published figures (deep: 51M params, 9.7G FLOPs in PosMLP's table;
-wide: about 71M, about 14G) and the settings known from the paper's text (c = 384 deep, c = 768
-wide, N = 12 wide, r = 4 wide), the variant table not being at hand. FLOPs / params is the number of tokens: 9.7G / 51M ~ 14G / 71M ~ 196 = (224/16)^2, so
-p = 16 for both (p = 14 would give 256 tokens: wide 18.2G). Wide: p 16, c 768, r 4, N 12 is
-72.24M / 13.99 GMACs, matching. Deep at c = 384, p = 16 (params, MACs at 224; multiply-adds):
-
-    | r | N  | params | GMACs | note                                                   |
-    |---|----|--------|-------|--------------------------------------------------------|
-    | 3 | 36 | 43.29M | 8.38  | a narrower guess: 15% below 51M                        |
-    | 4 | 36 | 53.92M | 10.46 | the ResMLP-36 shape; 5.7% above 51M                     |
-    | 4 | 34 | 50.96M | 9.88  | chosen: 0.1% from 51M, 1.9% from 9.7G                  |
-    | 3 | 42 | 50.39M | 9.77  | also fits (1.2%, 0.7%), but 6 blocks from "36"         |
-
-No (r, N) with N = 36 reaches 51M, so N = 36 cannot be exactly what the paper counted; r = 4
-with N = 34 is the fit nearest to the 36-block, r = 4 shape that the FLOPs point to. This is a
-fit to published numbers, not a published setting: `timm.create_model('s2mlp_deep', depth=36)`
-builds the 36-block model.
+Settings (p, c, r, N). The paper's text gives c = 384 for deep, c = 768, N = 12 and r = 4 for
+wide, and the figures 51M / 9.7G (deep, PosMLP's table) and about 71M / 14G (wide); the rest is
+chosen to meet them (multiply-adds at 224):
+- p = 16 for both: FLOPs / params is the token count, 9.7G / 51M ~ 14G / 71M ~ 196 = (224/16)^2
+  (p = 14 would make wide 18.2G). Wide is then 72.24M, 13.99G.
+- deep: r = 4, N = 34, 50.96M, 9.88G (0.1% and 1.9% off). At N = 36 no r reaches 51M (r 3:
+  43.29M; r 4, the ResMLP-36 shape: 53.92M); r 3, N 42 (50.39M, 9.77G) fits too, further from
+  36 blocks. ``timm.create_model('s2mlp_deep', depth=36)`` builds the 36-block model.
 
 Any input size: the shift and the Linear layers do not depend on the map size; an image whose
 side is not a multiple of p is zero-padded at the bottom/right to the next multiple before the
@@ -51,28 +42,18 @@ This module imports only torch and timm. The MMDetection backbone ``S2MLP`` (thi
 without head, returning block outputs; detectors read the last one through
 ``SimpleFeaturePyramid``) lives in mmdet_family.py, registered in mmdet's MODELS.
 """
-from typing import Any, Dict, List, Optional, Set, Tuple, Union
+from typing import Dict, List, Optional, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, Mlp, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.layers import DropPath, Mlp, PatchEmbed
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 
-__all__ = ['S2MLPClassifier', 'S2MLPBlock', 'SpatialShift', 'ShiftMixer', 'PatchEmbed',
-           'spatial_shift', 'S2MLP_SETTINGS', 'S2MLP']
+from . import common
+from .common import checkpoint_filter_fn  # noqa: F401  (the names are the model's)
 
-GLOBAL_POOLS = ('avg', '')
-
-
-def _check_global_pool(global_pool: str) -> str:
-    if global_pool not in GLOBAL_POOLS:
-        raise ValueError(f"global_pool must be 'avg' (mean over tokens) or '' (none), "
-                         f'got {global_pool!r}')
-    return global_pool
+__all__ = ['S2MLPClassifier', 'S2MLPBlock', 'SpatialShift', 'ShiftMixer', 'spatial_shift',
+           'checkpoint_filter_fn', 'ARCH_SETTINGS']
 
 
 def spatial_shift(x: torch.Tensor) -> torch.Tensor:
@@ -128,28 +109,9 @@ class S2MLPBlock(nn.Module):
         return x
 
 
-class PatchEmbed(nn.Module):
-    """The paper's patch-wise fully-connected layer (as a p x p stride-p conv) and LayerNorm."""
-
-    def __init__(self, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 384,
-                 norm_layer=nn.LayerNorm):
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.norm = norm_layer(embed_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.patch_size
-        pad_h = (p - x.shape[2] % p) % p
-        pad_w = (p - x.shape[3] % p) % p
-        x = self.proj(F.pad(x, [0, pad_w, 0, pad_h]))
-        return self.norm(x.permute(0, 2, 3, 1))
-
-
-S2MLP_SETTINGS: Dict[str, Dict[str, Any]] = {
-    # see the module docstring for how these were derived
-    's2mlp_deep': dict(patch_size=16, embed_dim=384, depth=34, mlp_ratio=4.),
-    's2mlp_wide': dict(patch_size=16, embed_dim=768, depth=12, mlp_ratio=4.),
+ARCH_SETTINGS = {  # see the module docstring for the choices
+    'deep': dict(patch_size=16, embed_dim=384, depth=34, mlp_ratio=4.),
+    'wide': dict(patch_size=16, embed_dim=768, depth=12, mlp_ratio=4.),
 }
 
 
@@ -172,13 +134,14 @@ class S2MLPClassifier(nn.Module):
             act_layer=nn.GELU,
     ):
         super().__init__()
-        self.num_classes = num_classes
-        self.global_pool = _check_global_pool(global_pool)
         self.num_features = self.head_hidden_size = embed_dim
         self.grad_checkpointing = False
 
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, norm_layer)
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        # the paper's patch-wise fully-connected layer (a p x p stride-p conv) and LayerNorm;
+        # an image whose side is not a multiple of p is zero-padded at the bottom / right
+        self.patch_embed = PatchEmbed(None, patch_size, in_chans, embed_dim, norm_layer,
+                                      output_fmt='NHWC', dynamic_img_pad=True)
+        dpr = common.drop_path_rates([depth], drop_path_rate)[0]
         self.blocks = nn.Sequential(*[
             S2MLPBlock(embed_dim, mlp_ratio, proj_drop_rate, dpr[i], act_layer, norm_layer)
             for i in range(depth)])
@@ -186,19 +149,9 @@ class S2MLPClassifier(nn.Module):
                              for i in range(depth)]
         self.norm = norm_layer(embed_dim)
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
+        self.reset_classifier(num_classes, global_pool)
         # the paper gives no initialisation; this is the ViT / Mixer family's usual one
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        common.init_trunc_normal(self, layers=(nn.Linear,))
 
     # ---- timm API -------------------------------------------------------------------------
 
@@ -208,7 +161,7 @@ class S2MLPClassifier(nn.Module):
         return set()
 
     @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+    def group_matcher(self, coarse: bool = False) -> Dict:
         return dict(stem=r'^patch_embed',
                     blocks=[(r'^blocks\.(\d+)', None), (r'^norm', (99999,))])
 
@@ -221,10 +174,8 @@ class S2MLPClassifier(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = _check_global_pool(global_pool)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        """``global_pool`` 'avg' (mean over tokens) or '' (a head per position)."""
+        common.reset_head(self, num_classes, global_pool, input_fmt='NHWC')
 
     def forward_intermediates(
             self,
@@ -235,46 +186,17 @@ class S2MLPClassifier(nn.Module):
             output_fmt: str = 'NCHW',
             intermediates_only: bool = False,
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Per-block maps, all at stride p.
-
-        Args:
-            indices: last n blocks if int, all if None, these blocks if a list.
-            norm: apply the final norm to every returned map (all have its width).
-            stop_early: stop after the last block asked for.
-            output_fmt: 'NCHW' or 'NHWC'.
-            intermediates_only: return only the list of maps.
-        """
-        assert output_fmt in ('NCHW', 'NHWC'), 'output_fmt must be NCHW or NHWC'
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        intermediates: List[torch.Tensor] = []
-        x = self.patch_embed(x)
-        if torch.jit.is_scripting() or not stop_early:  # a Sequential cannot be sliced in TS
-            blocks = self.blocks
-        else:
-            blocks = self.blocks[:max_index + 1]
-        for i, blk in enumerate(blocks):
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
-            if i in take_indices:
-                y = self.norm(x) if norm else x
-                intermediates.append(y.permute(0, 3, 1, 2) if output_fmt == 'NCHW' else y)
-        if intermediates_only:
-            return intermediates
-        return self.norm(x), intermediates
+        """Per-block maps, all at stride p: ``common.forward_intermediates``; ``norm`` applies
+        the final norm to every returned map (all have its width)."""
+        return common.forward_intermediates(self, x, indices, norm, stop_early, output_fmt,
+                                            intermediates_only, input_fmt='NHWC', isotropic=True)
 
     @torch.jit.ignore
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1,
                                   prune_norm: bool = False, prune_head: bool = True) -> List[int]:
         """Drop the blocks after the last one `indices` asks for."""
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[:max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
+        return common.prune_intermediate_layers(self, indices, prune_norm, prune_head,
+                                                isotropic=True)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image (B, 3, H, W) -> normalized map (B, ceil(H/p), ceil(W/p), C), NHWC."""
@@ -286,9 +208,7 @@ class S2MLPClassifier(nn.Module):
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == 'avg':
-            x = x.mean(dim=(1, 2))
-        x = self.head_drop(x)
+        x = self.head_drop(self.global_pool(x))
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -297,40 +217,23 @@ class S2MLPClassifier(nn.Module):
 
 # ---- timm registration --------------------------------------------------------------------
 
-def _cfg(**kwargs) -> Dict[str, Any]:
-    return {
-        'url': '', 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (14, 14),
-        'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'patch_embed.proj', 'classifier': 'head',
-        'paper_ids': 'arXiv:2106.07477', **kwargs,
-    }
-
-
 # no weights were published; the tag says so
 default_cfgs = generate_default_cfgs({
-    's2mlp_deep.untrained': _cfg(),
-    's2mlp_wide.untrained': _cfg(),
-})
-
-
-def _create_s2mlp(variant: str, pretrained: bool = False, **kwargs) -> S2MLPClassifier:
-    model_args = dict(S2MLP_SETTINGS[variant])
-    model_args.update(kwargs)
-    # like timm's MLP-Mixer: features_only returns the last 3 blocks unless told otherwise
-    return build_model_with_cfg(
-        S2MLPClassifier, variant, pretrained,
-        feature_cfg=dict(feature_cls='getter', out_indices=3),
-        **model_args)
+    f's2mlp_{arch}.untrained': common.default_cfg(pool_size=(14, 14), crop_pct=0.875,
+                                                  paper_ids='arXiv:2106.07477')
+    for arch in ARCH_SETTINGS})
 
 
 @register_model
 def s2mlp_deep(pretrained: bool = False, **kwargs) -> S2MLPClassifier:
-    """S2-MLP-deep (fitted: p 16, c 384, r 4, N 34): 50.96M parameters; paper 51M, 80.7%."""
-    return _create_s2mlp('s2mlp_deep', pretrained, **kwargs)
+    """S2-MLP-deep (chosen: p 16, c 384, r 4, N 34): 50.96M parameters; paper 51M, 80.7%."""
+    # like timm's MLP-Mixer: features_only returns the last 3 blocks unless told otherwise
+    return common.build_classifier(S2MLPClassifier, 's2mlp_deep', ARCH_SETTINGS['deep'],
+                                   pretrained, default_out_indices=3, **kwargs)
 
 
 @register_model
 def s2mlp_wide(pretrained: bool = False, **kwargs) -> S2MLPClassifier:
     """S2-MLP-wide (p 16, c 768, r 4, N 12): 72.24M parameters; paper about 71M, 80.0%."""
-    return _create_s2mlp('s2mlp_wide', pretrained, **kwargs)
+    return common.build_classifier(S2MLPClassifier, 's2mlp_wide', ARCH_SETTINGS['wide'],
+                                   pretrained, default_out_indices=3, **kwargs)

@@ -33,6 +33,8 @@ so odd sizes keep their last row and column.
 Norm: LayerNorm over the channels of each position (`LN2d`, the default), as ViTDet: it does
 not depend on the batch (detection trains with 2 images per GPU, too few for BatchNorm), and
 unlike GroupNorm(32) it accepts any width (the x4 branch of a 192-channel map has 48 channels).
+It is timm's `LayerNorm2d`, an `nn.LayerNorm`, so optimizer rules by type (the recipe's
+`norm_decay_mult`) find it.
 Any mmcv norm (`GN`, `BN`, `SyncBN`) can be given instead; `LN` means the same as `LN2d` here.
 Convolutions followed by a norm have no bias.
 """
@@ -44,25 +46,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
+from timm.layers import LayerNorm2d
 
 from mmdet.registry import MODELS
 
 __all__ = ['SimpleFeaturePyramid', 'LayerNorm2d']
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channels of every position of an NCHW map."""
-
-    def __init__(self, num_channels: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_channels))
-        self.bias = nn.Parameter(torch.zeros(num_channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias,
-                         self.eps)
-        return x.permute(0, 3, 1, 2)
 
 
 def build_norm(norm_cfg: dict, channels: int) -> nn.Module:

@@ -6,7 +6,7 @@ This file is the whole architecture, written for this project; parameter names a
 the official ones, so the official ImageNet checkpoints load with strict=True.
 
     PatchEmbed:    Conv p x p, stride p (p = 7)                       NCHW image -> NHWC tokens
-    network:       [stage, (Downsample), stage, stage, stage]         (a ModuleList, as upstream)
+    network:       [stage, (Downsample), stage, stage, stage]         (flat, as upstream)
       stage:       depth x PermutatorBlock at one resolution
       Downsample:  Conv 2x2 stride 2 where `transitions[i]` (a 1x1 conv where only the width
                    changes; no published variant has one)
@@ -32,10 +32,8 @@ Variants (official `vip_s7` / `vip_m7` / `vip_l7`; maps at strides 7 and 14):
     | vip_m7 | 256, 256, 512, 512  | 4, 3, 14, 3  | 32, 32, 16, 16  | after 2    | 55,272,488 |
     | vip_l7 | 256, 512, 512, 512  | 8, 8, 16, 4  | 32, 16, 16, 16  | after 1    | 87,784,936 |
 
-(published: 25M / 55M / 88M. The comment `# 55534632` in the official vip_m7 is 512 x 512 more
-than the code it sits in builds; the counts above are what the official code instantiates.
-Checked against the official file itself (not vendored here): the same state-dict keys,
-shapes and order for all three, and identical float64 logits at 224 x 224 with shared weights.)
+(published: 25M / 55M / 88M. The counts are what the official code builds, with the same
+state-dict keys, shapes and order; its comment `# 55534632` at vip_m7 is 512 x 512 too many.)
 
 Any input size. mlp_h is a fixed C x C matrix over H * S values, so the official model only
 runs when the map side equals the segment count s (32 x 32 tokens at 224 px for the first
@@ -62,27 +60,19 @@ This module imports only torch and timm. The MMDetection backbone ``ViP`` (this 
 without head, returning the stage maps; detectors read the last, stride 14, through
 ``SimpleFeaturePyramid``) lives in mmdet_family.py, registered in mmdet's MODELS.
 """
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, Mlp, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.layers import DropPath, Mlp, PatchEmbed
+from timm.models import generate_default_cfgs, register_model
 
-__all__ = ['ViPClassifier', 'WeightedPermuteMLP', 'PermutatorBlock', 'PermutatorStage',
-           'PatchEmbed', 'Downsample', 'VIP_SETTINGS', 'ViP']
+from . import common
+from .common import checkpoint_filter_fn  # noqa: F401  (the official names are the model's)
 
-GLOBAL_POOLS = ('avg', '')
-
-
-def _check_global_pool(global_pool: str) -> str:
-    if global_pool not in GLOBAL_POOLS:
-        raise ValueError(f"global_pool must be 'avg' (mean over tokens) or '' (none), "
-                         f'got {global_pool!r}')
-    return global_pool
+__all__ = ['ViPClassifier', 'WeightedPermuteMLP', 'PermutatorBlock', 'Downsample',
+           'checkpoint_filter_fn', 'ARCH_SETTINGS']
 
 
 def _pad_nhwc(x: torch.Tensor, multiple_h: int, multiple_w: int) -> torch.Tensor:
@@ -91,22 +81,6 @@ def _pad_nhwc(x: torch.Tensor, multiple_h: int, multiple_w: int) -> torch.Tensor
     pad_w = (multiple_w - x.shape[2] % multiple_w) % multiple_w
     # always called (a zero pad is a no-op) so that fx tracing sees no data-dependent branch
     return F.pad(x, [0, 0, 0, pad_w, 0, pad_h])
-
-
-class PatchEmbed(nn.Module):
-    """Non-overlapping p x p patches -> C channels; returns NHWC tokens."""
-
-    def __init__(self, patch_size: int = 7, in_chans: int = 3, embed_dim: int = 192):
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.patch_size
-        pad_h = (p - x.shape[2] % p) % p
-        pad_w = (p - x.shape[3] % p) % p
-        x = self.proj(F.pad(x, [0, pad_w, 0, pad_h]))
-        return x.permute(0, 2, 3, 1)
 
 
 class Downsample(nn.Module):
@@ -201,22 +175,13 @@ class PermutatorBlock(nn.Module):
         return x
 
 
-class PermutatorStage(nn.Sequential):
-    """The blocks of one stage; a Sequential so that block keys are `network.<i>.<j>.*`."""
-
-    def __init__(self, blocks: Sequence[nn.Module], dim: int, reduction: int):
-        super().__init__(*blocks)
-        self.dim = dim
-        self.reduction = reduction
-
-
-VIP_SETTINGS: Dict[str, Dict[str, Any]] = {
-    'vip_s7': dict(layers=(4, 3, 8, 3), embed_dims=(192, 384, 384, 384),
-                   segment_dim=(32, 16, 16, 16), transitions=(True, False, False, False)),
-    'vip_m7': dict(layers=(4, 3, 14, 3), embed_dims=(256, 256, 512, 512),
-                   segment_dim=(32, 32, 16, 16), transitions=(False, True, False, False)),
-    'vip_l7': dict(layers=(8, 8, 16, 4), embed_dims=(256, 512, 512, 512),
-                   segment_dim=(32, 16, 16, 16), transitions=(True, False, False, False)),
+ARCH_SETTINGS = {
+    's7': dict(depths=(4, 3, 8, 3), embed_dims=(192, 384, 384, 384),
+               segment_dim=(32, 16, 16, 16), transitions=(True, False, False, False)),
+    'm7': dict(depths=(4, 3, 14, 3), embed_dims=(256, 256, 512, 512),
+               segment_dim=(32, 32, 16, 16), transitions=(False, True, False, False)),
+    'l7': dict(depths=(8, 8, 16, 4), embed_dims=(256, 512, 512, 512),
+               segment_dim=(32, 16, 16, 16), transitions=(True, False, False, False)),
 }
 
 
@@ -229,7 +194,7 @@ class ViPClassifier(nn.Module):
 
     def __init__(
             self,
-            layers: Sequence[int] = (4, 3, 8, 3),
+            depths: Sequence[int] = (4, 3, 8, 3),
             embed_dims: Sequence[int] = (192, 384, 384, 384),
             segment_dim: Sequence[int] = (32, 16, 16, 16),
             transitions: Sequence[bool] = (True, False, False, False),
@@ -247,58 +212,42 @@ class ViPClassifier(nn.Module):
             act_layer=nn.GELU,
     ):
         super().__init__()
-        num_stages = len(layers)
-        if isinstance(mlp_ratios, (int, float)):
-            mlp_ratios = (mlp_ratios,) * num_stages
-        for name, value in (('embed_dims', embed_dims), ('segment_dim', segment_dim),
-                            ('transitions', transitions), ('mlp_ratios', mlp_ratios)):
-            if len(value) != num_stages:
-                raise ValueError(f'{name} needs one value per stage ({num_stages}), got {value}')
-        self.num_classes = num_classes
-        self.global_pool = _check_global_pool(global_pool)
+        n = len(depths)
+        owner = type(self).__name__
+        embed_dims, segment_dim, transitions, mlp_ratios = (
+            common.per_stage(value, n, name, owner) for name, value in (
+                ('embed_dims', embed_dims), ('segment_dim', segment_dim),
+                ('transitions', transitions), ('mlp_ratios', mlp_ratios)))
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.grad_checkpointing = False
 
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dims[0])
-        total = sum(layers)
+        # images whose side is not a multiple of p are zero-padded at the bottom / right
+        self.patch_embed = PatchEmbed(None, patch_size, in_chans, embed_dims[0],
+                                      output_fmt='NHWC', dynamic_img_pad=True)
+        dpr = common.drop_path_rates(depths, drop_path_rate)
         reduction = patch_size
         network: List[nn.Module] = []
-        self.num_stages = num_stages
-        stage_of: List[int] = []  # per network entry: its stage index, -1: a transition
-        self.feature_info = []  # one dict per stage, as timm expects
-        for i in range(num_stages):
-            # upstream's schedule: block b of all blocks gets drop_path_rate * b / (total - 1)
-            dpr = [drop_path_rate * (sum(layers[:i]) + j) / max(total - 1, 1)
-                   for j in range(layers[i])]
-            blocks = [PermutatorBlock(embed_dims[i], segment_dim[i], mlp_ratios[i], qkv_bias,
-                                      proj_drop_rate, dpr[j], skip_lam, act_layer, norm_layer)
-                      for j in range(layers[i])]
+        self._stage_of = []  # per network entry: its stage, -1 for a transition
+        self.feature_info = []
+        for i in range(n):
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=reduction,
                                           module=f'network.{len(network)}'))
-            network.append(PermutatorStage(blocks, embed_dims[i], reduction))
-            stage_of.append(i)
-            if i < num_stages - 1 and (transitions[i] or embed_dims[i] != embed_dims[i + 1]):
+            network.append(nn.Sequential(*[
+                PermutatorBlock(embed_dims[i], segment_dim[i], mlp_ratios[i], qkv_bias,
+                                proj_drop_rate, dpr[i][j], skip_lam, act_layer, norm_layer)
+                for j in range(depths[i])]))
+            self._stage_of.append(i)
+            if i < n - 1 and (transitions[i] or embed_dims[i] != embed_dims[i + 1]):
                 k = 2 if transitions[i] else 1
                 network.append(Downsample(embed_dims[i], embed_dims[i + 1], k))
-                stage_of.append(-1)
+                self._stage_of.append(-1)
                 reduction *= k
-        self.network = nn.ModuleList(network)
-        self._stage_of = stage_of
+        self.network = nn.Sequential(*network)
         self.norm = norm_layer(embed_dims[-1])
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # as upstream: Linear trunc-normal(0.02) with zero bias, LayerNorm (1, 0), convs default
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.reset_classifier(num_classes, global_pool)
+        # as upstream: the convolutions keep PyTorch's default initialisation
+        common.init_trunc_normal(self, layers=(nn.Linear,))
 
     # ---- timm API -------------------------------------------------------------------------
 
@@ -309,15 +258,8 @@ class ViPClassifier(nn.Module):
         return set()
 
     @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(
-            stem=r'^patch_embed',
-            blocks=r'^network\.(\d+)' if coarse else [
-                (r'^network\.(\d+)\.(\d+)\.', None),  # block j of stage module i
-                (r'^network\.(\d+)\.proj', (0,)),     # a transition, between its neighbours
-                (r'^norm', (99999,)),
-            ],
-        )
+    def group_matcher(self, coarse: bool = False) -> Dict:
+        return common.stage_group_matcher(self, coarse)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -328,10 +270,8 @@ class ViPClassifier(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = _check_global_pool(global_pool)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        """``global_pool`` 'avg' (mean over tokens) or '' (a head per position)."""
+        common.reset_head(self, num_classes, global_pool, input_fmt='NHWC')
 
     def forward_intermediates(
             self,
@@ -342,69 +282,27 @@ class ViPClassifier(nn.Module):
             output_fmt: str = 'NCHW',
             intermediates_only: bool = False,
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Per-stage maps.
-
-        Args:
-            indices: last n stages if int, all if None, these stages if a list.
-            norm: apply the final norm to the last stage's map (the only one it fits).
-            stop_early: stop after the last stage asked for.
-            output_fmt: 'NCHW' or 'NHWC'.
-            intermediates_only: return only the list of maps.
-        """
-        assert output_fmt in ('NCHW', 'NHWC'), 'output_fmt must be NCHW or NHWC'
-        take_indices, max_index = feature_take_indices(self.num_stages, indices)
-        intermediates: List[torch.Tensor] = []
-        x = self.patch_embed(x)
-        last_stage = -1
-        if torch.jit.is_scripting() or not stop_early:  # a ModuleList cannot be sliced in TS
-            network = self.network
-        else:
-            network = self.network[:self._stage_of.index(max_index) + 1]
-        for i, module in enumerate(network):
-            stage = self._stage_of[i]
-            if self.grad_checkpointing and not torch.jit.is_scripting() and stage >= 0:
-                x = checkpoint_seq(module, x)  # one checkpoint per block
-            else:
-                x = module(x)
-            if stage >= 0:
-                last_stage = stage
-                if stage in take_indices:
-                    y = self.norm(x) if norm and stage == self.num_stages - 1 else x
-                    intermediates.append(y.permute(0, 3, 1, 2) if output_fmt == 'NCHW' else y)
-        if intermediates_only:
-            return intermediates
-        if last_stage == self.num_stages - 1:
-            x = self.norm(x)
-        return x, intermediates
+        """Per-stage maps: ``common.forward_intermediates``; ``norm`` applies the final norm to
+        the last stage's map (the only one it fits)."""
+        return common.forward_intermediates(self, x, indices, norm, stop_early, output_fmt,
+                                            intermediates_only, input_fmt='NHWC')
 
     @torch.jit.ignore
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1,
                                   prune_norm: bool = False, prune_head: bool = True) -> List[int]:
-        """Drop the stages (and transitions) after the last one `indices` asks for."""
-        take_indices, max_index = feature_take_indices(self.num_stages, indices)
-        keep = self._stage_of.index(max_index) + 1
-        self.network = self.network[:keep]
-        self._stage_of = self._stage_of[:keep]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
+        return common.prune_intermediate_layers(self, indices, prune_norm, prune_head)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image (B, 3, H, W) -> normalized last-stage map (B, H/14, W/14, C), NHWC."""
         x = self.patch_embed(x)
-        for i, module in enumerate(self.network):
-            if self.grad_checkpointing and not torch.jit.is_scripting() and self._stage_of[i] >= 0:
-                x = checkpoint_seq(module, x)  # one checkpoint per block
-            else:
-                x = module(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = common.forward_checkpointed(self, x)
+        else:
+            x = self.network(x)
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == 'avg':
-            x = x.mean(dim=(1, 2))
-        x = self.head_drop(x)
+        x = self.head_drop(self.global_pool(x))
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -413,24 +311,10 @@ class ViPClassifier(nn.Module):
 
 # ---- timm registration --------------------------------------------------------------------
 
-def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, Any]:
-    """Accept the official checkpoints as saved by timm's training script (possibly wrapped)."""
-    for key in ('state_dict_ema', 'state_dict', 'model'):
-        if isinstance(state_dict, dict) and key in state_dict and isinstance(state_dict[key], dict):
-            state_dict = state_dict[key]
-            break
-    return {k[7:] if k.startswith('module.') else k: v for k, v in state_dict.items()}
-
-
-def _cfg(**kwargs) -> Dict[str, Any]:
-    return {
-        'url': '', 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (16, 16),
-        'crop_pct': 0.9, 'interpolation': 'bicubic', 'fixed_input_size': False,
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'patch_embed.proj', 'classifier': 'head', 'license': 'mit',
-        'paper_ids': 'arXiv:2106.12368', 'origin_url': 'https://github.com/houqb/VisionPermutator',
-        **kwargs,
-    }
+def _cfg(**kwargs) -> Dict:
+    return common.default_cfg(
+        pool_size=(16, 16), license='mit', paper_ids='arXiv:2106.12368',
+        origin_url='https://github.com/houqb/VisionPermutator', **kwargs)
 
 
 # The official weights are on Google Drive (see the upstream README), not on a hub timm can
@@ -442,29 +326,22 @@ default_cfgs = generate_default_cfgs({
 })
 
 
-def _create_vip(variant: str, pretrained: bool = False, **kwargs) -> ViPClassifier:
-    model_args = dict(VIP_SETTINGS[variant], mlp_ratios=3., patch_size=7)
-    model_args.update(kwargs)
-    return build_model_with_cfg(
-        ViPClassifier, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
-        **model_args)
-
-
 @register_model
 def vip_s7(pretrained: bool = False, **kwargs) -> ViPClassifier:
     """ViP-Small/7: 25.1M parameters, 81.5% ImageNet top-1 (paper)."""
-    return _create_vip('vip_s7', pretrained, **kwargs)
+    return common.build_classifier(ViPClassifier, 'vip_s7', ARCH_SETTINGS['s7'], pretrained,
+                                   **kwargs)
 
 
 @register_model
 def vip_m7(pretrained: bool = False, **kwargs) -> ViPClassifier:
     """ViP-Medium/7: 55.3M parameters, 82.7% ImageNet top-1 (paper)."""
-    return _create_vip('vip_m7', pretrained, **kwargs)
+    return common.build_classifier(ViPClassifier, 'vip_m7', ARCH_SETTINGS['m7'], pretrained,
+                                   **kwargs)
 
 
 @register_model
 def vip_l7(pretrained: bool = False, **kwargs) -> ViPClassifier:
     """ViP-Large/7: 87.8M parameters, 83.2% ImageNet top-1 (paper)."""
-    return _create_vip('vip_l7', pretrained, **kwargs)
+    return common.build_classifier(ViPClassifier, 'vip_l7', ARCH_SETTINGS['l7'], pretrained,
+                                   **kwargs)

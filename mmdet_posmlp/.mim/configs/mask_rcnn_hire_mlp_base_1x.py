@@ -3,7 +3,7 @@
 # authors' dense setting.
 _base_ = './mask_rcnn_hire_mlp_tiny_1x.py'
 
-# hire_mlp_base.pth of the official release (83.1%), see mask_rcnn_hire_mlp_tiny_1x.py
+# hire_mlp_base.pth of the official release (83.1%), see _hire_mlp.py
 pretrained = 'checkpoints/hire_mlp_base_in1k.pth'
 model = dict(
     backbone=dict(arch='base', drop_path_rate=0.2,

@@ -1,44 +1,19 @@
 # Mask R-CNN with a ViP-Small/7 backbone, 1x schedule on COCO 2017 (no published figure).
 # mmdet's mask-rcnn_r50_fpn_1x_coco.py with the PosMLP recipe, as mask_rcnn_posmlp_t_1x.py; what
-# differs: the backbone, a simple feature pyramid for the neck, and the strides the heads use.
-_base_ = [
-    'mmdet::_base_/models/mask-rcnn_r50_fpn.py', 'mmdet::_base_/datasets/coco_instance.py',
-    './_posmlp_det_recipe.py'
-]
-# The official ImageNet-1K weights of ViP-Small/7 (81.5%), linked (Google Drive) from the README of
-# https://github.com/houqb/VisionPermutator, saved here as they are.
-pretrained = 'checkpoints/vip_s7_in1k.pth'
-# ViP's maps are at strides 7 and 14. The last (stride 14, 384 channels) goes through a simple
-# feature pyramid (ViTDet): scale factors (2, 1, 0.5, 0.25) give strides 7, 14, 28, 56 (mmdet's
-# 4..32 at 7/4), plus a max-pooled fifth level at 112 for the RPN (mmdet's 64). So:
+# differs: the backbone, a simple feature pyramid for the neck (_vip.py), and the strides the
+# heads use.
+_base_ = ['./_mask_rcnn_1x.py', './_vip.py']
+
+# The pyramid's levels are at strides 7, 14, 28, 56 (mmdet's 4..32 at 7/4) and 112 (the RPN's
+# fifth level, mmdet's 64). So:
 # - RPN anchors at strides 7..112; scales 32/7 keep mmdet's anchor sizes in pixels (32..512);
 # - RoI extractors read the four levels at strides 7..56, and finest_scale 98 = 56 x 7/4 sends a
 #   RoI to the level where it spans the same number of cells as mmdet's default does at 4..32
 #   (e.g. a 224 px RoI to stride 14, as mmdet sends it to stride 16).
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='ViP',
-        arch='s7',
-        out_indices=(3,),
-        drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(
-        _delete_=True,
-        type='SimpleFeaturePyramid',
-        in_channels=384,
-        out_channels=256,
-        scale_factors=(2.0, 1.0, 0.5, 0.25),
-        num_outs=5),
+    backbone={{_base_.vip_s7}},
+    neck={{_base_.vip_neck}},
     rpn_head=dict(anchor_generator=dict(scales=[32 / 7], strides=[7, 14, 28, 56, 112])),
     roi_head=dict(
         bbox_roi_extractor=dict(featmap_strides=[7, 14, 28, 56], finest_scale=98),
         mask_roi_extractor=dict(featmap_strides=[7, 14, 28, 56], finest_scale=98)))
-# The neck's LayerNorms (LN2d, its own class) are not nn.LayerNorm, which is what the recipe's
-# norm_decay_mult recognises: exempt them by name. ViP itself needs nothing (no positional
-# parameters; its norms are nn.LayerNorm).
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={
-    'lateral_norm': dict(decay_mult=0.0),
-    'output_norm': dict(decay_mult=0.0),
-    'resample.norm': dict(decay_mult=0.0),
-}))

@@ -25,9 +25,3 @@ model = dict(
         out_channels=128,
         scale_factors=(2.0, 1.0, 0.5),
         num_outs=3))
-# The neck's LayerNorms (LN2d) are not nn.LayerNorm, which norm_decay_mult recognises: no weight
-# decay on them, by name (as ../retinanet_s2mlp_deep_1x.py).
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={
-    'lateral_norm': dict(decay_mult=0.0),
-    'output_norm': dict(decay_mult=0.0),
-}))

@@ -29,9 +29,3 @@ model = dict(
         scale_factors=(2.0, 1.0, 0.5),
         num_outs=3),
     bbox_head=dict(anchor_generator=dict(octave_base_scale=16 / 7, strides=[7, 14, 28])))
-# The neck's LayerNorms (LN2d) are not nn.LayerNorm, which norm_decay_mult recognises: no weight
-# decay on them, by name (as ../retinanet_vip_s7_1x.py).
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={
-    'lateral_norm': dict(decay_mult=0.0),
-    'output_norm': dict(decay_mult=0.0),
-}))
