@@ -69,9 +69,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, to_2tuple
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
 from . import common
+# the official names are the model's own; common.unwrap_state_dict takes 'model' before
+# 'model_ema', the weights the official evaluation (main.py --eval --resume) measured
+from .common import checkpoint_filter_fn  # noqa: F401
 
 __all__ = [
     'CycleMLPClassifier', 'CycleMixer', 'CycleFC', 'CycleBlock', 'CycleStem', 'CycleDownsample',
@@ -393,19 +396,6 @@ class CycleMLPClassifier(nn.Module):
 
 # ---- timm registration ------------------------------------------------------------------------
 
-def checkpoint_filter_fn(state_dict: Dict, model: nn.Module) -> Dict:
-    """The weights of an official checkpoint (DeiT's training script: {'model', 'model_ema',
-    'optimizer', 'args', ...}) or of a plain state dict; the names already match, the ``offset``
-    buffers included.
-
-    'model' is taken before 'model_ema': the official evaluation (``main.py --eval --resume``),
-    which gave the published accuracies, loads ``checkpoint['model']``."""
-    if isinstance(state_dict.get('model'), dict):
-        state_dict = state_dict['model']
-    tensors, _ = common.unwrap_state_dict(state_dict, owner='cycle_mlp checkpoint_filter_fn')
-    return tensors
-
-
 def _cfg(url: str = '', **kwargs) -> Dict:
     return common.default_cfg(
         url=url, pool_size=(7, 7), license='mit', paper_ids='arXiv:2107.10224',
@@ -434,11 +424,8 @@ ARCH_SETTINGS = {
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> CycleMLPClassifier:
-    # common.build_classifier with this family's checkpoint filter ('model' before 'model_ema')
-    return build_model_with_cfg(
-        CycleMLPClassifier, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
-        **dict(ARCH_SETTINGS[variant[len('cycle_mlp_'):]], **kwargs))
+    return common.build_classifier(CycleMLPClassifier, variant,
+                                   ARCH_SETTINGS[variant[len('cycle_mlp_'):]], pretrained, **kwargs)
 
 
 @register_model
