@@ -59,8 +59,8 @@ def init_trunc_normal(module: nn.Module,
                       layers: Tuple[Type[nn.Module], ...] = (nn.Linear, nn.Conv2d)) -> None:
     """Truncated normal (std 0.02) weights and zero biases for ``layers``; norms at (1, 0).
 
-    PosMLP, Hire-MLP and CycleMLP draw their convolutions this way too; ViP and S2-MLP leave
-    them at torch's default and pass ``layers=(nn.Linear,)``."""
+    PosMLP and Hire-MLP draw their convolutions this way too; ViP, S2-MLP and CycleMLP leave
+    them at torch's default (their official codes do) and pass ``layers=(nn.Linear, ...)``."""
     for m in module.modules():
         if isinstance(m, layers):
             nn.init.trunc_normal_(m.weight, std=.02)
