@@ -52,7 +52,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 
 from .common import (CheckpointError, check_global_pool, drop_path_rates, fuse_modules,
-                     init_trunc_normal, unwrap_state_dict)
+                     init_trunc_normal, prune_intermediate_layers, unwrap_state_dict)
 
 LN_EPS = 1e-6
 
@@ -1049,27 +1049,11 @@ class PosMLPClassifier(nn.Module):
             x = self._final_norm(x)
         return x, intermediates
 
-    def prune_intermediate_layers(
-            self,
-            indices: 'Union[int, List[int]]' = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages after the last one in `indices`, and the norm / head if asked.
-
-        Dropping the last stage drops the final norm and the head too (both are sized for it);
-        ``num_features`` then becomes the last kept stage's width. Returns the absolute indices.
-        """
-        take_indices, max_index = feature_take_indices(len(self.levels), indices)
-        prune_end = max_index < len(self.levels) - 1
-        self.levels = self.levels[:max_index + 1]  # nn.Sequential slice: names are kept
-        if prune_norm or prune_end:
-            self.norm = nn.Identity()
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
-        return take_indices
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1,
+                                  prune_norm: bool = False, prune_head: bool = True) -> List[int]:
+        """Drop the stages after the last one in `indices` (with the final norm and head, which
+        are sized for the last stage), and the norm / head if asked (common.py)."""
+        return prune_intermediate_layers(self, indices, prune_norm, prune_head)
 
     def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
         """The (B, C, H, W) output of every stage, before the final norm."""
