@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from mmdet_posmlp.models import hire_mlp, s2mlp, simple_pyramid, vip  # noqa: F401 (registers)
-from mmdet_posmlp.models.weights import CheckpointError
+from mmdet_posmlp.models.common import CheckpointError
 
 pytestmark = pytest.mark.filterwarnings('ignore:pkg_resources is deprecated:UserWarning')
 
@@ -382,13 +382,13 @@ def test_pretrained_errors_name_the_path(tmp_path):
     # another family's checkpoint
     foreign = str(tmp_path / 'vip.pth')
     torch.save({'state_dict_ema': CLASSIFIER['ViP'](**SMALL_ARCH['ViP']).state_dict()}, foreign)
-    with pytest.raises(ValueError, match=r"vip\.pth' is not a HireMLP checkpoint"):
+    with pytest.raises(CheckpointError, match=r"vip\.pth' is not a HireMLP checkpoint"):
         small('HireMLP').load_pretrained(foreign)
     # another variant of the family
     other = str(tmp_path / 'wide.pth')
     torch.save(CLASSIFIER['HireMLP'](embed_dims=(16, 32, 48, 64), depths=(1, 2, 1, 1))
                .state_dict(), other)
-    with pytest.raises(ValueError,
+    with pytest.raises(CheckpointError,
                        match=r"wide\.pth' is another HireMLP variant.*network\.3\.proj"):
         small('HireMLP').load_pretrained(other)
     # not a torch file
