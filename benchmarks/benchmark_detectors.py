@@ -56,32 +56,22 @@ FAMILY = ('retinanet_posmlp_t', 'retinanet_swin_t', 'retinanet_hire_mlp_tiny', '
 
 # ------------------------------------------------------------------ worker side
 def build_detector(name: str):
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    import mmdet_posmlp  # noqa: F401  (registers the backbones; resolves the config names)
-    from mmdet.registry import MODELS
-    init_default_scope('mmdet')
-    path = CONFIGS[name]
-    if path.startswith('mmdet::'):  # Config.fromfile reads mmdet's configs by path only
-        import mmdet
-        path = os.path.join(os.path.dirname(mmdet.__file__), '.mim', 'configs',
-                            path[len('mmdet::'):])
-    cfg = Config.fromfile(path)
-    cfg.model.backbone.init_cfg = None  # random weights: no download, no checkpoint on disk
-    model = MODELS.build(cfg.model)
+    """The detector of CONFIGS[name], random weights (no download, no checkpoint on disk)."""
+    from mmdet_posmlp.detector_io import load_detector
+    model = load_detector(CONFIGS[name], cfg_options={'model.backbone.init_cfg': None})
     model.init_weights()
-    return model, cfg
+    return model, model.cfg
 
 
 def synthetic_batch(batch: int, height: int, width: int, masks: bool, seed: int = 0) -> dict:
-    """Images and 8 random objects each (boxes 32-400 px, labels, masks filling the boxes)."""
-    from mmdet.structures import DetDataSample
+    """detector_io.dummy_batch with 8 random objects an image (boxes 32-400 px, labels, masks
+    filling the boxes)."""
     from mmdet.structures.mask import BitmapMasks
     from mmengine.structures import InstanceData
+    from mmdet_posmlp.detector_io import dummy_batch
+    data = dummy_batch((height, width), batch, seed)
     g = torch.Generator().manual_seed(seed)
-    inputs, samples = [], []
-    for _ in range(batch):
-        inputs.append(torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=g))
+    for sample in data['data_samples']:
         size = torch.empty(8, 2).uniform_(32, 400, generator=g)
         x0 = torch.rand(8, generator=g) * (width - size[:, 0])
         y0 = torch.rand(8, generator=g) * (height - size[:, 1])
@@ -92,11 +82,8 @@ def synthetic_batch(batch: int, height: int, width: int, masks: bool, seed: int 
             for i, (a, b, c, d) in enumerate(boxes.round().long().tolist()):
                 m[i, b:d, a:c] = 1
             gt.masks = BitmapMasks(m, height, width)
-        sample = DetDataSample(metainfo=dict(img_shape=(height, width), ori_shape=(height, width),
-                                             scale_factor=(1.0, 1.0), img_id=0))
         sample.gt_instances = gt
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
+    return data
 
 
 def measurement(spec: dict) -> Measurement:

@@ -1,4 +1,4 @@
-"""Export (mmdet_posmlp/deployment.py, tools/deployment/export_onnx.py): ONNX files checked with
+"""Export (mmdet_posmlp/deployment/, tools/deployment/export_onnx.py): ONNX files checked with
 onnxruntime against PyTorch, torch.export with dynamic H, W under no_grad and inference_mode,
 single-stage detector outputs through predict_by_feat, and the old failure modes (a graph whose
 outputs ignore the input, TorchScript with dynamic sizes)."""
@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from mmdet_posmlp import deployment as D
-from mmdet_posmlp.analysis.complexity import load_detector
+from mmdet_posmlp.detector_io import load_detector
 from mmdet_posmlp.models import PosMLP
 from conftest import REPO, randomize_
 
@@ -30,10 +30,27 @@ needs_onnxscript = pytest.mark.skipif(
     reason='dynamic ONNX export uses torch.export -> ONNX, which needs onnxscript')
 
 
+def random_weights_(backbone: nn.Module) -> nn.Module:
+    """randomize_ (values away from the symmetric initial ones) with a bias noise small enough
+    for the signal of convolutions at their initial scale (std 0.02: the stem, the downsampling
+    of every stage) to reach the deepest outputs, and BatchNorm statistics of the activations
+    of random images, as training leaves them. Otherwise the outputs hardly depend on the
+    input, and the export check rightly refuses the graph. In eval mode."""
+    randomize_(backbone, scale=0.1)
+    for m in backbone.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # the plain average over what it sees
+    backbone.train()
+    with torch.no_grad():
+        backbone(torch.randn(2, 3, *SIZE))
+    return backbone.eval()
+
+
 @pytest.fixture(scope='module')
 def backbone():
     torch.manual_seed(0)
-    return randomize_(PosMLP(ARCH, out_indices=(1, 2, 3))).eval()
+    return random_weights_(PosMLP(ARCH, out_indices=(1, 2, 3)))
 
 
 def max_rel_diff(got, want) -> float:
@@ -116,7 +133,7 @@ def test_torchscript_exporter_static_checked_dynamic_refused(backbone, tmp_path)
     # other weights
     other = copy.deepcopy(backbone)
     with torch.no_grad():
-        other.levels[2].encoder[0].proj_c_s.weight.mul_(1.5)
+        other.model.levels[2].encoder[0].proj_c_s.weight.mul_(1.5)
     with pytest.raises(D.VerificationError, match='differs from PyTorch'):
         D.verify_onnx(out, other, 'backbone', report.rule)
 
@@ -140,8 +157,8 @@ def test_fused_models_and_two_stage_detectors_are_refused(backbone):
     with pytest.raises(D.ExportError, match='fused'):
         D.export_target(copy.deepcopy(backbone).fuse(), 'backbone')
     stage_only = copy.deepcopy(backbone)
-    stage_only.levels[1].fuse()  # a fused stage, the stem as trained
-    with pytest.raises(D.ExportError, match=r'fused \(deployment\) modules \(levels\.1, '):
+    stage_only.model.levels[1].fuse()  # a fused stage, the stem as trained
+    with pytest.raises(D.ExportError, match=r'fused \(deployment\) modules \(model\.levels\.1, '):
         D.export_target(stage_only, 'backbone')
     model = load_detector(os.path.join(REPO, 'configs/mask_rcnn_posmlp_t_1x.py'),
                          cfg_options={'model.backbone.init_cfg': None})
@@ -154,7 +171,7 @@ def test_retinanet_onnx_with_predict_by_feat_gives_predict_detections(tmp_path):
     torch.manual_seed(0)
     model = load_detector(os.path.join(REPO, 'configs/retinanet_posmlp_t_1x.py'),
                          cfg_options={'model.backbone.init_cfg': None})
-    randomize_(model.backbone)
+    random_weights_(model.backbone)
     with torch.no_grad():  # scores spread over (0.05, 0.95): no near-ties at the top 100
         model.bbox_head.retina_cls.bias.fill_(-10.0)
     model.bbox_head.test_cfg.score_thr = 0.0
@@ -186,7 +203,8 @@ def test_cli_end_to_end_with_checkpoint(tmp_path):
                      neck=dict(in_channels=[32, 64, 128]))
     """))
     torch.manual_seed(1)
-    model = randomize_(load_detector(str(config)))
+    model = load_detector(str(config))
+    random_weights_(model.backbone)
     checkpoint = tmp_path / 'model.pth'
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoint)
     out = tmp_path / 'cli.onnx'

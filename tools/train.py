@@ -6,15 +6,12 @@
 #   bash tools/dist_train.sh CONFIG 8                                       # 8 GPUs
 import argparse
 import sys
+from pathlib import Path
 
 from mmengine.config import DictAction
 
-try:
-    import mmdet_posmlp  # noqa: F401  (registers PosMLP even if the config lacks custom_imports)
-except ImportError:  # running from a checkout that was not pip-installed
-    import os.path as osp
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-    import mmdet_posmlp  # noqa: F401
+# this checkout's mmdet_posmlp, used where site-packages has none (which would come first)
+sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 from mmdet_posmlp.datasets.coco_check import AnnotationFormatError
 from mmdet_posmlp.engine.amp import AmpUnavailableError

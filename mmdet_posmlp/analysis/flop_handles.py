@@ -26,23 +26,15 @@ computed from their input shapes, and element-wise work (GELU, gating, softmax) 
 counted, as mmengine counts no activation or softmax. A PythonOp of the same class name that is
 not one of ours is left uncounted, with mmengine's usual warning.
 """
+import math
 from typing import Any, Callable, Dict, List
 
 __all__ = ['register_flop_handles', 'POSMLP_FLOP_HANDLES', 'POSMLP_ACTIVATION_HANDLES']
-
-_registered = False
 
 
 def _shape(value) -> List[int]:
     from mmengine.analysis.jit_handles import get_shape
     return list(get_shape(value) or [])
-
-
-def _prod(values) -> int:
-    out = 1
-    for v in values:
-        out *= int(v)
-    return out
 
 
 def _python_op(cls_name: str, count: Callable[[List[Any], List[Any]], int]):
@@ -83,7 +75,7 @@ def _no_flops(inputs: List[Any], outputs: List[Any]) -> int:
 
 def _output_size(inputs: List[Any], outputs: List[Any]) -> int:
     """Activations: the elements of the output, as mmengine's generic_activation_jit."""
-    return _prod(_shape(outputs[0]))
+    return math.prod(_shape(outputs[0]))
 
 
 POSMLP_FLOP_HANDLES: Dict[str, Callable] = {
@@ -103,14 +95,10 @@ POSMLP_ACTIVATION_HANDLES: Dict[str, Callable] = {
 def register_flop_handles() -> None:
     """Add the handles above to mmengine's default FLOP and activation handle tables, so that
     every FlopAnalyzer / ActivationAnalyzer created afterwards (get_model_complexity_info,
-    mmdet's get_flops.py) counts PosMLP fully. Keeps handles already in the tables; idempotent.
-    """
-    global _registered
-    if _registered:
-        return
+    mmdet's get_flops.py) counts PosMLP fully. Keeps handles already in the tables, so it is
+    idempotent and leaves a handle that mmengine or the user set."""
     from mmengine.analysis import complexity_analysis as ca
     for table, handles in ((ca._DEFAULT_SUPPORTED_FLOP_OPS, POSMLP_FLOP_HANDLES),
                            (ca._DEFAULT_SUPPORTED_ACT_OPS, POSMLP_ACTIVATION_HANDLES)):
         for name, handle in handles.items():
             table.setdefault(name, handle)
-    _registered = True

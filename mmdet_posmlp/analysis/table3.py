@@ -19,6 +19,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from ..detector_io import build_detector, load_model_config, resolve_config
+
 __all__ = ['Row', 'ROWS', 'resolve_config', 'row_config', 'build_row', 'measure',
            'format_table']
 
@@ -69,29 +71,11 @@ ROWS = (
 )
 
 
-def resolve_config(name: str) -> str:
-    """The file of ``mmdet::folder/file.py`` (mmdet's installed configs), of
-    ``mmdet_posmlp::file.py`` (this package's), or ``name`` itself; raises naming it."""
-    if name.startswith('mmdet::'):
-        import mmdet
-        path = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', name[len('mmdet::'):])
-    elif name.startswith('mmdet_posmlp::'):
-        from ..mim import config_path
-        return config_path(name)
-    else:
-        path = name
-    if not osp.isfile(path):
-        raise FileNotFoundError(f"table3: config '{name}' not found (looked for {path})")
-    return path
-
-
 def row_config(row: Row):
     """The Config that builds ``row``'s detector (its backbone swapped in where the row says)."""
-    from mmengine.config import Config
-    cfg = Config.fromfile(resolve_config(row.config))
+    cfg = load_model_config(row.config)
     if row.backbone_from is not None:
-        donor = Config.fromfile(resolve_config(row.backbone_from))
-        cfg.model.backbone = donor.model.backbone
+        cfg.model.backbone = load_model_config(row.backbone_from).model.backbone
         cfg.model.neck.in_channels = list(row.neck_in_channels)
     return cfg
 
@@ -99,15 +83,12 @@ def row_config(row: Row):
 def build_row(row: Row) -> nn.Module:
     """The detector of ``row``, no weights loaded: on the meta device where its modules allow
     that (they may not, e.g. a constructor that reads a tensor's value), else on the CPU."""
-    from mmdet.registry import MODELS
-    from mmengine.registry import init_default_scope
     cfg = row_config(row)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
     try:
         with torch.device('meta'):
-            return MODELS.build(cfg.model)
+            return build_detector(cfg)
     except (RuntimeError, NotImplementedError):  # data-dependent construction: build for real
-        return MODELS.build(cfg.model)
+        return build_detector(cfg)
 
 
 def measure(rows: Sequence[Row] = ROWS) -> List[Dict]:

@@ -7,17 +7,15 @@
 # with --image the config's test pipeline resizes it. Without --checkpoint weights are random.
 import argparse
 import sys
+from pathlib import Path
 
 from mmengine.config import DictAction
 
-try:
-    import mmdet_posmlp  # noqa: F401
-except ImportError:  # running from a checkout that was not pip-installed
-    import os.path as osp
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-    import mmdet_posmlp  # noqa: F401
+# this checkout's mmdet_posmlp, used where site-packages has none (which would come first)
+sys.path.append(str(Path(__file__).resolve().parents[2]))
 
 from mmdet_posmlp.analysis.benchmark import benchmark_fps, format_benchmark
+from mmdet_posmlp.detector_io import ShapeAction
 
 
 def parse_args():
@@ -26,7 +24,7 @@ def parse_args():
     parser.add_argument('--checkpoint', help='checkpoint to load (default: random weights)')
     parser.add_argument('--image', help='image file (default: a random image of --shape)')
     parser.add_argument(
-        '--shape', type=int, nargs='+', default=[800, 1333],
+        '--shape', type=int, nargs='+', action=ShapeAction, default=[800, 1333],
         help='H W of the random image (one value: square)')
     parser.add_argument('--repeat', type=int, default=10, help='timed runs (median reported)')
     parser.add_argument('--warmup', type=int, default=2, help='untimed runs first')
@@ -36,12 +34,7 @@ def parse_args():
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override some settings in the used config, xxx=yyy format')
-    args = parser.parse_args()
-    if len(args.shape) == 1:
-        args.shape = args.shape * 2
-    elif len(args.shape) != 2:
-        parser.error('--shape takes H W or a single size')
-    return args
+    return parser.parse_args()
 
 
 def main():

@@ -6,36 +6,29 @@
 # FLOPs follow mmengine's FlopAnalyzer (one multiply-add = one FLOP). No weights are loaded.
 import argparse
 import sys
+from pathlib import Path
 
 from mmengine.config import DictAction
 
-try:
-    import mmdet_posmlp  # noqa: F401
-except ImportError:  # running from a checkout that was not pip-installed
-    import os.path as osp
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-    import mmdet_posmlp  # noqa: F401
+# this checkout's mmdet_posmlp, used where site-packages has none (which would come first)
+sys.path.append(str(Path(__file__).resolve().parents[2]))
 
 from mmdet_posmlp.analysis.complexity import format_complexity, model_complexity
+from mmdet_posmlp.detector_io import ShapeAction
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Parameters and FLOPs of a detector')
     parser.add_argument('config', help='config file path')
     parser.add_argument(
-        '--shape', type=int, nargs='+', default=[800, 1280],
+        '--shape', type=int, nargs='+', action=ShapeAction, default=[800, 1280],
         help='input image size H W (one value: square), before padding to the size divisor')
     parser.add_argument(
         '--params-only', action='store_true', help='count parameters only (fast)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override some settings in the used config, xxx=yyy format')
-    args = parser.parse_args()
-    if len(args.shape) == 1:
-        args.shape = args.shape * 2
-    elif len(args.shape) != 2:
-        parser.error('--shape takes H W or a single size')
-    return args
+    return parser.parse_args()
 
 
 def main():

@@ -7,13 +7,10 @@
 # No weights are loaded. The rows and the counting: mmdet_posmlp/analysis/table3.py.
 import argparse
 import sys
+from pathlib import Path
 
-try:
-    import mmdet_posmlp  # noqa: F401
-except ImportError:  # running from a checkout that was not pip-installed
-    import os.path as osp
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-    import mmdet_posmlp  # noqa: F401
+# this checkout's mmdet_posmlp, used where site-packages has none (which would come first)
+sys.path.append(str(Path(__file__).resolve().parents[2]))
 
 from mmdet_posmlp.analysis.table3 import ROWS, format_table, measure
 

@@ -12,21 +12,19 @@
 # accepted size, and a second input must change every output; a file that fails is removed.
 # --dynamic uses torch.export and needs onnxscript; the sizes it accepts are printed (H, W
 # congruent to the export size modulo 224 for PosMLP-T/S/B). The library is
-# mmdet_posmlp/deployment.py, whose docstring says more.
+# mmdet_posmlp/deployment/, whose docstrings say more.
 import argparse
 import sys
+from pathlib import Path
 
 from mmengine.config import DictAction
 
-try:
-    import mmdet_posmlp  # noqa: F401
-except ImportError:  # running from a checkout that was not pip-installed
-    import os.path as osp
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-    import mmdet_posmlp  # noqa: F401
+# this checkout's mmdet_posmlp, used where site-packages has none (which would come first)
+sys.path.append(str(Path(__file__).resolve().parents[2]))
 
 from mmdet_posmlp.deployment import (DEFAULT_OPSET, EXPORTERS, PARTS, ExportError,
                                      VerificationError, export_from_config)
+from mmdet_posmlp.detector_io import ShapeAction
 from mmdet_posmlp.safe_load import UnsafeCheckpointError
 
 
@@ -39,7 +37,8 @@ def parse_args():
     parser.add_argument('--out', required=True, help='the ONNX file to write')
     parser.add_argument('--part', choices=PARTS, default='backbone',
                         help='backbone features, or the detector (backbone, neck, head)')
-    parser.add_argument('--shape', type=int, nargs='+', default=[800, 1344],
+    parser.add_argument('--shape', type=int, nargs='+', action=ShapeAction,
+                        default=[800, 1344],
                         help='input H W (one value: square), as the network sees it, i.e. '
                         'after the data preprocessor padded it (default 800 1344)')
     parser.add_argument('--dynamic', action='store_true',
@@ -50,12 +49,7 @@ def parse_args():
                         help='auto: dynamo with --dynamic, else torchscript')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, xxx=yyy format')
-    args = parser.parse_args()
-    if len(args.shape) == 1:
-        args.shape = args.shape * 2
-    elif len(args.shape) != 2:
-        parser.error('--shape takes H W or a single size')
-    return args
+    return parser.parse_args()
 
 
 def main():

@@ -11,14 +11,12 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 import torch
 
-try:
-    import mmdet_posmlp  # noqa: F401
-except ImportError:  # running from a checkout that was not pip-installed
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    import mmdet_posmlp  # noqa: F401
+# this checkout's mmdet_posmlp, used where site-packages has none (which would come first)
+sys.path.append(str(Path(__file__).resolve().parents[2]))
 
 from mmdet_posmlp.models import PosMLP
 from mmdet_posmlp.models.common import unwrap_state_dict
