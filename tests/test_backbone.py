@@ -36,7 +36,7 @@ def test_registered_in_mmdet_and_built_from_config_with_custom_imports(tmp_path)
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=tmp_path,
                        env={**os.environ, 'PYTHONPATH': REPO})
     assert r.returncode == 0, r.stderr
-    assert 'mmdet_posmlp.models.backbone' in r.stdout
+    assert 'mmdet_posmlp.models.backbones' in r.stdout
     assert '[(1, 192, 8, 12), (1, 384, 4, 6), (1, 768, 2, 3)]' in r.stdout
 
 

@@ -23,7 +23,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import mmdet_posmlp  # noqa: F401  (registers the handles)
-from mmdet_posmlp.models.backbone import PosMLP
+from mmdet_posmlp.models.backbones import PosMLP
 
 pytestmark = pytest.mark.filterwarnings('ignore:pkg_resources is deprecated:UserWarning')
 

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 import mmdet_posmlp  # noqa: F401
 from mmdet_posmlp.models import PosMLP
-from mmdet_posmlp.models.mmdet_family import HireMLP, S2MLP, ViP
+from mmdet_posmlp.models.backbones import HireMLP, S2MLP, ViP
 from mmdet_posmlp.models.common import CheckpointError
 
 SMALL = dict(embed_dims=(16, 32, 64, 128), depths=(1, 1, 1, 1), windows=(4, 4, 4, 2),

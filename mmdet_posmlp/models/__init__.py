@@ -6,8 +6,9 @@ Always imported (each registers its classifiers with timm at its bottom):
 (``s2mlp_*``), ``cycle_mlp`` (``cycle_mlp_b1`` ... ``b5``).
 
 Only where mmdet is installed (``mmdet_posmlp.dependencies.MMDET_AVAILABLE``), registered in
-mmdet's MODELS: ``backbone`` (``PosMLP``), ``mmdet_family`` (``HireMLP``, ``ViP``, ``S2MLP``, ``CycleMLP``)
-and ``simple_pyramid`` (``SimpleFeaturePyramid``). Without mmdet, reading one of those names
+mmdet's MODELS: ``backbones`` (``PosMLP``, ``HireMLP``, ``ViP``, ``S2MLP``, ``CycleMLP``, over
+the one base ``mmdet_backbone.FamilyBackbone``), ``simple_pyramid`` (``SimpleFeaturePyramid``)
+and ``losses`` (``Float32FocalLoss``). Without mmdet, reading one of those names
 from this module raises an ImportError that says what to install.
 """
 from ..dependencies import MMDET_AVAILABLE, MMDET_NAMES, mmdet_names_getattr
@@ -21,8 +22,7 @@ __all__ = ['PosMLPClassifier', 'PosMLPStage', 'PosMLPBlock', 'PosSGU', 'GQPE', '
 
 if MMDET_AVAILABLE:
     from . import losses  # noqa: F401  (registers Float32FocalLoss in mmdet's MODELS)
-    from .backbone import PosMLP
-    from .mmdet_family import CycleMLP, HireMLP, S2MLP, ViP
+    from .backbones import CycleMLP, HireMLP, PosMLP, S2MLP, ViP
     from .simple_pyramid import SimpleFeaturePyramid
     __all__ += list(MMDET_NAMES)
 else:

@@ -61,7 +61,7 @@ cycle_mlp_b5 75,747,280 / 12.3G / 83.2 (dims 96-192-384-768, depths 3-4-24-3).
 
 This module imports only torch and timm. The MMDetection backbone ``CycleMLP`` (this classifier
 without head, each returned stage map through a new LayerNorm as in the official dense-prediction
-form, ``fork_feat``) lives in mmdet_family.py, registered in mmdet's MODELS.
+form, ``fork_feat``) lives in backbones.py, registered in mmdet's MODELS.
 """
 from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 

@@ -59,7 +59,7 @@ hire_mlp_large 96M / 13.4-13.5G / 83.4-83.8 (dims 96-192-384-768, depths 4-6-24-
 
 This module imports only torch and timm. The MMDetection backbone ``HireMLP`` (this classifier
 without head, returning the stage maps for an FPN, each through a new BatchNorm as in the
-authors' dense-prediction code) lives in mmdet_family.py, registered in mmdet's MODELS.
+authors' dense-prediction code) lives in backbones.py, registered in mmdet's MODELS.
 """
 from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 

@@ -2,9 +2,10 @@
 
 A backbone wraps its family's timm classifier (``self.model``), built without head and pruned
 after the last stage asked for (``prune_intermediate_layers``), so every parameter it holds is
-used and the detector trains under DDP without unused-parameter checks. A subclass (backbone.py
-for PosMLP, mmdet_family.py for the others) only says which classifier, which archs, how its
-modules form stages, and which checkpoint filter reads its weights. Everything else lives here:
+used and the detector trains under DDP without unused-parameter checks. A subclass (all are in
+backbones.py) only says which classifier, which archs, which output norms and which checkpoint
+filter reads its weights; the stages are found through the classifier's ``feature_info``
+(``common.stage_layout``). Everything else lives here:
 
 - ``out_indices``: stages whose maps ``forward`` returns, NCHW, through the classifier's
   ``forward_intermediates(..., intermediates_only=True)``; negative indices count from the end.
@@ -35,7 +36,7 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .init_args import check_init_args, split_pretrained
-from .common import CheckpointError, fuse_modules, unwrap_state_dict
+from .common import CheckpointError, fuse_modules, stage_layout, unwrap_state_dict
 from ..safe_load import load_checkpoint_file
 
 __all__ = ['FamilyBackbone']
@@ -55,7 +56,6 @@ class FamilyBackbone(BaseModule):
       arch dict may give;
     - ``checkpoint_filter``: reads the family's official checkpoints (a staticmethod);
     - ``out_norm_layer``: the norm built per output when ``out_norm=True`` (None: not offered);
-    - ``stage_modules()``: the modules of each kept stage, the transition into it included.
     """
 
     classifier_cls: Type[nn.Module]
@@ -152,8 +152,11 @@ class FamilyBackbone(BaseModule):
 
     # ------------------------------------------------------------------ stages
     def stage_modules(self) -> List[List[nn.Module]]:
-        """The modules of each stage kept after pruning (transition into it included)."""
-        raise NotImplementedError
+        """The modules of each stage kept after pruning, the transition into it included."""
+        attr, ends = stage_layout(self.model)
+        modules = getattr(self.model, attr)
+        starts = [0] + [end + 1 for end in ends[:-1]]
+        return [list(modules[start:end + 1]) for start, end in zip(starts, ends)]
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages >= 0:

@@ -40,7 +40,7 @@ ceil(H / p) x ceil(W / p) at stride p and no pixel is dropped.
 
 This module imports only torch and timm. The MMDetection backbone ``S2MLP`` (this classifier
 without head, returning block outputs; detectors read the last one through
-``SimpleFeaturePyramid``) lives in mmdet_family.py, registered in mmdet's MODELS.
+``SimpleFeaturePyramid``) lives in backbones.py, registered in mmdet's MODELS.
 """
 from typing import Dict, List, Optional, Set, Tuple, Union
 

@@ -58,7 +58,7 @@ ceil(H / 7) and ceil(H / 14) tokens high and no pixel is dropped.
 
 This module imports only torch and timm. The MMDetection backbone ``ViP`` (this classifier
 without head, returning the stage maps; detectors read the last, stride 14, through
-``SimpleFeaturePyramid``) lives in mmdet_family.py, registered in mmdet's MODELS.
+``SimpleFeaturePyramid``) lives in backbones.py, registered in mmdet's MODELS.
 """
 from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 

@@ -1,13 +1,15 @@
-"""The vision-MLP family as MMDetection backbones: ``HireMLP``, ``ViP``, ``S2MLP`` and ``CycleMLP``,
-registered in mmdet's MODELS (config ``type='HireMLP'`` | ``'ViP'`` | ``'S2MLP'`` | ``'CycleMLP'``).
+"""Every backbone of the package, registered in mmdet's MODELS (config ``type='PosMLP'`` |
+``'HireMLP'`` | ``'ViP'`` | ``'S2MLP'`` | ``'CycleMLP'``).
 
-Each is its family's timm classifier (hire_mlp.py, vip.py, s2mlp.py, cycle_mlp.py, which import
-only torch and timm) without head, through the shared mmdet glue ``FamilyBackbone`` (mmdet_backbone.py);
-a subclass only says which classifier, which archs, how its modules form stages, and which
-checkpoint filter reads its official weights. This module is the family's one dependency on
-mmdet: ``mmdet_posmlp.models`` imports it only where mmdet is installed.
+Each is its family's timm classifier (posmlp.py, hire_mlp.py, vip.py, s2mlp.py, cycle_mlp.py,
+which import only torch and timm) without head, through the one mmdet backbone base
+``FamilyBackbone`` (mmdet_backbone.py); a subclass only says which classifier, which archs,
+which output norms and which checkpoint filter reads its weights. This module and
+mmdet_backbone.py are the models' dependency on mmdet: ``mmdet_posmlp.models`` imports them
+only where mmdet is installed.
 """
-from typing import List, Optional, Sequence, Union
+import functools
+from typing import Optional, Sequence, Union
 
 import torch.nn as nn
 from mmdet.registry import MODELS
@@ -18,15 +20,18 @@ from .cycle_mlp import CycleMLPClassifier
 from .cycle_mlp import checkpoint_filter_fn as cycle_mlp_checkpoint_filter
 from .hire_mlp import ARCH_SETTINGS as HIRE_MLP_SETTINGS
 from .hire_mlp import HireMLPClassifier
+from .common import per_stage
 from .hire_mlp import checkpoint_filter_fn as hire_mlp_checkpoint_filter
 from .mmdet_backbone import FamilyBackbone
+from .posmlp import LN_EPS, PosMLPClassifier, resolve_arch
+from .posmlp import checkpoint_filter_fn as posmlp_checkpoint_filter
 from .s2mlp import ARCH_SETTINGS as S2MLP_SETTINGS
 from .s2mlp import S2MLPClassifier
 from .vip import ARCH_SETTINGS as VIP_SETTINGS
 from .vip import ViPClassifier
 from .vip import checkpoint_filter_fn as vip_checkpoint_filter
 
-__all__ = ['HireMLP', 'ViP', 'S2MLP', 'CycleMLP']
+__all__ = ['PosMLP', 'HireMLP', 'ViP', 'S2MLP', 'CycleMLP']
 
 
 @MODELS.register_module()
@@ -69,9 +74,6 @@ class HireMLP(FamilyBackbone):
                          with_cp, pretrained, init_cfg, drop_path_rate=drop_path_rate,
                          proj_drop_rate=proj_drop_rate)
 
-    def stage_modules(self) -> List[List[nn.Module]]:
-        net = self.model.network
-        return [[net[j] for j in (2 * i - 1, 2 * i) if j >= 0] for i in range((len(net) + 1) // 2)]
 
 
 @MODELS.register_module()
@@ -114,15 +116,6 @@ class ViP(FamilyBackbone):
         super().__init__(arch, in_channels, out_indices, False, frozen_stages, norm_eval,
                          with_cp, pretrained, init_cfg, drop_path_rate=drop_path_rate)
 
-    def stage_modules(self) -> List[List[nn.Module]]:
-        stages, pending = [], []
-        for module, stage in zip(self.model.network, self.model._stage_of):
-            if stage < 0:
-                pending.append(module)  # a transition belongs to the stage after it
-            else:
-                stages.append(pending + [module])
-                pending = []
-        return stages
 
 
 @MODELS.register_module()
@@ -157,8 +150,6 @@ class S2MLP(FamilyBackbone):
         super().__init__(arch, in_channels, out_indices, False, frozen_stages, norm_eval,
                          with_cp, pretrained, init_cfg, drop_path_rate=drop_path_rate)
 
-    def stage_modules(self) -> List[List[nn.Module]]:
-        return [[block] for block in self.model.blocks]
 
 
 @MODELS.register_module()
@@ -199,6 +190,66 @@ class CycleMLP(FamilyBackbone):
                          with_cp, pretrained, init_cfg, drop_path_rate=drop_path_rate,
                          proj_drop_rate=proj_drop_rate)
 
-    def stage_modules(self) -> List[List[nn.Module]]:
-        net = self.model.network
-        return [[net[j] for j in (2 * i - 1, 2 * i) if j >= 0] for i in range((len(net) + 1) // 2)]
+
+@MODELS.register_module()
+class PosMLP(FamilyBackbone):
+    """PosMLP backbone (ACM MM 2022) for dense prediction: ``PosMLPClassifier`` (posmlp.py)
+    without head, through the shared backbone glue ``FamilyBackbone`` (mmdet_backbone.py).
+
+    Args:
+        arch (str | dict): 'tiny' | 'small' | 'base', or a dict with embed_dims, depths,
+            windows, groups and mlp_ratios (one value per stage).
+        in_channels (int): Input image channels.
+        mixer (str): Token mixer: 'gqpe' (default), 'lrpe', or 'sgu' (dense, ablation).
+        windows (int | Sequence[int], optional): Window size per stage, overriding the arch.
+            Window-dependent pretrained parameters are resized to it on loading.
+        groups (int | Sequence[int], optional): Channel groups per stage, overriding the arch
+            (1 = ungrouped mixing).
+        out_indices (Sequence[int]): Stages whose outputs are returned (strides 4/8/16/32).
+            Only the stages up to the last one returned are built, so every parameter takes
+            part in the loss and DistributedDataParallel needs no ``find_unused_parameters``.
+        out_norm (bool): A LayerNorm ``norm{i}`` on each returned map; the classifier's final
+            norm initialises the last stage's when that stage is returned.
+        drop_rate (float): Dropout after each block's output projection.
+        drop_path_rate (float): Stochastic depth, ramped linearly over all blocks.
+        shift (bool): Every second block of a stage works on the window grid moved by half a
+            window (Swin's shifted windows; not in the reference). No new parameters, so the
+            ImageNet weights load as they are.
+        frozen_stages, norm_eval (the stem's BatchNorms), with_cp, pretrained, init_cfg: see
+            ``FamilyBackbone``; 'Pretrained' reads the reference's checkpoints, timm state
+            dicts and backbone or detector checkpoints (``posmlp.checkpoint_filter_fn``).
+    """
+
+    classifier_cls = PosMLPClassifier
+    checkpoint_filter = staticmethod(posmlp_checkpoint_filter)
+    out_norm_layer = functools.partial(LayerNorm2d, eps=LN_EPS)
+    final_norm_to_output = True
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny',
+                 in_channels: int = 3,
+                 mixer: str = 'gqpe',
+                 windows: Union[int, Sequence[int], None] = None,
+                 groups: Union[int, Sequence[int], None] = None,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 out_norm: bool = True,
+                 drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.1,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 shift: bool = False,
+                 pretrained: Optional[str] = None,
+                 init_cfg: Optional[dict] = None):
+        setting = resolve_arch(arch)
+        for key, value in (('windows', windows), ('groups', groups)):
+            if value is not None:
+                setting[key] = per_stage(value, len(setting['depths']), key, 'PosMLP')
+        super().__init__(setting, in_channels, out_indices, out_norm, frozen_stages, norm_eval,
+                         with_cp, pretrained, init_cfg, mixer=mixer, drop_rate=drop_rate,
+                         drop_path_rate=drop_path_rate, shift=shift)
+        self.setting = self.model.setting
+
+    @classmethod
+    def _resolve_arch(cls, arch) -> dict:
+        return dict(arch=resolve_arch(arch))  # raises naming the key at fault
