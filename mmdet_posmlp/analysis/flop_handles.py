@@ -86,9 +86,8 @@ POSMLP_FLOP_HANDLES: Dict[str, Callable] = {
 
 # mmengine counts the outputs of convolutions and matrix products as activations
 POSMLP_ACTIVATION_HANDLES: Dict[str, Callable] = {
+    **POSMLP_FLOP_HANDLES,
     'prim::PythonOp._GeluGatedTokenMix': _python_op('_GeluGatedTokenMix', _output_size),
-    'prim::PythonOp._QuadraticSoftmax': _python_op('_QuadraticSoftmax', _no_flops),
-    'prim::PythonOp._GatherRows': _python_op('_GatherRows', _no_flops),
 }
 
 
