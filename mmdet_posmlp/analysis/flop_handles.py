@@ -29,11 +29,17 @@ not one of ours is left uncounted, with mmengine's usual warning.
 import math
 from typing import Any, Callable, Dict, List
 
+from mmengine.analysis.complexity_analysis import (_DEFAULT_SUPPORTED_ACT_OPS,
+                                                   _DEFAULT_SUPPORTED_FLOP_OPS)
+from mmengine.analysis.jit_handles import get_shape
+from mmengine.logging import print_log
+
+from ..models import posmlp
+
 __all__ = ['register_flop_handles', 'POSMLP_FLOP_HANDLES', 'POSMLP_ACTIVATION_HANDLES']
 
 
 def _shape(value) -> List[int]:
-    from mmengine.analysis.jit_handles import get_shape
     return list(get_shape(value) or [])
 
 
@@ -41,10 +47,8 @@ def _python_op(cls_name: str, count: Callable[[List[Any], List[Any]], int]):
     """A handle for ``prim::PythonOp.<cls_name>`` that counts only our own Function."""
 
     def handle(inputs: List[Any], outputs: List[Any]) -> int:
-        from mmdet_posmlp.models import posmlp
         fn = getattr(outputs[0].node().pyobj(), '__self__', None)
         if fn is not getattr(posmlp, cls_name):
-            from mmengine.logging import print_log
             print_log(f'Unsupported operator prim::PythonOp.{cls_name} ({fn!r}, not '
                       'mmdet_posmlp\'s) encountered: not counted', 'current', 30)
             return 0
@@ -96,8 +100,7 @@ def register_flop_handles() -> None:
     every FlopAnalyzer / ActivationAnalyzer created afterwards (get_model_complexity_info,
     mmdet's get_flops.py) counts PosMLP fully. Keeps handles already in the tables, so it is
     idempotent and leaves a handle that mmengine or the user set."""
-    from mmengine.analysis import complexity_analysis as ca
-    for table, handles in ((ca._DEFAULT_SUPPORTED_FLOP_OPS, POSMLP_FLOP_HANDLES),
-                           (ca._DEFAULT_SUPPORTED_ACT_OPS, POSMLP_ACTIVATION_HANDLES)):
+    for table, handles in ((_DEFAULT_SUPPORTED_FLOP_OPS, POSMLP_FLOP_HANDLES),
+                           (_DEFAULT_SUPPORTED_ACT_OPS, POSMLP_ACTIVATION_HANDLES)):
         for name, handle in handles.items():
             table.setdefault(name, handle)
