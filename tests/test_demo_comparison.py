@@ -1,24 +1,14 @@
 """tools/demo/comparison.py: the run list and the report (no training: made-up work dirs in the
 layout mmengine and tools/test.py leave)."""
-import importlib.util
 import json
 import os
 import os.path as osp
 
 import pytest
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from conftest import REPO as ROOT, load_file_module
 
-
-def _comparison():
-    path = osp.join(ROOT, 'tools', 'demo', 'comparison.py')
-    spec = importlib.util.spec_from_file_location('_demo_comparison', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-comparison = _comparison()
+comparison = load_file_module(osp.join('tools', 'demo', 'comparison.py'), '_demo_comparison')
 
 
 def _write_lines(path, records):
@@ -102,5 +92,7 @@ def test_report(tmp_path):
     assert '| 0 | 0.100 | 0.250 | 0.30 (0.30) |' in rows['ResNet-50']
     assert 'Swin-T' not in rows  # no test figures yet: not in the tables ...
     assert 'Swin-T seed 0' in text  # ... but named as not finished
-    assert '| PosMLP-T | 1 | 0.250, 0.500 | 2.000 / 1.800 |' in text  # per run: val mAP@0.5
+    assert '| PosMLP-T | 1 | 0.250, 0.500 | 2.000 / 1.800 | in one go |' in text  # per run
+    assert '| PosMLP-T | 0 | 0.300, 0.600 | 2.000 / 1.800 | stopped and resumed (2 sessions) |' \
+        in text
     assert osp.getsize(png) > 1000

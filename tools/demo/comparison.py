@@ -361,6 +361,8 @@ def collect_run(work_dir: str, skip_time_iters: int = 10) -> Optional[dict]:
     run['s_per_iter'] = sum(times) / len(times) if times else None
     # the fastest logging interval: closest to the backbone's own speed on a busy machine
     run['s_per_iter_min'] = min(times) if times else None
+    # a stopped run that resumed wrote a second <time> folder
+    run['sessions'] = len(logs.find_scalar_files(work_dir))
     for fname in ('test_metrics.json', 'model_info.json'):
         path = osp.join(work_dir, fname)
         if osp.exists(path):
@@ -435,13 +437,18 @@ def format_table(rows: List[dict]) -> str:
 
 
 def format_epochs(rows: List[dict]) -> str:
-    lines = ['| backbone | seed | val mAP@0.5 after each epoch | first / last logged loss |',
-             '|---|---|---|---|']
+    lines = ['| backbone | seed | val mAP@0.5 after each epoch | first / last logged loss '
+             '| training | code |', '|---|---|---|---|---|---|']
     for row in rows:
         for r in row['runs']:
             curve = ', '.join(f'{v:.3f}' for _, v in r['val_map50'])
             loss = (f'{r["loss"][0][1]:.3f} / {r["loss"][-1][1]:.3f}' if r['loss'] else '-')
-            lines.append(f'| {row["backbone"].label} | {r["seed"]} | {curve} | {loss} |')
+            sessions = r.get('sessions', 1)
+            how = 'in one go' if sessions <= 1 else f'stopped and resumed ({sessions} sessions)'
+            code = r['test_metrics'].get('code_commit', '-')
+            code = code[:12] if code != 'working tree' else code
+            lines.append(f'| {row["backbone"].label} | {r["seed"]} | {curve} | {loss} | {how} '
+                         f'| {code} |')
     return '\n'.join(lines)
 
 
@@ -490,6 +497,7 @@ def plot(rows: List[dict], out: str, smooth: int = 5) -> str:
         ax.grid(alpha=0.3)
         ax.legend(fontsize='small')
     ax_loss.set_ylim(bottom=0)
+    ax_map.set_ylim(bottom=0)
     fig.suptitle('RetinaNet demo recipe (shapes, 4 epochs x 300 iterations, batch 2), backbones '
                  'from scratch')
     fig.tight_layout()
