@@ -7,16 +7,13 @@ classifier, checkpoint filter and timm registration, and takes these from here:
 - ``drop_path_rates``: stochastic depth rising linearly from 0 over all blocks, split per stage
   (timm's ``calculate_drop_path_rates``, which every family's official code computes);
 - ``init_trunc_normal``: the family of initialisations all five official codes use;
-- ``check_global_pool``: the pools a classifier's head can take, named in the error;
 - ``unwrap_state_dict``: the weights inside a checkpoint, whoever wrote it;
-- ``fuse_modules``: the deployment walker over each module's own ``fuse()``.
-
-and, for timm's model API, functions as timm shares ``feature_take_indices`` (the methods stay in
-each class and call them): ``default_cfg``, ``checkpoint_filter_fn`` and ``build_classifier``
-(registration), ``reset_head``, ``stage_layout``, ``forward_checkpointed``,
-``forward_intermediates``, ``prune_intermediate_layers`` and ``stage_group_matcher``.
+- ``fuse_modules``: the deployment walker over each module's own ``fuse()``;
+- ``StagedClassifier``: the base class of every family's classifier, whose methods are timm's
+  model API; ``stage_layout``: where its stages are (the mmdet backbone reads it too);
+- ``default_cfg``, ``checkpoint_filter_fn`` and ``build_classifier``: timm registration.
 """
-from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
@@ -28,11 +25,9 @@ from torch.utils.checkpoint import checkpoint
 
 from ..safe_load import CheckpointError
 
-__all__ = ['per_stage', 'drop_path_rates', 'init_trunc_normal', 'check_global_pool',
-           'CheckpointError', 'unwrap_state_dict', 'STATE_DICT_KEYS', 'fuse_modules',
-           'default_cfg', 'checkpoint_filter_fn', 'build_classifier', 'reset_head', 'stage_layout',
-           'forward_checkpointed', 'forward_intermediates', 'prune_intermediate_layers',
-           'stage_group_matcher']
+__all__ = ['per_stage', 'drop_path_rates', 'init_trunc_normal', 'CheckpointError',
+           'unwrap_state_dict', 'STATE_DICT_KEYS', 'fuse_modules', 'StagedClassifier',
+           'stage_layout', 'default_cfg', 'checkpoint_filter_fn', 'build_classifier']
 
 
 def per_stage(value, num_stages: int, name: str, owner: str) -> tuple:
@@ -70,18 +65,6 @@ def init_trunc_normal(module: nn.Module,
                 m.weight is not None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-
-
-def check_global_pool(owner: str, global_pool: str, num_classes: int,
-                      allowed: Sequence[str] = ('', 'avg')) -> str:
-    """Raise naming ``owner`` for a pool the head cannot take; returns ``global_pool``."""
-    if global_pool not in allowed:
-        raise ValueError(f'{owner}: global_pool={global_pool!r} is not supported; use one of '
-                         f'{tuple(allowed)}')
-    if global_pool == '' and num_classes > 0:
-        raise ValueError(f"{owner}: global_pool='' (no pooling) needs num_classes=0: the "
-                         'linear head cannot take an unpooled map')
-    return global_pool
 
 
 # Where training scripts put the weights, in the order they are taken: the weights each family
@@ -139,10 +122,215 @@ def fuse_modules(model: nn.Module) -> nn.Module:
 
 
 # ---- timm's model API ---------------------------------------------------------------------------
-# For a classifier laid out as timm's hierarchical models are: ``patch_embed``, a Sequential of
-# stage modules (each a Sequential of blocks, or one block) with transitions between them,
-# ``norm``, ``global_pool``, ``head_drop``, ``head``; ``feature_info[i]['module']`` names the
-# module that ends stage i ('network.2', 'blocks.5'), which is all these functions need to know.
+
+def stage_layout(model: nn.Module) -> Tuple[str, List[int]]:
+    """The attribute that holds the stages and, of the stages it still holds (after pruning),
+    the index of each one's module in it (``feature_info[i]['module']`` names the module that
+    ends stage i: 'network.2', 'blocks.5')."""
+    names = [f['module'].split('.') for f in model.feature_info]
+    attr = names[0][0]
+    held = len(getattr(model, attr))
+    return attr, [int(name[1]) for name in names if int(name[1]) < held]
+
+
+def _run(module: nn.Module, x: torch.Tensor, checkpointed: bool) -> torch.Tensor:
+    if not checkpointed or not torch.is_grad_enabled():
+        return module(x)
+    # one checkpoint per block: only block inputs are kept, each block is recomputed in backward
+    # (BatchNorm running statistics are then updated twice per step, as in timm)
+    if isinstance(module, nn.Sequential):
+        return checkpoint_seq(module, x)
+    return checkpoint(module, x, use_reentrant=False)
+
+
+class StagedClassifier(nn.Module):
+    """A timm classifier laid out as ``patch_embed`` -> stage container -> ``norm`` ->
+    ``global_pool`` -> ``head_drop`` -> ``head``, whose methods are timm's model API.
+
+    Why a base class, where timm writes these methods again in every model file: the five
+    families here share this one skeleton, and written per classifier the same methods were
+    more than 20 duplicated runs of code. A subclass builds, after ``super().__init__()``:
+    ``num_features`` (= ``head_hidden_size``), ``patch_embed``, the stage container,
+    ``feature_info``, ``norm`` and ``head_drop``, then calls ``reset_classifier(num_classes,
+    global_pool)``; it defines ``forward_stage_container`` and overrides what really differs.
+
+    The stage container is an ``nn.Sequential`` of stage modules (each a Sequential of blocks,
+    or one block) with transitions between them; ``feature_info`` names the module that ends
+    each stage (``stage_layout``), which is all the methods need to know of it. Class
+    attributes say what differs between families:
+
+    - ``pool_types``: the ``global_pool`` values the head takes;
+    - ``input_fmt``: the layout of the model's maps, 'NCHW' or 'NHWC';
+    - ``isotropic``: one width throughout (S2-MLP): the container holds the blocks themselves,
+      each a stage of ``feature_info``, and the final norm fits every map and is never pruned;
+    - ``stages_checkpoint_themselves``: the stage modules checkpoint their own blocks (PosMLP's,
+      set by its ``set_grad_checkpointing``); ``grad_checkpointing`` then wraps nothing here,
+      since one checkpoint around a whole stage would recompute all its blocks at once.
+    """
+    pool_types = ('', 'avg')
+    input_fmt = 'NCHW'
+    isotropic = False
+    stages_checkpoint_themselves = False
+
+    def __init__(self):
+        super().__init__()
+        self.grad_checkpointing = False
+
+    def forward_stage_container(self, x: torch.Tensor) -> torch.Tensor:
+        """The stage container, run as it is. Each subclass names its own: TorchScript looks
+        an attribute up by a literal name only."""
+        raise NotImplementedError
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        # no positional or token parameters; timm's optimizer factory exempts the 1-D ones
+        # (norms, biases) by itself
+        return set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict:
+        """timm's ``group_matcher`` (layer-wise lr decay), stem to head: each block (coarse:
+        each module of the stage container), a transition before the blocks of the stage it
+        leads into, the final norm with the last block."""
+        attr = stage_layout(self)[0]
+        if self.isotropic:  # the container's modules are the blocks
+            blocks = [(rf'^{attr}\.(\d+)', None), (r'^norm', (99999,))]
+        else:
+            blocks = rf'^{attr}\.(\d+)' if coarse else [
+                (rf'^{attr}\.(\d+)\.(\d+)\.', None),
+                (rf'^{attr}\.(\d+)\.(?:proj|norm)\.', (0,)),
+                (r'^norm\.', (99999,)),
+            ]
+        return dict(stem=r'^patch_embed', blocks=blocks)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing per block, in training (call it outside TorchScript)."""
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """timm's ``reset_classifier``, also used to build the head: ``global_pool``, one of
+        ``pool_types`` (timm's ``SelectAdaptivePool2d`` over ``input_fmt`` maps; None keeps
+        the current pool), and ``head``, a Linear on ``num_features`` (none for 0 classes).
+        Without pooling a Linear head classifies every position of an NHWC map, but cannot
+        take an NCHW map. Refusals change nothing."""
+        owner = type(self).__name__
+        if global_pool is None:
+            global_pool = self.global_pool.pool_type
+        if global_pool not in self.pool_types:
+            raise ValueError(f'{owner}: global_pool={global_pool!r} is not supported; use one of '
+                             f'{tuple(self.pool_types)}')
+        if global_pool == '' and num_classes > 0 and self.input_fmt == 'NCHW':
+            raise ValueError(f"{owner}: global_pool='' (no pooling) needs num_classes=0: the "
+                             'linear head cannot take an unpooled map')
+        self.num_classes = num_classes
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool),
+                                                input_fmt=self.input_fmt)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """timm 1.0's ``forward_intermediates``: the maps of the selected stages.
+
+        Args:
+            indices: None for all stages, n for the last n, or a list of stage indices; negative
+                ones count from the last stage the model holds (after pruning too, as in timm).
+            norm: the final norm on the last stage's map, the only one it is sized for (on every
+                map when ``isotropic``: one width throughout).
+            stop_early: skip the stages after the last selected one.
+            output_fmt: 'NCHW' or 'NHWC' for the maps.
+            intermediates_only: return only the maps.
+
+        Returns:
+            The maps, or (final features, maps): the final norm is applied when the last stage
+            ran (always when ``isotropic``), which gives ``forward_features``'s map.
+        """
+        if output_fmt not in ('NCHW', 'NHWC'):
+            raise ValueError(f"{type(self).__name__}: output_fmt must be 'NCHW' or 'NHWC', got "
+                             f'{output_fmt!r}')
+        attr, ends = stage_layout(self)
+        modules = getattr(self, attr)
+        take_indices, max_index = feature_take_indices(len(ends), indices)
+        stage_at = {k: i for i, k in enumerate(ends)}
+        last = len(ends) - 1
+        checkpointed = self.grad_checkpointing and not self.stages_checkpoint_themselves
+        intermediates = []
+        x = self.patch_embed(x)
+        stage = -1
+        for k in range(ends[max_index] + 1 if stop_early else len(modules)):
+            x = _run(modules[k], x, checkpointed and k in stage_at)
+            stage = stage_at.get(k, -1)
+            if stage in take_indices:
+                y = self.norm(x) if norm and (self.isotropic or stage == last) else x
+                if output_fmt != self.input_fmt:
+                    y = y.permute(0, 3, 1, 2) if self.input_fmt == 'NHWC' else \
+                        y.permute(0, 2, 3, 1).contiguous()
+                intermediates.append(y)
+        if intermediates_only:
+            return intermediates
+        if self.isotropic or stage == last:
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1,
+                                  prune_norm: bool = False, prune_head: bool = True) -> List[int]:
+        """timm's ``prune_intermediate_layers``: drop the stages (and transitions) after the last
+        one in ``indices``, and the final norm / head if asked; returns the absolute indices.
+
+        Dropping the last stage also drops the norm and the head, sized for it (not when
+        ``isotropic``), and ``num_features`` becomes the last kept stage's width."""
+        attr, ends = stage_layout(self)
+        take_indices, max_index = feature_take_indices(len(ends), indices)
+        setattr(self, attr, getattr(self, attr)[:ends[max_index] + 1])
+        prune_end = max_index < len(ends) - 1 and not self.isotropic
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """The map of every stage, before the final norm, for dense prediction."""
+        return self.forward_intermediates(x, intermediates_only=True)
+
+    @torch.jit.ignore
+    def forward_checkpointed(self, x: torch.Tensor) -> torch.Tensor:
+        """The stage container with activation checkpointing per block; transitions run as
+        they are."""
+        attr, ends = stage_layout(self)
+        checkpointed = not self.stages_checkpoint_themselves
+        for k, module in enumerate(getattr(self, attr)):
+            x = _run(module, x, checkpointed and k in ends)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = self.forward_checkpointed(x)
+        else:
+            x = self.forward_stage_container(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.global_pool(x))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
 
 def default_cfg(**kwargs) -> Dict:
     """timm's pretrained cfg of an ImageNet-1K classifier at 224 px; ``kwargs`` add or override."""
@@ -168,136 +356,3 @@ def build_classifier(cls: Type[nn.Module], variant: str, settings: Dict, pretrai
         cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(feature_cls='getter', out_indices=default_out_indices),
         **dict(settings, **kwargs))
-
-
-def reset_head(model: nn.Module, num_classes: int, global_pool: Optional[str] = None,
-               allowed: Sequence[str] = ('', 'avg'), input_fmt: str = 'NCHW') -> None:
-    """timm's ``reset_classifier``, also used to build the head: ``model.global_pool`` (timm's
-    ``SelectAdaptivePool2d`` over the model's ``input_fmt`` maps; ``None`` keeps the current
-    pool) and ``model.head``, a Linear on ``model.num_features`` (none for 0 classes). Without
-    pooling a Linear head classifies every position of an NHWC map, but cannot take an NCHW
-    map: ``check_global_pool`` refuses that."""
-    if global_pool is None:
-        global_pool = model.global_pool.pool_type
-    check_global_pool(type(model).__name__, global_pool,
-                      num_classes if input_fmt == 'NCHW' else 0, allowed)
-    model.num_classes = num_classes
-    model.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool),
-                                             input_fmt=input_fmt)
-    model.head = nn.Linear(model.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-
-def stage_layout(model: nn.Module) -> Tuple[str, List[int]]:
-    """The attribute that holds the stages and, of the stages it still holds (after pruning),
-    the index of each one's module in it."""
-    names = [f['module'].split('.') for f in model.feature_info]
-    attr = names[0][0]
-    held = len(getattr(model, attr))
-    return attr, [int(name[1]) for name in names if int(name[1]) < held]
-
-
-def _run(module: nn.Module, x: torch.Tensor, checkpointed: bool) -> torch.Tensor:
-    if not checkpointed or not torch.is_grad_enabled():
-        return module(x)
-    # one checkpoint per block: only block inputs are kept, each block is recomputed in backward
-    # (BatchNorm running statistics are then updated twice per step, as in timm)
-    if isinstance(module, nn.Sequential):
-        return checkpoint_seq(module, x)
-    return checkpoint(module, x, use_reentrant=False)
-
-
-def forward_checkpointed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The stage container with activation checkpointing per block; transitions run as they are
-    (``set_grad_checkpointing``; call it only outside TorchScript)."""
-    attr, ends = stage_layout(model)
-    for k, module in enumerate(getattr(model, attr)):
-        x = _run(module, x, k in ends)
-    return x
-
-
-def forward_intermediates(
-        model: nn.Module,
-        x: torch.Tensor,
-        indices: Optional[Union[int, List[int]]] = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = 'NCHW',
-        intermediates_only: bool = False,
-        input_fmt: str = 'NCHW',
-        isotropic: bool = False,
-) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-    """timm 1.0's ``forward_intermediates``: the maps of the selected stages.
-
-    Args:
-        indices: None for all stages, n for the last n, or a list of stage indices; negative
-            ones count from the last stage the model holds (after pruning too, as in timm).
-        norm: the final norm on the last stage's map, the only one it is sized for (on every
-            map when ``isotropic``: one width throughout).
-        stop_early: skip the stages after the last selected one.
-        output_fmt: 'NCHW' or 'NHWC' for the maps.
-        intermediates_only: return only the maps.
-        input_fmt: the layout of the model's own maps, 'NCHW' or 'NHWC'.
-
-    Returns:
-        The maps, or (final features, maps): the final norm is applied when the last stage ran
-        (always when ``isotropic``).
-    """
-    if output_fmt not in ('NCHW', 'NHWC'):
-        raise ValueError(f"{type(model).__name__}: output_fmt must be 'NCHW' or 'NHWC', got "
-                         f'{output_fmt!r}')
-    attr, ends = stage_layout(model)
-    modules = getattr(model, attr)
-    take_indices, max_index = feature_take_indices(len(ends), indices)
-    stage_at = {k: i for i, k in enumerate(ends)}
-    last = len(ends) - 1
-    intermediates = []
-    x = model.patch_embed(x)
-    stage = -1
-    for k in range(ends[max_index] + 1 if stop_early else len(modules)):
-        x = _run(modules[k], x, model.grad_checkpointing and k in stage_at)
-        stage = stage_at.get(k, -1)
-        if stage in take_indices:
-            y = model.norm(x) if norm and (isotropic or stage == last) else x
-            if output_fmt != input_fmt:
-                y = y.permute(0, 3, 1, 2) if input_fmt == 'NHWC' else \
-                    y.permute(0, 2, 3, 1).contiguous()
-            intermediates.append(y)
-    if intermediates_only:
-        return intermediates
-    if isotropic or stage == last:
-        x = model.norm(x)
-    return x, intermediates
-
-
-def prune_intermediate_layers(model: nn.Module, indices: Union[int, List[int]] = 1,
-                              prune_norm: bool = False, prune_head: bool = True,
-                              isotropic: bool = False) -> List[int]:
-    """timm's ``prune_intermediate_layers``: drop the stages (and transitions) after the last
-    one in ``indices``, and the final norm / head if asked; returns the absolute indices.
-
-    Dropping the last stage also drops the norm and the head, sized for it (not when
-    ``isotropic``), and ``num_features`` becomes the last kept stage's width."""
-    attr, ends = stage_layout(model)
-    take_indices, max_index = feature_take_indices(len(ends), indices)
-    setattr(model, attr, getattr(model, attr)[:ends[max_index] + 1])
-    prune_end = max_index < len(ends) - 1 and not isotropic
-    if prune_norm or prune_end:
-        model.norm = nn.Identity()
-    if prune_end:
-        model.num_features = model.head_hidden_size = model.feature_info[max_index]['num_chs']
-    if prune_head or prune_end:
-        model.reset_classifier(0, '')
-    return take_indices
-
-
-def stage_group_matcher(model: nn.Module, coarse: bool = False) -> Dict:
-    """timm's ``group_matcher`` (layer-wise lr decay), stem to head: each block (coarse: each
-    module of the stage container), a transition before the blocks of the stage it leads
-    into, the final norm with the last block."""
-    attr = stage_layout(model)[0]
-    blocks = rf'^{attr}\.(\d+)' if coarse else [
-        (rf'^{attr}\.(\d+)\.(\d+)\.', None),
-        (rf'^{attr}\.(\d+)\.(?:proj|norm)\.', (0,)),
-        (r'^norm\.', (99999,)),
-    ]
-    return dict(stem=r'^patch_embed', blocks=blocks)

@@ -63,7 +63,7 @@ This module imports only torch and timm. The MMDetection backbone ``CycleMLP`` (
 without head, each returned stage map through a new LayerNorm as in the official dense-prediction
 form, ``fork_feat``) lives in backbones.py, registered in mmdet's MODELS.
 """
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -278,9 +278,10 @@ class CycleDownsample(nn.Module):
         return self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
-class CycleMLPClassifier(nn.Module):
-    """CycleMLP image classifier with timm's model API (see the module docstring); the API
-    methods are common.py's shared functions over (B, H, W, C) maps."""
+class CycleMLPClassifier(common.StagedClassifier):
+    """CycleMLP image classifier with timm's model API (see the module docstring) over
+    (B, H, W, C) maps; 'NCHW' intermediates are channels-last views of them (no copy)."""
+    input_fmt = 'NHWC'
 
     def __init__(
             self,
@@ -312,7 +313,6 @@ class CycleMLPClassifier(nn.Module):
         embed_dims = common.per_stage(embed_dims, n, 'embed_dims', owner)
         mlp_ratios = common.per_stage(mlp_ratios, n, 'mlp_ratios', owner)
         self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.grad_checkpointing = False
 
         self.patch_embed = CycleStem(in_chans, embed_dims[0])
         dpr = common.drop_path_rates(depths, drop_path_rate)
@@ -336,62 +336,8 @@ class CycleMLPClassifier(nn.Module):
         # and downsample convolutions keep PyTorch's default initialisation there
         common.init_trunc_normal(self, layers=(nn.Linear, CycleFC))
 
-    # ---- timm API ---------------------------------------------------------------------------
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        # no positional parameters; norm weights and biases are exempted by timm's optimizer
-        return set()
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict:
-        return common.stage_group_matcher(self, coarse)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        common.reset_head(self, num_classes, global_pool, input_fmt='NHWC')
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Outputs of the selected stages (0-3, strides 4-32): ``common.forward_intermediates``;
-        'NCHW' maps are channels-last views of the (B, H, W, C) stage outputs (no copy);
-        ``norm`` applies the final LayerNorm to the last stage's output."""
-        return common.forward_intermediates(self, x, indices, norm, stop_early, output_fmt,
-                                            intermediates_only, input_fmt='NHWC')
-
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1,
-                                  prune_norm: bool = False, prune_head: bool = True) -> List[int]:
-        return common.prune_intermediate_layers(self, indices, prune_norm, prune_head)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The final normed map, (B, H / 32, W / 32, C)."""
-        x = self.patch_embed(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = common.forward_checkpointed(self, x)
-        else:
-            x = self.network(x)
-        return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(self.global_pool(x))
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward_stage_container(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
 
 
 # ---- timm registration ------------------------------------------------------------------------

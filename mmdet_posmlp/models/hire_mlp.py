@@ -61,7 +61,7 @@ This module imports only torch and timm. The MMDetection backbone ``HireMLP`` (t
 without head, returning the stage maps for an FPN, each through a new BatchNorm as in the
 authors' dense-prediction code) lives in backbones.py, registered in mmdet's MODELS.
 """
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -75,10 +75,6 @@ __all__ = [
     'HireMLPClassifier', 'HireMLPMixer', 'HireBlock', 'HireStem', 'HireDownsample',
     'circular_pad_end', 'checkpoint_filter_fn', 'ARCH_SETTINGS',
 ]
-
-# the pooling types whose output has num_features channels, so the official head still fits
-_POOL_TYPES = ('', 'avg', 'max', 'avgmax')
-
 
 def circular_pad_end(x: torch.Tensor, pad: int, dim: int) -> torch.Tensor:
     """Append `pad` entries to `dim` that continue x periodically (entry i reads i mod size).
@@ -216,8 +212,10 @@ class HireDownsample(nn.Module):
         return self.act(self.norm(self.proj(x)))
 
 
-class HireMLPClassifier(nn.Module):
+class HireMLPClassifier(common.StagedClassifier):
     """Hire-MLP image classifier with timm's model API (see the module docstring)."""
+    # the pooling types whose output has num_features channels, so the official head still fits
+    pool_types = ('', 'avg', 'max', 'avgmax')
 
     def __init__(
             self,
@@ -256,7 +254,6 @@ class HireMLPClassifier(nn.Module):
                 ('embed_dims', embed_dims), ('pixel', pixel), ('step_stride', step_stride),
                 ('step_dilation', step_dilation), ('mlp_ratio', mlp_ratio)))
         self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.grad_checkpointing = False
 
         self.patch_embed = HireStem(in_chans, embed_dims[0])
         dpr = common.drop_path_rates(depths, drop_path_rate)
@@ -280,64 +277,8 @@ class HireMLPClassifier(nn.Module):
         # as the official training: truncated normal 0.02 for every conv and linear
         common.init_trunc_normal(self)
 
-    # ---- timm API ---------------------------------------------------------------------------
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        # no positional parameters; BN weights and biases are exempted by timm's optimizer factory
-        return set()
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict:
-        return common.stage_group_matcher(self, coarse)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        common.reset_head(self, num_classes, global_pool, allowed=_POOL_TYPES)
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Outputs of the selected stages (0-3, strides 4-32): ``common.forward_intermediates``;
-        ``norm`` applies the final BatchNorm to the last stage's output."""
-        return common.forward_intermediates(self, x, indices, norm, stop_early, output_fmt,
-                                            intermediates_only)
-
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1,
-                                  prune_norm: bool = False, prune_head: bool = True) -> List[int]:
-        return common.prune_intermediate_layers(self, indices, prune_norm, prune_head)
-
-    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """The four stage outputs (strides 4, 8, 16, 32), for dense prediction backbones."""
-        return self.forward_intermediates(x, intermediates_only=True)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = common.forward_checkpointed(self, x)
-        else:
-            x = self.network(x)
-        return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(self.global_pool(x))
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward_stage_container(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
 
 
 # ---- timm registration ------------------------------------------------------------------------

@@ -40,19 +40,18 @@ BatchNorm folded, the mixing matrices kept) is the explicit `fuse()` step: each 
 import contextlib
 import functools
 import math
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import register_notrace_module
+from timm.layers import LayerNorm2d, register_notrace_module
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
 
-from .common import (CheckpointError, check_global_pool, drop_path_rates, fuse_modules,
-                     init_trunc_normal, prune_intermediate_layers, unwrap_state_dict)
+from .common import (CheckpointError, StagedClassifier, drop_path_rates, fuse_modules,
+                     init_trunc_normal, unwrap_state_dict)
 
 LN_EPS = 1e-6
 
@@ -883,14 +882,15 @@ def build_stages(setting: dict, mixer: str = 'gqpe', drop_rate: float = 0.0,
             setting['depths'], drop_path_rates(setting['depths'], drop_path_rate)))])
 
 
-class PosMLPClassifier(nn.Module):
+class PosMLPClassifier(StagedClassifier):
     """The ImageNet classifier, with the reference's parameter names (timm: posmlp_t/s/b).
 
     ConvStem -> levels (4 x PosMLPStage) -> norm (LayerNorm over channels) -> global pool ->
-    dropout -> head, with timm's model API: ``forward_features`` / ``forward_head``,
-    ``forward_intermediates`` / ``prune_intermediate_layers`` (``features_only=True`` builds a
-    ``feature_cls='getter'`` net on them), ``set_grad_checkpointing``, ``group_matcher``,
-    ``no_weight_decay``, ``get_classifier`` / ``reset_classifier``.
+    dropout -> head, with timm's model API (``StagedClassifier``): ``forward_features`` /
+    ``forward_head``, ``forward_intermediates`` / ``prune_intermediate_layers``
+    (``features_only=True`` builds a ``feature_cls='getter'`` net on them),
+    ``set_grad_checkpointing``, ``group_matcher``, ``no_weight_decay``, ``get_classifier`` /
+    ``reset_classifier``.
 
     Any input size: the windows clip at the right and bottom edges (see ``window_regions``),
     so ``img_size`` is accepted for timm's API and ignored; nothing is sized by it.
@@ -908,6 +908,8 @@ class PosMLPClassifier(nn.Module):
     (``levels.0`` ... ``levels.3``).
     """
     pool_types = ('', 'avg', 'max')
+    # PosMLPStage checkpoints each of its blocks (with_cp, set by set_grad_checkpointing)
+    stages_checkpoint_themselves = True
     # every mixer's positional parameters: GQPE, LRPE, dense (SGU), and their per-token bias
     positional_params = ('attention_centers', 'attention_spreads', 'token_proj_n_bias',
                          'window_relative_position_bias_table', 'token_proj_n_weight')
@@ -934,7 +936,6 @@ class PosMLPClassifier(nn.Module):
         super().__init__()
         if kwargs:
             raise TypeError(f'PosMLPClassifier: unexpected arguments {sorted(kwargs)}')
-        check_global_pool(type(self).__name__, global_pool, num_classes, self.pool_types)
         if img_size is not None:
             size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
             if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
@@ -942,17 +943,16 @@ class PosMLPClassifier(nn.Module):
                                  f'got {img_size!r}')
         setting = resolve_arch(arch)
         self.setting = setting
-        self.num_classes = num_classes
         self.num_features = self.head_hidden_size = setting['embed_dims'][-1]
-        self.drop_rate = drop_rate
-        self.global_pool = global_pool
         self.grad_checkpointing = with_cp
         self.patch_embed = ConvStem(in_chans, setting['embed_dims'][0])
         self.levels = build_stages(setting, mixer, drop_rate, drop_path_rate, with_cp, shift)
         self.feature_info = [dict(num_chs=d, reduction=4 * 2 ** i, module=f'levels.{i}')
                              for i, d in enumerate(setting['embed_dims'])]
-        self.norm = nn.LayerNorm(self.num_features, eps=LN_EPS)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        # an nn.LayerNorm over the channels of the (B, C, H, W) map: the reference's parameters
+        self.norm = LayerNorm2d(self.num_features, eps=LN_EPS)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.reset_classifier(num_classes, global_pool)
         init_trunc_normal(self)  # the reference's: Linear and Conv2d
 
     # ---- timm API ---------------------------------------------------------------------------
@@ -980,101 +980,12 @@ class PosMLPClassifier(nn.Module):
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Activation checkpointing per block (the stages' ``with_cp``), in training only."""
-        self.grad_checkpointing = enable
+        super().set_grad_checkpointing(enable)
         for stage in self.levels:
             stage.with_cp = enable
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        if global_pool is None:
-            global_pool = self.global_pool
-        check_global_pool(type(self).__name__, global_pool, num_classes, self.pool_types)
-        self.num_classes = num_classes
-        self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-
-    def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> 'Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]':
-        """Outputs of the selected stages (0-3, strides 4-32), timm 1.0 semantics.
-
-        Args:
-            indices: None for all stages, an int n for the last n, or a list of stage indices
-                (negative ones count from the last stage present).
-            norm: apply the final norm to the last stage's output when it is taken.
-            stop_early: skip the stages after the last selected one.
-            output_fmt: 'NCHW' or 'NHWC' for the intermediates (the final features are NCHW).
-            intermediates_only: return only the list of intermediates.
-
-        Returns:
-            The intermediates, or (final features, intermediates); the final features are
-            ``forward_features``'s when every stage ran, else the last stage run's output.
-        """
-        if output_fmt not in ('NCHW', 'NHWC'):
-            raise ValueError(f"PosMLPClassifier: output_fmt must be 'NCHW' or 'NHWC', "
-                             f'got {output_fmt!r}')
-        nhwc = output_fmt == 'NHWC'
-        take_indices, max_index = feature_take_indices(len(self.levels), indices)
-        last_idx = len(self.levels) - 1  # the final norm is sized for (and only applies to) it
-        stages = self.levels[:max_index + 1] if stop_early else self.levels
-
-        intermediates = []
-        x = self.patch_embed(x)
-        i = 0
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                if norm and i == last_idx:
-                    x_inter = self.norm(x.permute(0, 2, 3, 1))
-                    x_inter = x_inter if nhwc else x_inter.permute(0, 3, 1, 2)
-                else:
-                    x_inter = x.permute(0, 2, 3, 1).contiguous() if nhwc else x
-                intermediates.append(x_inter)
-
-        if intermediates_only:
-            return intermediates
-        if i == last_idx:
-            x = self._final_norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1,
-                                  prune_norm: bool = False, prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last one in `indices` (with the final norm and head, which
-        are sized for the last stage), and the norm / head if asked (common.py)."""
-        return prune_intermediate_layers(self, indices, prune_norm, prune_head)
-
-    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """The (B, C, H, W) output of every stage, before the final norm."""
-        return self.forward_intermediates(x, intermediates_only=True)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)
-        x = self.levels(x)
-        return self._final_norm(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == 'avg':
-            x = x.mean(dim=(2, 3))
-        elif self.global_pool == 'max':
-            x = x.amax(dim=(2, 3))
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward_stage_container(self, x: torch.Tensor) -> torch.Tensor:
+        return self.levels(x)
 
     def fuse(self) -> 'PosMLPClassifier':
         """Deployment step, in place and inference only (call it after loading the final

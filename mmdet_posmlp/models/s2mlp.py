@@ -42,12 +42,11 @@ This module imports only torch and timm. The MMDetection backbone ``S2MLP`` (thi
 without head, returning block outputs; detectors read the last one through
 ``SimpleFeaturePyramid``) lives in backbones.py, registered in mmdet's MODELS.
 """
-from typing import Dict, List, Optional, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
 from timm.layers import DropPath, Mlp, PatchEmbed
-from timm.models import checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
 from . import common
 from .common import checkpoint_filter_fn  # noqa: F401  (the names are the model's)
@@ -115,8 +114,12 @@ ARCH_SETTINGS = {  # see the module docstring for the choices
 }
 
 
-class S2MLPClassifier(nn.Module):
-    """S2-MLP with timm's model API: one NHWC map at stride `patch_size` throughout."""
+class S2MLPClassifier(common.StagedClassifier):
+    """S2-MLP with timm's model API: one NHWC map at stride `patch_size` throughout; every block
+    is a stage of ``feature_info`` (as timm's MLP-Mixer), the final norm fits every map, and
+    ``global_pool`` is 'avg' (mean over tokens) or '' (a head per position)."""
+    input_fmt = 'NHWC'
+    isotropic = True
 
     def __init__(
             self,
@@ -135,7 +138,6 @@ class S2MLPClassifier(nn.Module):
     ):
         super().__init__()
         self.num_features = self.head_hidden_size = embed_dim
-        self.grad_checkpointing = False
 
         # the paper's patch-wise fully-connected layer (a p x p stride-p conv) and LayerNorm;
         # an image whose side is not a multiple of p is zero-padded at the bottom / right
@@ -153,66 +155,8 @@ class S2MLPClassifier(nn.Module):
         # the paper gives no initialisation; this is the ViT / Mixer family's usual one
         common.init_trunc_normal(self, layers=(nn.Linear,))
 
-    # ---- timm API -------------------------------------------------------------------------
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        # no positional parameters; timm's optimizer factory exempts norms and biases itself
-        return set()
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict:
-        return dict(stem=r'^patch_embed',
-                    blocks=[(r'^blocks\.(\d+)', None), (r'^norm', (99999,))])
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """``global_pool`` 'avg' (mean over tokens) or '' (a head per position)."""
-        common.reset_head(self, num_classes, global_pool, input_fmt='NHWC')
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Per-block maps, all at stride p: ``common.forward_intermediates``; ``norm`` applies
-        the final norm to every returned map (all have its width)."""
-        return common.forward_intermediates(self, x, indices, norm, stop_early, output_fmt,
-                                            intermediates_only, input_fmt='NHWC', isotropic=True)
-
-    @torch.jit.ignore
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1,
-                                  prune_norm: bool = False, prune_head: bool = True) -> List[int]:
-        """Drop the blocks after the last one `indices` asks for."""
-        return common.prune_intermediate_layers(self, indices, prune_norm, prune_head,
-                                                isotropic=True)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image (B, 3, H, W) -> normalized map (B, ceil(H/p), ceil(W/p), C), NHWC."""
-        x = self.patch_embed(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(self.global_pool(x))
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward_stage_container(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
 
 
 # ---- timm registration --------------------------------------------------------------------

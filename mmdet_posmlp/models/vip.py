@@ -60,7 +60,7 @@ This module imports only torch and timm. The MMDetection backbone ``ViP`` (this 
 without head, returning the stage maps; detectors read the last, stride 14, through
 ``SimpleFeaturePyramid``) lives in backbones.py, registered in mmdet's MODELS.
 """
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, List, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -185,12 +185,14 @@ ARCH_SETTINGS = {
 }
 
 
-class ViPClassifier(nn.Module):
+class ViPClassifier(common.StagedClassifier):
     """Vision Permutator with timm's model API.
 
     Features are NHWC inside and out of `forward_features`; `forward_intermediates` returns one
     map per stage (NCHW by default). Stride of each stage: patch_size x 2^(transitions so far).
+    ``global_pool``: 'avg' (mean over tokens) or '' (a head per position).
     """
+    input_fmt = 'NHWC'
 
     def __init__(
             self,
@@ -219,7 +221,6 @@ class ViPClassifier(nn.Module):
                 ('embed_dims', embed_dims), ('segment_dim', segment_dim),
                 ('transitions', transitions), ('mlp_ratios', mlp_ratios)))
         self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.grad_checkpointing = False
 
         # images whose side is not a multiple of p are zero-padded at the bottom / right
         self.patch_embed = PatchEmbed(None, patch_size, in_chans, embed_dims[0],
@@ -249,64 +250,8 @@ class ViPClassifier(nn.Module):
         # as upstream: the convolutions keep PyTorch's default initialisation
         common.init_trunc_normal(self, layers=(nn.Linear,))
 
-    # ---- timm API -------------------------------------------------------------------------
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        # no positional or token parameters; timm's optimizer factory already exempts 1-D
-        # parameters (norms, biases) from weight decay
-        return set()
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict:
-        return common.stage_group_matcher(self, coarse)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """``global_pool`` 'avg' (mean over tokens) or '' (a head per position)."""
-        common.reset_head(self, num_classes, global_pool, input_fmt='NHWC')
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Per-stage maps: ``common.forward_intermediates``; ``norm`` applies the final norm to
-        the last stage's map (the only one it fits)."""
-        return common.forward_intermediates(self, x, indices, norm, stop_early, output_fmt,
-                                            intermediates_only, input_fmt='NHWC')
-
-    @torch.jit.ignore
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1,
-                                  prune_norm: bool = False, prune_head: bool = True) -> List[int]:
-        return common.prune_intermediate_layers(self, indices, prune_norm, prune_head)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image (B, 3, H, W) -> normalized last-stage map (B, H/14, W/14, C), NHWC."""
-        x = self.patch_embed(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = common.forward_checkpointed(self, x)
-        else:
-            x = self.network(x)
-        return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(self.global_pool(x))
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward_stage_container(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
 
 
 # ---- timm registration --------------------------------------------------------------------
