@@ -15,10 +15,7 @@ from mmengine.config import DictAction
 # this checkout's mmdet_posmlp, used where site-packages has none (which would come first)
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from mmdet_posmlp.datasets.coco_check import AnnotationFormatError
-from mmdet_posmlp.engine.data_check import DatasetNotFoundError
-from mmdet_posmlp.engine.runner import LAUNCHERS, build_test_runner, set_local_rank
-from mmdet_posmlp.safe_load import UnsafeCheckpointError
+from mmdet_posmlp.engine.runner import LAUNCHERS, SETUP_ERRORS, build_test_runner, set_local_rank
 
 
 def parse_args():
@@ -63,8 +60,7 @@ def main():
             args.config, args.checkpoint, work_dir=args.work_dir, out=args.out,
             show=args.show, show_dir=args.show_dir, wait_time=args.wait_time,
             cfg_options=args.cfg_options, launcher=args.launcher, fuse=not args.no_fuse)
-    except (DatasetNotFoundError, AnnotationFormatError, UnsafeCheckpointError,
-            FileNotFoundError) as e:
+    except SETUP_ERRORS as e:
         sys.exit(f'\n{e}')
     runner.test()
 

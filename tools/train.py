@@ -13,11 +13,7 @@ from mmengine.config import DictAction
 # this checkout's mmdet_posmlp, used where site-packages has none (which would come first)
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from mmdet_posmlp.datasets.coco_check import AnnotationFormatError
-from mmdet_posmlp.engine.amp import AmpUnavailableError
-from mmdet_posmlp.engine.data_check import DatasetNotFoundError
-from mmdet_posmlp.engine.runner import LAUNCHERS, build_train_runner, set_local_rank
-from mmdet_posmlp.safe_load import UnsafeCheckpointError
+from mmdet_posmlp.engine.runner import LAUNCHERS, SETUP_ERRORS, build_train_runner, set_local_rank
 
 
 def parse_args():
@@ -56,8 +52,7 @@ def main():
             args.config, work_dir=args.work_dir, amp=args.amp,
             auto_scale_lr=args.auto_scale_lr, resume=args.resume,
             cfg_options=args.cfg_options, launcher=args.launcher)
-    except (DatasetNotFoundError, AnnotationFormatError, UnsafeCheckpointError,
-            AmpUnavailableError, FileNotFoundError) as e:
+    except SETUP_ERRORS as e:
         sys.exit(f'\n{e}')
     runner.train()
 

@@ -21,11 +21,18 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from .amp import amp_optim_wrapper
-from .data_check import check_data
-from ..safe_load import allow_mmengine_checkpoints, check_checkpoint_loadable
+from ..datasets.coco_check import AnnotationFormatError
+from ..safe_load import UnsafeCheckpointError, allow_mmengine_checkpoints, check_checkpoint_loadable
+from .amp import AmpUnavailableError, amp_optim_wrapper
+from .data_check import DatasetNotFoundError, check_data
 
-__all__ = ['LAUNCHERS', 'load_config', 'configure_training', 'configure_testing',
+# What building a runner raises for a mistake of the user's (a missing data set or checkpoint,
+# malformed annotations, an unsafe checkpoint, --amp where no mixed precision runs): the tools
+# print the message, which says what to do, instead of a traceback.
+SETUP_ERRORS = (DatasetNotFoundError, AnnotationFormatError, UnsafeCheckpointError,
+                AmpUnavailableError, FileNotFoundError)
+
+__all__ = ['SETUP_ERRORS', 'LAUNCHERS', 'load_config', 'configure_training', 'configure_testing',
            'build_runner', 'build_train_runner', 'build_test_runner', 'set_local_rank',
            'setup_cpu_distributed']
 
