@@ -1,8 +1,8 @@
 """CycleMLP (mmdet_posmlp/models/cycle_mlp.py): official parameter names, shapes and counts, Cycle
 FC against a plain float64 transcription of the paper's formula and against torchvision's
-deform_conv2d with the official offsets, any input size, timm's model API; the mmdet backbone,
-its configs and a detector training step; Table 3's parameter column; ONNX export."""
-import copy
+deform_conv2d with the official offsets, any input size, what is CycleMLP's own in timm's model API
+(the checks every family shares are in test_timm_api.py); the mmdet backbone, its configs and a
+detector training step; Table 3's parameter column; ONNX export."""
 import math
 import os.path as osp
 
@@ -14,8 +14,9 @@ import torch.nn.functional as F
 timm = pytest.importorskip('timm')
 
 from mmdet_posmlp.models import cycle_mlp as cm  # noqa: E402  (registers cycle_mlp_* with timm)
+from conftest import (FAMILY_ARCHS, REPO, detection_batch, family_classifier,  # noqa: E402
+                      OpRecorder, randomize_, small_heads_)
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, 'configs')
 
 # The official variants (cycle_mlp.py, CycleMLP_B1..B5): dims, depths, mlp ratios.
@@ -35,7 +36,7 @@ OFFICIAL_PARAMS = {
     'cycle_mlp_b4': 51_796_552,
     'cycle_mlp_b5': 75_747_280,
 }
-TINY = dict(embed_dims=(16, 24, 32, 40), depths=(1, 2, 1, 1), mlp_ratios=(2, 2, 4, 4))
+TINY = FAMILY_ARCHS['cycle_mlp']
 
 
 def official_state_shapes(dims, depths, ratios, num_classes=1000, in_chans=3):
@@ -111,20 +112,9 @@ def official_state_dict(dims, depths, ratios, seed=1, num_classes=1000):
     return sd
 
 
-def randomize_(model, seed=0):
-    """Move norm affine terms and all biases away from their initial values."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if 'norm' in name or name.endswith('bias'):
-                p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3)
-    return model
-
-
 @pytest.fixture(scope='module')
 def tiny():
-    torch.manual_seed(0)
-    return randomize_(cm.CycleMLPClassifier(num_classes=10, **TINY)).eval()
+    return family_classifier('cycle_mlp', num_classes=10)
 
 
 def _map_size(n):  # stem 7/4 pad 2, then three 3/2 pad 1
@@ -250,28 +240,20 @@ def test_mixer_and_block_are_the_formula(size):
 def test_mixer_branches_are_three_activation_sized_kernels():
     """All three branches: one pad, one concatenation, one batched GEMM on the activations,
     whatever the channel count (no per-channel or per-offset loop of kernels)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
+    views = ('view', 'slice', 'transpose', 'permute', 'select', 't', 'expand', '_unsafe_view',
+             'alias')
 
-    class Ops(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.big = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            views = ('view', 'slice', 'transpose', 'permute', 'select', 't', 'expand',
-                     '_unsafe_view', 'alias')
-            if isinstance(out, torch.Tensor) and out.numel() >= x.numel() and \
-                    func.__name__.split('.')[0] not in views:
-                self.big.append(func.__name__.split('.')[0])
-            return out
+    def activation_sized(func, out):
+        name = func.__name__.split('.')[0]
+        big = isinstance(out, torch.Tensor) and out.numel() >= x.numel() and name not in views
+        return [name] if big else []
 
     for dim in (20, 64):
         m = cm.CycleMixer(dim)
         x = torch.randn(2, 9, 11, dim)
-        with torch.no_grad(), Ops() as ops:
+        with torch.no_grad(), OpRecorder(activation_sized) as ops:
             y = m.branches(x)
-        assert ops.big == ['constant_pad_nd', 'cat', 'baddbmm'], ops.big
+        assert ops.ops == ['constant_pad_nd', 'cat', 'baddbmm'], ops.ops
         torch.testing.assert_close(y[0], m.sfc_h(x))
         torch.testing.assert_close(y[1], m.sfc_w(x))
         torch.testing.assert_close(y[2], m.mlp_c(x))
@@ -292,22 +274,6 @@ def test_any_input_size(tiny, size):
 def test_too_small_input_is_refused(tiny):
     with pytest.raises(AssertionError, match='at least 3 x 3'):
         tiny(torch.randn(1, 3, 2, 40))
-
-
-def test_gradients_reach_every_parameter():
-    torch.manual_seed(0)
-    model = cm.CycleMLPClassifier(num_classes=5, drop_path_rate=0.1, **TINY).train()
-    model(torch.randn(2, 3, 61, 45)).logsumexp(1).sum().backward()
-    for n, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, n
-
-
-def test_full_size_b1_at_224():
-    model = timm.create_model('cycle_mlp_b1').eval()
-    with torch.no_grad():
-        out = model(torch.randn(1, 3, 224, 224))
-    assert out.shape == (1, 1000) and torch.isfinite(out).all()
-
 
 
 PUBLISHED_GFLOPS = {'cycle_mlp_b1': 2.1, 'cycle_mlp_b2': 3.9, 'cycle_mlp_b3': 6.9,
@@ -338,30 +304,20 @@ def test_flops_at_224_are_the_published_figures():
 
 # ---- timm API ----------------------------------------------------------------------------------
 
-def test_timm_registration_and_default_cfg():
-    assert timm.list_models('cycle_mlp*') == sorted(VARIANTS)
-    model = timm.create_model('cycle_mlp_b2', num_classes=7)
-    assert isinstance(model, cm.CycleMLPClassifier) and model.num_classes == 7
+def test_default_cfg_and_nhwc_features():
+    model = timm.create_model('cycle_mlp_b2', num_classes=7).eval()
     cfg = model.pretrained_cfg
     assert cfg['url'].endswith('CycleMLP_B2.pth') and cfg['crop_pct'] == 0.9
     assert timm.create_model('cycle_mlp_b5', pretrained=False).pretrained_cfg['crop_pct'] == 0.875
-    modules = dict(model.named_modules())
-    assert isinstance(modules[cfg['first_conv']], nn.Conv2d)
-    assert modules[cfg['classifier']] is model.get_classifier()
-    assert model.num_features == model.head_hidden_size == 512
-    assert [(f['num_chs'], f['reduction'], f['module']) for f in model.feature_info] == [
-        (64, 4, 'network.0'), (128, 8, 'network.2'), (320, 16, 'network.4'),
-        (512, 32, 'network.6')]
-    assert model.no_weight_decay() == set()
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
-        feats = model.eval().forward_features(x)
+        feats = model.forward_features(x)
         assert feats.shape == (1, 2, 3, 512)  # NHWC, as the official layout
         assert model.forward_head(feats, pre_logits=True).shape == (1, 512)
         torch.testing.assert_close(model.forward_head(feats), model(x))
 
 
-def test_global_pool_validation_and_reset_classifier(tiny):
+def test_global_pool_and_mlp_ratios_validation():
     with pytest.raises(ValueError, match='global_pool'):
         cm.CycleMLPClassifier(global_pool='max', **TINY)
     # without pooling the head classifies every position of the (B, H, W, C) map
@@ -372,12 +328,6 @@ def test_global_pool_validation_and_reset_classifier(tiny):
     assert y.shape == (1, 2, 2, 3) and feats.shape == (1, 2, 2, 40)
     with pytest.raises(ValueError, match='mlp_ratios'):
         cm.CycleMLPClassifier(embed_dims=(8, 16, 24), mlp_ratios=(4, 4), depths=(1, 1, 1))
-    model = copy.deepcopy(tiny)
-    x = torch.randn(1, 3, 48, 40)
-    model.reset_classifier(3)
-    assert model(x).shape == (1, 3)
-    model.reset_classifier(0, '')
-    assert model(x).shape == (1, 2, 2, 40) and isinstance(model.get_classifier(), nn.Identity)
 
 
 def test_features_only_strides_4_to_32():
@@ -390,77 +340,6 @@ def test_features_only_strides_4_to_32():
         (1, c, h, w) for c, h, w in zip((64, 128, 320, 512), _map_size(97), _map_size(131))]
     part = timm.create_model('cycle_mlp_b1', features_only=True, out_indices=(1, 3))
     assert part.feature_info.reduction() == [8, 32]
-
-
-def test_forward_intermediates(tiny):
-    x = torch.randn(2, 3, 70, 45)
-    with torch.no_grad():
-        final, inter = tiny.forward_intermediates(x)
-        assert torch.equal(final, tiny.forward_features(x))
-        assert [f.shape[1] for f in inter] == [16, 24, 32, 40]
-        assert [tuple(f.shape[2:]) for f in inter] == list(zip(_map_size(70), _map_size(45)))
-        normed = tiny.forward_intermediates(x, indices=[0, 3], norm=True, intermediates_only=True)
-        assert torch.equal(normed[0], inter[0])
-        assert torch.equal(normed[1], final.permute(0, 3, 1, 2))
-        early, sel = tiny.forward_intermediates(x, indices=[1], stop_early=True)
-        assert torch.equal(early.permute(0, 3, 1, 2), inter[1]) and torch.equal(sel[0], inter[1])
-        nhwc = tiny.forward_intermediates(x, indices=2, output_fmt='NHWC', intermediates_only=True)
-        assert torch.equal(nhwc[0], inter[2].permute(0, 2, 3, 1))
-    with pytest.raises(ValueError, match='output_fmt'):
-        tiny.forward_intermediates(x, output_fmt='NLC')
-
-
-def test_prune_intermediate_layers(tiny):
-    model = copy.deepcopy(tiny)
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        want = tiny.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
-        assert model.prune_intermediate_layers([0, 1]) == [0, 1]
-        assert len(model.network) == 3 and isinstance(model.norm, nn.Identity)
-        assert model.num_classes == 0 and model.num_features == 24
-        got = model.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
-        assert all(torch.equal(a, b) for a, b in zip(got, want))
-    full = copy.deepcopy(tiny)
-    assert full.prune_intermediate_layers(1, prune_norm=False, prune_head=False) == [3]
-    assert isinstance(full.norm, nn.LayerNorm) and full.num_classes == 10
-
-
-def test_grad_checkpointing_same_results_and_recomputes():
-    torch.manual_seed(5)
-    model = randomize_(cm.CycleMLPClassifier(num_classes=4, **TINY)).train()
-    x = torch.randn(2, 3, 40, 56)
-    runs = []
-    for enable in (False, True):
-        model.set_grad_checkpointing(enable)
-        model.zero_grad()
-        calls = []
-        hook = model.network[2][1].attn.register_forward_hook(lambda *a: calls.append(1))
-        out = model(x)
-        out.square().sum().backward()
-        hook.remove()
-        runs.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()},
-                     len(calls)))
-    (o0, g0, c0), (o1, g1, c1) = runs
-    assert c0 == 1 and c1 == 2  # with checkpointing the block runs again during backward
-    torch.testing.assert_close(o1, o0, rtol=0, atol=0)
-    for n in g0:
-        torch.testing.assert_close(g1[n], g0[n], rtol=1e-5, atol=1e-6, msg=n)
-
-
-def test_group_matcher_covers_every_parameter_in_order():
-    from timm.models import group_parameters
-    model = cm.CycleMLPClassifier(**TINY)
-    names = [n for n, _ in model.named_parameters()]
-    for coarse in (False, True):
-        groups = group_parameters(model, model.group_matcher(coarse=coarse))
-        order = [n for g in groups.values() for n in g]
-        assert sorted(order) == sorted(names)
-        first = [min(order.index(n) for n in names if n.startswith(f'network.{i}.'))
-                 for i in range(7)]
-        assert first == sorted(first)
-    # stem, 5 blocks, 3 downsamples, head; the final norm joins the last block
-    groups = group_parameters(model, model.group_matcher())
-    assert len(groups) == 1 + 5 + 3 + 1
 
 
 # ---- the MMDetection backbone and its configs ------------------------------------------------
@@ -581,38 +460,8 @@ def _small_detector(name):
     m = cfg.model
     m.backbone.update(arch=SMALL, init_cfg=None, drop_path_rate=0.0)
     m.neck.in_channels = [SMALL['embed_dims'][i] for i in m.backbone.out_indices]
-    m.neck.out_channels = 32
-    if 'bbox_head' in m:  # RetinaNet
-        m.bbox_head.update(in_channels=32, feat_channels=32, stacked_convs=1)
-    else:
-        m.rpn_head.update(in_channels=32, feat_channels=32)
-        m.roi_head.bbox_roi_extractor.out_channels = 32
-        m.roi_head.mask_roi_extractor.out_channels = 32
-        m.roi_head.bbox_head.update(in_channels=32, fc_out_channels=64)
-        m.roi_head.mask_head.update(in_channels=32, conv_out_channels=32, num_convs=2)
+    small_heads_(m)
     return build(m)
-
-
-def _batch(with_masks):
-    import numpy as np
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import BitmapMasks
-    from mmengine.structures import InstanceData
-    g = torch.Generator().manual_seed(0)
-    inputs, samples = [], []
-    for boxes in ([[10., 12., 70., 90.], [80., 20., 150., 60.]], [[30., 40., 100., 120.]]):
-        inputs.append(torch.randint(0, 256, (3, 128, 160), generator=g, dtype=torch.uint8))
-        sample = DetDataSample(metainfo=dict(img_shape=(128, 160), ori_shape=(128, 160),
-                                             scale_factor=(1.0, 1.0), pad_shape=(128, 160)))
-        gt = InstanceData(bboxes=torch.tensor(boxes), labels=torch.tensor([1, 5][:len(boxes)]))
-        if with_masks:
-            masks = np.zeros((len(boxes), 128, 160), dtype=np.uint8)
-            for k, (x1, y1, x2, y2) in enumerate(boxes):
-                masks[k, int(y1):int(y2), int(x1):int(x2)] = 1
-            gt.masks = BitmapMasks(masks, 128, 160)
-        sample.gt_instances = gt
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
 
 
 @pytest.mark.parametrize('name', ['retinanet_cycle_mlp_b2_1x.py', 'mask_rcnn_cycle_mlp_b3_1x.py'])
@@ -625,7 +474,7 @@ def test_detector_training_step(name, mmdet_scope):
     model = _small_detector(name).train()
     wrapper = build_optim_wrapper(model, Config.fromfile(osp.join(CONFIGS, name)).optim_wrapper)
     before = model.backbone.model.network[2][0].attn.sfc_w.weight.detach().clone()
-    data = model.data_preprocessor(_batch(name.startswith('mask')), True)
+    data = model.data_preprocessor(detection_batch(name.startswith('mask')), True)
     losses = model.loss(data['inputs'], data['data_samples'])
     total, _ = model.parse_losses(losses)
     assert torch.isfinite(total) and total > 0
@@ -707,9 +556,11 @@ def test_table3_tool_prints_the_selected_rows(capsys, mmdet_scope):
 
 # ---- ONNX export of the backbone ---------------------------------------------------------------
 
-def test_backbone_onnx_matches_pytorch(mmdet_scope, tmp_path):
+@pytest.mark.parametrize('dynamic', [False, True], ids=['static', 'dynamic'])
+def test_backbone_onnx_matches_pytorch(mmdet_scope, tmp_path, dynamic):
     """The project's export (mmdet_posmlp.deployment: export, then its check against PyTorch)
-    of the CycleMLP backbone at an odd size, and onnxruntime on its own against PyTorch."""
+    of the CycleMLP backbone at an odd size, and onnxruntime on its own against PyTorch; a
+    dynamic export at another size of its rule too (the network's stride, 32: no windows)."""
     pytest.importorskip('onnxruntime')
     onnx = pytest.importorskip('onnx')
     from mmdet_posmlp import deployment as D
@@ -719,9 +570,13 @@ def test_backbone_onnx_matches_pytorch(mmdet_scope, tmp_path):
     randomize_(backbone).eval()
     size = (97, 131)
     out = str(tmp_path / 'cycle_mlp.onnx')
-    report = D.export_onnx(backbone, out, size=size, dynamic=False)
+    report = D.export_onnx(backbone, out, size=size, dynamic=dynamic)
     assert report.max_rel_diff < D.TOLERANCE and report.input_effect > D.MIN_INPUT_EFFECT
     session = D.onnx_session(out)
+    if dynamic:
+        rule = D.read_metadata(session)['rule']
+        assert rule.period == 32 and rule.accepts(*size)
+        size = rule.next_size(*size)
     x = torch.randn(1, 3, *size)
     with torch.no_grad():
         want = backbone(x)

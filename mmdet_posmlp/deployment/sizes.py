@@ -78,7 +78,7 @@ def _conv_stride(module: nn.Module) -> int:
 def window_period(model: nn.Module) -> int:
     """The least common multiple of stride x window over the PosMLP stages of ``model``:
     adding it to the input height (width) adds whole windows to every stage, so the cut into
-    regions stays the same. 1 without PosMLP stages.
+    regions stays the same; at least the network's total stride.
 
     A stage's stride is that of the convolutions before it (the stem's) and in its own
     downsampling, each a 3x3 stride-2 convolution with padding 1 (ceil(H / 2)), so stage i sees
@@ -94,7 +94,9 @@ def window_period(model: nn.Module) -> int:
             period = math.lcm(period, stride * _conv_stride(m.pool) * m.window)
         elif isinstance(m, nn.Conv2d):
             stride *= m.stride[0]
-    return period
+    # and the network's whole stride: adding it adds whole pixels to every map, so each
+    # convolution cuts its input the same way (for models without windows, e.g. CycleMLP)
+    return math.lcm(period, stride)
 
 
 def size_rule(model: nn.Module, size: Sequence[int], dynamic: bool) -> SizeRule:

@@ -147,7 +147,7 @@ def _bands(size: int, window: int, shift: int) -> List[Tuple[int, int, int, int]
     of a map, for a grid of windows moved by `shift` tokens: a leading band of the last `shift`
     rows of a window, the whole windows, a trailing band clipped by the edge; empty ones out."""
     # plain integer arithmetic, which symbolic sizes (torch.export with dynamic H, W, see
-    # deployment.py) keep simple: no min() (a Min carried through every later shape) and no
+    # deployment/) keep simple: no min() (a Min carried through every later shape) and no
     # divmod or % (the clipped band comes out an integer when the size is linear in whole
     # windows, where a Mod would stay symbolic)
     lead = size if size < shift else shift
@@ -201,7 +201,7 @@ def _cacheable(*sizes) -> bool:
 
 def _jit_traced_sizes(*sizes) -> tuple:
     """Sizes as Python ints under torch's jit tracer, which gives a shape's sizes as 0-dim
-    tensors: its trace records one window layout anyway (as deployment.py says), and region
+    tensors: its trace records one window layout anyway (as deployment/sizes.py says), and region
     starts that are tensors cannot go to the token mixing's Function."""
     if torch.jit.is_tracing():
         return tuple(int(s) for s in sizes)
@@ -900,7 +900,7 @@ class PosMLPClassifier(StagedClassifier):
     and run custom autograd Functions (the gated token mixing, GQPE's softmax, the gathers into
     window order); TorchScript can type neither, and stops at the blocks' signature with "Can
     not create tuple with None type". ``torch.compile`` captures the whole model
-    (tests/test_compile.py); deployment.py exports through torch.export or the jit tracer.
+    (tests/test_compile.py); mmdet_posmlp.deployment exports through torch.export or the jit tracer.
     FX (``timm.models.create_feature_extractor``, ``features_only=True, feature_cls='fx'``):
     ``PosMLPStage`` is registered with timm as a leaf ("notrace") module, because partitioning
     into windows needs the map's concrete height and width; the graph then holds the stem, one
