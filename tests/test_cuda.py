@@ -25,7 +25,7 @@ import torch
 
 from conftest import randomize_
 from mmdet_posmlp.models.posmlp import GQPE, PosMLPClassifier
-from test_mixed_precision import BOUND, spread_gaussians_
+from test_mixed_precision import BOUND, autocast_errors, spread_gaussians_
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 
@@ -80,13 +80,7 @@ def test_cuda_training_step_autocast_and_fuse(case, dtype, exact_float32):
 
     # 1. every stage under autocast close to float32, in training and evaluation mode
     for training in (True, False):
-        model.train(training)
-        with torch.no_grad():
-            ref = model.forward_stages(x)
-            with torch.autocast('cuda', dtype=dtype):
-                out = model.forward_stages(x)
-        assert all(o.shape == r.shape for o, r in zip(out, ref))
-        errors = relative_errors(out, ref)
+        errors = autocast_errors(model, x, dtype, training)
         assert max(errors) < BOUND[dtype], (training, errors)
 
     # 2. the deployment step against the plain model, in evaluation mode: float32 tight, and

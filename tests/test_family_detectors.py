@@ -23,10 +23,10 @@ import torch.nn as nn
 
 from mmdet_posmlp.models import hire_mlp, s2mlp, simple_pyramid, vip  # noqa: F401 (registers)
 from mmdet_posmlp.models.common import CheckpointError
+from conftest import REPO, detection_batch, small_heads_
 
 pytestmark = pytest.mark.filterwarnings('ignore:pkg_resources is deprecated:UserWarning')
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, 'configs')
 
 # Whole detector, every parameter (COCO heads, 80 classes). Measured; for the README.
@@ -414,39 +414,11 @@ def _small_detector_cfg(name):
         m.neck.in_channels = [widths[i] for i in m.backbone.out_indices]
     else:
         m.neck.in_channels = widths[-1]
-    m.neck.out_channels = 32
-    if 'bbox_head' in m:  # RetinaNet
-        m.bbox_head.update(in_channels=32, feat_channels=32, stacked_convs=1)
-    else:
-        m.rpn_head.update(in_channels=32, feat_channels=32)
-        m.roi_head.bbox_roi_extractor.out_channels = 32
-        m.roi_head.mask_roi_extractor.out_channels = 32
-        m.roi_head.bbox_head.update(in_channels=32, fc_out_channels=64)
-        m.roi_head.mask_head.update(in_channels=32, conv_out_channels=32, num_convs=2)
+    small_heads_(m)
+    if 'bbox_head' not in m:  # Mask R-CNN
         m.test_cfg.rpn.update(nms_pre=200, max_per_img=50)
         m.test_cfg.rcnn.update(score_thr=0.0, max_per_img=20)  # untrained: keep its boxes
     return cfg
-
-
-def _batch(model, with_masks=False):
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import BitmapMasks
-    from mmengine.structures import InstanceData
-    g = torch.Generator().manual_seed(0)
-    inputs, samples = [], []
-    for boxes in ([[10., 12., 70., 90.], [80., 20., 150., 60.]], [[30., 40., 100., 120.]]):
-        inputs.append(torch.randint(0, 256, (3, 128, 160), generator=g, dtype=torch.uint8))
-        sample = DetDataSample(metainfo=dict(img_shape=(128, 160), ori_shape=(128, 160),
-                                             scale_factor=(1.0, 1.0), pad_shape=(128, 160)))
-        gt = InstanceData(bboxes=torch.tensor(boxes), labels=torch.tensor([1, 5][:len(boxes)]))
-        if with_masks:
-            masks = np.zeros((len(boxes), 128, 160), dtype=np.uint8)
-            for k, (x1, y1, x2, y2) in enumerate(boxes):
-                masks[k, int(y1):int(y2), int(x1):int(x2)] = 1
-            gt.masks = BitmapMasks(masks, 128, 160)
-        sample.gt_instances = gt
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
 
 
 @pytest.mark.parametrize('name', ['retinanet_hire_mlp_tiny_1x.py', 'retinanet_vip_s7_1x.py',
@@ -465,7 +437,7 @@ def test_retinanet_training_step(name, tmp_path):
     assert torch.equal(model.backbone.model.patch_embed.proj.weight,
                        classifier.patch_embed.proj.weight)
     model.train()
-    data = model.data_preprocessor(_batch(model), True)
+    data = model.data_preprocessor(detection_batch(), True)
     feats = model.extract_feat(data['inputs'])
     # each map covers the image at its anchors' stride: ceil(side / stride) cells, or one more
     # where an odd map was padded on the way down and upsampled again (ViP: 128 px -> 19 cells
@@ -489,7 +461,7 @@ def test_retinanet_training_step(name, tmp_path):
 def test_mask_rcnn_predict(name):
     torch.manual_seed(0)
     model = build(_small_detector_cfg(name).model).eval()
-    data = model.data_preprocessor(_batch(model, with_masks=True), False)
+    data = model.data_preprocessor(detection_batch(with_masks=True), False)
     with torch.no_grad():
         results = model.predict(data['inputs'], data['data_samples'])
     assert len(results) == 2
@@ -499,7 +471,7 @@ def test_mask_rcnn_predict(name):
         assert pred.masks.shape[1:] == (128, 160)
     # and a training step on the same batch, RoI extractor levels included
     model.train()
-    data = model.data_preprocessor(_batch(model, with_masks=True), True)
+    data = model.data_preprocessor(detection_batch(with_masks=True), True)
     losses = model.loss(data['inputs'], data['data_samples'])
     assert all(torch.isfinite(v).all() for k, v in losses.items()
                if 'loss' in k and isinstance(v, torch.Tensor))

@@ -8,7 +8,6 @@ counts 2 FLOPs per multiply-add, mmengine 1), plus the normalisation layers coun
 mmengine's rule from forward hooks (torch does not count them). Without the handles mmengine's
 count of the small backbone below is about 20% short.
 """
-import json
 import logging
 import os
 import os.path as osp
@@ -16,7 +15,6 @@ import re
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -24,10 +22,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import mmdet_posmlp  # noqa: F401  (registers the handles)
 from mmdet_posmlp.models.backbones import PosMLP
+from conftest import REPO, TINY_RETINANET_CONFIG, write_tiny_coco
 
 pytestmark = pytest.mark.filterwarnings('ignore:pkg_resources is deprecated:UserWarning')
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ARCH = dict(embed_dims=(16, 32, 64, 128), depths=(1, 1, 2, 1), windows=(7, 7, 7, 7),
             groups=(2, 4, 4, 8), mlp_ratios=(4, 4, 4, 2))
 # 120x100: maps of 30x25, 15x13, 8x7, 4x4 tokens: whole, edge and corner windows of 7
@@ -172,44 +170,6 @@ def test_gated_token_mix_handle_counts_the_batched_product_per_region():
 
 # ------------------------------------------------------------- mmdet's own get_flops.py
 
-TINY_CONFIG = '''
-_base_ = '{base}'
-data_root = '{data_root}/'
-model = dict(
-    backbone=dict(
-        arch=dict(_delete_=True, embed_dims=(16, 32, 64, 128), depths=(1, 1, 1, 1),
-                  windows=(7, 7, 7, 7), groups=(2, 2, 4, 4), mlp_ratios=(2, 2, 2, 2)),
-        drop_path_rate=0.0, init_cfg=None),
-    neck=dict(in_channels=[32, 64, 128], out_channels=32),
-    bbox_head=dict(num_classes=2, in_channels=32, feat_channels=32, stacked_convs=1))
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(96, 96), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, ann_file='annotations/tiny.json',
-                                   data_prefix=dict(img='images/'), pipeline=test_pipeline,
-                                   metainfo=dict(classes=('person', 'bicycle'))))
-'''
-
-
-def _write_tiny_coco(root, size=96):
-    from PIL import Image
-    os.makedirs(osp.join(root, 'images'))
-    os.makedirs(osp.join(root, 'annotations'))
-    image = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
-    Image.fromarray(image).save(osp.join(root, 'images', '000000.jpg'))
-    with open(osp.join(root, 'annotations', 'tiny.json'), 'w') as f:
-        json.dump(dict(
-            images=[dict(id=1, file_name='000000.jpg', width=size, height=size)],
-            annotations=[dict(id=1, image_id=1, category_id=1, bbox=[8, 10, 30, 26], area=780,
-                              iscrowd=0)],
-            categories=[dict(id=1, name='person'), dict(id=2, name='bicycle')]), f)
-
-
 def _mmdet_get_flops():
     import mmdet
     path = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'analysis_tools',
@@ -224,10 +184,11 @@ def test_mmdet_get_flops_counts_the_token_mixing(tmp_path):
     the config's custom_imports. Its count is the one of our complexity code on the same
     input, and it warns about no product (the mixing included)."""
     tool = _mmdet_get_flops()
-    _write_tiny_coco(str(tmp_path / 'data'))
+    write_tiny_coco(str(tmp_path / 'data'), num_images=1, size=96)
     config = tmp_path / 'tiny_retinanet.py'
-    config.write_text(TINY_CONFIG.format(
-        base=osp.join(REPO, 'configs', 'retinanet_posmlp_t_1x.py'), data_root=tmp_path / 'data'))
+    config.write_text(TINY_RETINANET_CONFIG.format(
+        base=osp.join(REPO, 'configs', 'retinanet_posmlp_t_1x.py'), data_root=tmp_path / 'data',
+        window=7, scale=96))
     env = dict(os.environ, PYTHONWARNINGS='ignore',
                PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
     result = subprocess.run([sys.executable, tool, str(config), '--num-images', '1'],

@@ -17,11 +17,11 @@ import os.path as osp
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+
+from conftest import REPO, OpRecorder
 
 pytestmark = pytest.mark.filterwarnings('ignore:pkg_resources is deprecated:UserWarning')
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, 'configs')
 NUM_CLASSES = 80
 
@@ -50,19 +50,14 @@ def inputs(n=300, device='cpu', seed=0):
     return pred.to(device), target.to(device), weight.to(device)
 
 
-class DtypeRecorder(TorchDispatchMode):
+def _float_dtypes(func, out):
+    return [(str(func), t.dtype) for t in (out if isinstance(out, (tuple, list)) else (out,))
+            if isinstance(t, torch.Tensor) and t.is_floating_point()]
+
+
+def DtypeRecorder():  # noqa: N802
     """The dtype of every floating tensor each aten op returns, as it ran (below autocast)."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor) and t.is_floating_point():
-                self.ops.append((str(func), t.dtype))
-        return out
+    return OpRecorder(_float_dtypes)
 
 
 REDUCTIONS = [dict(), dict(avg_factor=37.0), dict(reduction_override='sum'),

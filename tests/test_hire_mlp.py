@@ -1,6 +1,6 @@
 """Hire-MLP (mmdet_posmlp/models/hire_mlp.py): official parameter names, shapes and counts, the
-mixer against a plain float64 transcription of the published formula, any input size, and
-timm's model API."""
+mixer against a plain float64 transcription of the published formula, any input size, and what
+is Hire-MLP's own in timm's model API (the checks every family shares are in test_timm_api.py)."""
 import math
 
 import pytest
@@ -11,6 +11,7 @@ import torch.nn.functional as F
 timm = pytest.importorskip('timm')
 
 from mmdet_posmlp.models import hire_mlp as hm  # noqa: E402  (registers hire_mlp_* with timm)
+from conftest import hire_tiny, randomize_  # noqa: E402
 
 VARIANTS = {  # the four official settings (mlp_based/hire_mlp.py); pixel etc. are shared
     'hire_mlp_tiny': ((64, 128, 320, 512), (2, 2, 4, 2)),
@@ -86,25 +87,9 @@ def _is_buffer(name):
     return name.endswith(('running_mean', 'running_var', 'num_batches_tracked'))
 
 
-def randomize_(model, seed=0):
-    """Move BN statistics and affine terms and all biases away from their initial values."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if 'norm' in name or name.endswith('bias'):
-                p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3)
-        for name, b in model.named_buffers():
-            if name.endswith('running_mean'):
-                b.copy_(torch.randn(b.shape, generator=g, dtype=b.dtype) * 0.1)
-            elif name.endswith('running_var'):
-                b.copy_(torch.rand(b.shape, generator=g, dtype=b.dtype) + 0.5)
-    return model
-
-
 @pytest.fixture(scope='module')
 def tiny():
-    torch.manual_seed(0)
-    return randomize_(timm.create_model('hire_mlp_tiny')).eval()
+    return hire_tiny()
 
 
 # ---- 1, 2: parameter counts, names and shapes --------------------------------------------------
@@ -239,18 +224,6 @@ def test_circular_pad_matches_torch_and_extends_it():
 
 # ---- 4: forward / backward, any size -----------------------------------------------------------
 
-@pytest.mark.parametrize('size', [(224, 224), (160, 96)])
-def test_forward_backward(size):
-    torch.manual_seed(4)
-    model = hm.HireMLPClassifier(num_classes=10, drop_path_rate=0.1).train()
-    out = model(torch.randn(2, 3, *size))
-    assert out.shape == (2, 10) and torch.isfinite(out).all()
-    out.square().mean().backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        assert p.grad.abs().sum() > 0, name
-
-
 def _map_size(n):
     n = (n - 3) // 4 + 1  # stem: 7x7, stride 4, pad 2
     sizes = [n]
@@ -284,27 +257,12 @@ def test_one_pixel_stages_train_and_too_small_input():
 
 # ---- 5: timm API -------------------------------------------------------------------------------
 
-def test_timm_registration_and_default_cfg():
-    for name in VARIANTS:
-        assert name in timm.list_models('hire_mlp*')
-    model = timm.create_model('hire_mlp_tiny', num_classes=7)
-    assert isinstance(model, hm.HireMLPClassifier) and model.num_classes == 7
-    cfg = model.pretrained_cfg
-    for key in ('url', 'num_classes', 'input_size', 'pool_size', 'crop_pct', 'interpolation',
-                'mean', 'std', 'first_conv', 'classifier'):
-        assert key in cfg, key
-    modules = dict(model.named_modules())
-    assert isinstance(modules[cfg['first_conv']], nn.Conv2d)
-    assert modules[cfg['first_conv']].in_channels == 3
-    assert modules[cfg['classifier']] is model.get_classifier()
-    assert model.num_features == model.head_hidden_size == 512
-    assert [(f['num_chs'], f['reduction'], f['module']) for f in model.feature_info] == [
-        (64, 4, 'network.0'), (128, 8, 'network.2'), (320, 16, 'network.4'),
-        (512, 32, 'network.6')]
-    assert model.no_weight_decay() == set()
+def test_default_cfg_and_in_chans():
+    model = timm.create_model('hire_mlp_tiny', num_classes=7).eval()
+    assert isinstance(model, hm.HireMLPClassifier)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        assert model.eval().forward_features(x).shape == (1, 512, 2, 2)
+        assert model.forward_features(x).shape == (1, 512, 2, 2)
         feats = model.forward_head(model.forward_features(x), pre_logits=True)
     assert feats.shape == (1, 512)
     gray = timm.create_model('hire_mlp_tiny', in_chans=1, num_classes=0).eval()
@@ -336,102 +294,6 @@ def test_features_only():
     assert [tuple(f.shape) for f in feats] == [(1, 128, 8, 12), (1, 512, 2, 3)]
 
 
-def test_forward_intermediates(tiny):
-    x = torch.randn(2, 3, 70, 45)
-    with torch.no_grad():
-        final, inter = tiny.forward_intermediates(x)
-        assert torch.equal(final, tiny.forward_features(x))
-        assert [f.shape[1] for f in inter] == [64, 128, 320, 512]
-        assert [tuple(f.shape[2:]) for f in inter] == list(zip(_map_size(70), _map_size(45)))
-
-        last2 = tiny.forward_intermediates(x, indices=2, intermediates_only=True)
-        assert len(last2) == 2 and torch.equal(last2[0], inter[2]) and torch.equal(last2[1], inter[3])
-        normed = tiny.forward_intermediates(x, indices=[0, 3], norm=True, intermediates_only=True)
-        assert torch.equal(normed[0], inter[0]) and torch.equal(normed[1], final)
-
-        early, sel = tiny.forward_intermediates(x, indices=[1], stop_early=True)
-        assert torch.equal(early, inter[1]) and torch.equal(sel[0], inter[1])
-        nhwc = tiny.forward_intermediates(x, indices=[0, -1], output_fmt='NHWC',
-                                          intermediates_only=True)
-        assert torch.equal(nhwc[0], inter[0].permute(0, 2, 3, 1))
-        assert torch.equal(nhwc[1], inter[3].permute(0, 2, 3, 1))
-    with pytest.raises(ValueError):
-        tiny.forward_intermediates(x, output_fmt='NLC')
-
-
-def test_prune_intermediate_layers(tiny):
-    import copy
-    model = copy.deepcopy(tiny)
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        want = tiny.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
-        assert model.prune_intermediate_layers([0, 1]) == [0, 1]
-        assert len(model.network) == 3 and isinstance(model.norm, nn.Identity)
-        assert model.num_classes == 0 and isinstance(model.head, nn.Identity)
-        got = model.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
-        assert all(torch.equal(a, b) for a, b in zip(got, want))
-        assert torch.equal(model(x), want[1])  # no pooling, no norm: the stage-2 map
-
-    full = copy.deepcopy(tiny)
-    assert full.prune_intermediate_layers(indices=1, prune_norm=False, prune_head=False) == [3]
-    assert len(full.network) == 7 and isinstance(full.norm, nn.BatchNorm2d)
-    assert full.num_classes == 1000
-    full.prune_intermediate_layers(indices=1, prune_norm=True, prune_head=True)
-    assert isinstance(full.norm, nn.Identity) and full.num_classes == 0
-
-    # dropping the last stages drops norm and head even when asked to keep them (sized for the
-    # old end); negative indices then count from the last kept stage, as in timm
-    cut = copy.deepcopy(tiny)
-    assert cut.prune_intermediate_layers([2], prune_norm=False, prune_head=False) == [2]
-    assert cut.num_features == 320 and cut.num_classes == 0 and isinstance(cut.norm, nn.Identity)
-    with torch.no_grad():
-        last = cut.forward_intermediates(x, indices=1, intermediates_only=True)
-        assert len(last) == 1 and torch.equal(last[0], tiny.forward_intermediates(
-            x, indices=[2], intermediates_only=True)[0])
-
-
-def test_grad_checkpointing_same_results_and_recomputes():
-    torch.manual_seed(5)
-    model = randomize_(hm.HireMLPClassifier(num_classes=4)).train()
-    x = torch.randn(2, 3, 40, 56)
-    runs = []
-    for enable in (False, True):
-        model.set_grad_checkpointing(enable)
-        model.zero_grad()
-        calls = []
-        hook = model.network[4][0].attn.register_forward_hook(lambda *a: calls.append(1))
-        state = {k: v.clone() for k, v in model.state_dict().items()}
-        out = model(x)
-        out.square().sum().backward()
-        hook.remove()
-        model.load_state_dict(state)  # undo the BN statistics updates
-        runs.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()},
-                     len(calls)))
-    (o0, g0, c0), (o1, g1, c1) = runs
-    assert c0 == 1 and c1 == 2  # with checkpointing the block runs again during backward
-    torch.testing.assert_close(o1, o0, rtol=0, atol=0)
-    for n in g0:
-        torch.testing.assert_close(g1[n], g0[n], rtol=1e-5, atol=1e-6, msg=n)
-
-
-def test_group_matcher():
-    from timm.models import group_parameters
-    model = hm.HireMLPClassifier(depths=(1, 2, 1, 1))
-    names = [n for n, _ in model.named_parameters()]
-    for coarse in (False, True):
-        groups = group_parameters(model, model.group_matcher(coarse=coarse))
-        assert sorted(n for g in groups.values() for n in g) == sorted(names)
-        order = [n for g in groups.values() for n in g]
-        first = [min(order.index(n) for n in names if n.startswith(f'network.{i}.'))
-                 for i in range(7)]
-        assert first == sorted(first)  # groups run from the stem to the head
-        assert all(n.startswith('patch_embed') for n in groups[0])
-    # stem, 5 blocks, 3 downsamples, head; the final norm joins the last block (timm's 99999)
-    groups = group_parameters(model, model.group_matcher())
-    assert len(groups) == 1 + 5 + 3 + 1
-    assert 'norm.weight' in groups[8] and 'network.6.0.norm1.weight' in groups[8]
-
-
 def test_fx_feature_extraction(tiny):
     from timm.models import create_feature_extractor
     extractor = create_feature_extractor(tiny, return_nodes={'network.2': 'c3', 'norm': 'out'})
@@ -450,14 +312,6 @@ def test_fx_feature_extraction(tiny):
         feats = fx_model.eval()(x)
         for a, b in zip(feats, tiny.forward_stages(x)):
             torch.testing.assert_close(a, b)
-
-
-@pytest.mark.filterwarnings('ignore:`torch.jit.script` is deprecated:FutureWarning')
-def test_torchscript(tiny):
-    scripted = torch.jit.script(tiny)
-    x = torch.randn(1, 3, 45, 38)
-    with torch.no_grad():
-        torch.testing.assert_close(scripted(x), tiny(x))
 
 
 # ---- 6: FLOPs ----------------------------------------------------------------------------------

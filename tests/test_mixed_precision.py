@@ -32,13 +32,15 @@ def spread_gaussians_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def relative_errors(model, x, dtype, training):
-    """Relative L2 error of every stage's output under autocast, against float32."""
+def autocast_errors(model, x, dtype, training):
+    """Relative L2 error of every stage's output under autocast (on x's device), against
+    float32 on the same device."""
     model.train(training)
     with torch.no_grad():
         ref = model.forward_stages(x)
-        with torch.autocast('cpu', dtype=dtype):
+        with torch.autocast(x.device.type, dtype=dtype):
             out = model.forward_stages(x)
+    assert [o.shape for o in out] == [r.shape for r in ref]
     return [float((a.float() - b).norm() / b.norm()) for a, b in zip(out, ref)]
 
 
@@ -52,7 +54,7 @@ def posmlp_t():
 @pytest.mark.parametrize('training', [True, False])
 def test_posmlp_t_stages_under_autocast_stay_close_to_float32(posmlp_t, dtype, training):
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-    errors = relative_errors(posmlp_t, x, dtype, training)
+    errors = autocast_errors(posmlp_t, x, dtype, training)
     assert max(errors) < BOUND[dtype], errors
 
 
@@ -66,7 +68,7 @@ def test_every_mixer_trains_and_evaluates_under_autocast(mixer, dtype):
                                                          drop_path_rate=0.0)))
     x = torch.randn(2, 3, 90, 75)
     for training in (True, False):
-        errors = relative_errors(model, x, dtype, training)
+        errors = autocast_errors(model, x, dtype, training)
         assert max(errors) < BOUND[dtype], (training, errors)
     model.train()
     with torch.autocast('cpu', dtype=dtype):
@@ -153,12 +155,7 @@ def test_cuda_autocast_training_step_and_evaluation(dtype):
     model = spread_gaussians_(PosMLPClassifier('tiny', num_classes=10, drop_path_rate=0.0)).cuda()
     x = torch.randn(2, 3, 224, 224, device='cuda')
     for training in (True, False):
-        model.train(training)
-        with torch.no_grad():
-            ref = model.forward_stages(x)
-            with torch.autocast('cuda', dtype=dtype):
-                out = model.forward_stages(x)
-        errors = [float((a.float() - b).norm() / b.norm()) for a, b in zip(out, ref)]
+        errors = autocast_errors(model, x, dtype, training)
         assert max(errors) < BOUND[dtype], (training, errors)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

@@ -1,32 +1,22 @@
 """S2-MLP (spatial-shift MLP): the shift of Algorithm 1, the block formula, settings against the
-published figures, any input size, and timm's model API."""
+published figures, any input size, and what is S2-MLP's own in timm's model API (the checks every
+family shares are in test_timm_api.py)."""
 import math
 
 import pytest
 import timm
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from mmdet_posmlp.models.s2mlp import S2MLPBlock, S2MLPClassifier, SpatialShift, spatial_shift
+from conftest import (FAMILY_ARCHS, check_published_macs, family_classifier,
+                      layer_norm_literal, meta_model)
 
 PUBLISHED = {'s2mlp_deep': (51e6, 9.7e9), 's2mlp_wide': (71e6, 14e9)}
 
-TINY = dict(patch_size=4, embed_dim=32, depth=3, mlp_ratio=2., num_classes=5)
 
 
-def tiny(dtype=torch.float64, seed=0, **kwargs):
-    torch.manual_seed(seed)
-    model = S2MLPClassifier(**{**TINY, **kwargs}).to(dtype)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 1:
-                p.add_(torch.randn_like(p) * 0.3)
-    return model.eval()
-
-
-def meta_model(variant, **kwargs):
-    with torch.device('meta'):
-        return timm.create_model(variant, **kwargs)
+def tiny(dtype=torch.float64):
+    return family_classifier('s2mlp', dtype, num_classes=5)
 
 
 # ---- Algorithm 1 ------------------------------------------------------------------------
@@ -70,11 +60,7 @@ def test_block_is_the_published_formula():
     for p in blk.parameters():
         torch.nn.init.normal_(p, std=0.3)
     x = torch.randn(2, 5, 6, 16, dtype=torch.float64)
-
-    def ln(t, norm):
-        mu = t.mean(-1, keepdim=True)
-        var = ((t - mu) ** 2).mean(-1, keepdim=True)
-        return (t - mu) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+    ln = layer_norm_literal
 
     def gelu(t):
         return 0.5 * t * (1 + torch.erf(t / math.sqrt(2)))
@@ -113,15 +99,7 @@ def test_parameter_counts_against_published():
 
 
 def test_flops_at_224():
-    lines = []
-    for variant, (_, flops) in PUBLISHED.items():
-        model = meta_model(variant)
-        with FlopCounterMode(display=False) as counter:
-            model(torch.empty(1, 3, 224, 224, device='meta'))
-        macs = counter.get_total_flops() / 2
-        lines.append(f'{variant}: {macs / 1e9:.2f} GMACs at 224 (published {flops / 1e9:.1f}G)')
-        assert abs(macs / flops - 1) < 0.03, lines[-1]
-    print('\n'.join(lines))
+    check_published_macs({variant: flops for variant, (_, flops) in PUBLISHED.items()}, 0.03)
 
 
 # ---- any input size, training ---------------------------------------------------------------
@@ -144,44 +122,15 @@ def test_padding_is_zeros_at_bottom_right():
     torch.testing.assert_close(model.forward_features(x), model.forward_features(padded))
 
 
-def test_forward_backward_every_parameter_gets_a_gradient():
-    model = tiny(torch.float32, drop_path_rate=0.1, proj_drop_rate=0.1, drop_rate=0.1).train()
-    x = torch.randn(2, 3, 33, 47)
-    loss = model(x).logsumexp(1).sum()
-    loss.backward()
-    assert torch.isfinite(loss)
-    for name, p in model.named_parameters():
-        assert p.grad is not None, name
-        assert torch.isfinite(p.grad).all(), name
-        assert p.grad.abs().sum() > 0, name
-
-
-def test_full_size_forward_224():
-    model = timm.create_model('s2mlp_deep').eval()
-    with torch.no_grad():
-        out = model(torch.randn(1, 3, 224, 224))
-    assert out.shape == (1, 1000) and torch.isfinite(out).all()
-
-
 # ---- timm API ---------------------------------------------------------------------------------
 
-def test_timm_registration_and_default_cfg():
-    assert {'s2mlp_deep', 's2mlp_wide'} <= set(timm.list_models('s2mlp_*'))
-    model = meta_model('s2mlp_wide', num_classes=7)
-    cfg = model.pretrained_cfg
-    for key in ('url', 'num_classes', 'input_size', 'pool_size', 'crop_pct', 'interpolation',
-                'mean', 'std', 'first_conv', 'classifier'):
-        assert key in cfg, key
+def test_default_cfg_and_global_pool():
+    cfg = meta_model('s2mlp_wide').pretrained_cfg
     assert cfg['input_size'] == (3, 224, 224) and cfg['pool_size'] == (14, 14)
-    assert model.get_submodule(cfg['first_conv']).in_channels == 3
-    assert model.get_submodule(cfg['classifier']).out_features == 7
-    assert model.num_features == model.head_hidden_size == 768
-    assert len(model.feature_info) == 12
-    assert {f['reduction'] for f in model.feature_info} == {16}
-    for f in model.feature_info:
-        model.get_submodule(f['module'])
     with pytest.raises(ValueError, match='global_pool'):
-        S2MLPClassifier(**{**TINY, 'global_pool': 'max'})
+        S2MLPClassifier(**FAMILY_ARCHS['s2mlp'], global_pool='max')
+    with pytest.raises(ValueError, match='global_pool'):
+        tiny().reset_classifier(2, global_pool='max')
 
 
 def test_features_only():
@@ -195,92 +144,3 @@ def test_features_only():
         torch.randn(1, 3, 32, 32))) == 3  # default: the last 3 blocks, like timm's Mixer
 
 
-def test_forward_intermediates():
-    model = tiny()
-    x = torch.randn(2, 3, 21, 13, dtype=torch.float64)
-    final, feats = model.forward_intermediates(x)
-    assert len(feats) == 3 and all(f.shape == (2, 32, 6, 4) for f in feats)
-    torch.testing.assert_close(final, model.forward_features(x))
-    torch.testing.assert_close(final, model.norm(feats[-1].permute(0, 2, 3, 1)))
-    nhwc = model.forward_intermediates(x, indices=[0, -1], output_fmt='NHWC',
-                                       intermediates_only=True)
-    torch.testing.assert_close(nhwc[0], feats[0].permute(0, 2, 3, 1))
-    normed = model.forward_intermediates(x, indices=2, norm=True, intermediates_only=True)
-    torch.testing.assert_close(normed[0], model.norm(feats[1].permute(0, 2, 3, 1))
-                               .permute(0, 3, 1, 2))
-    calls = []
-    model.blocks[2].register_forward_hook(lambda *a: calls.append(1))
-    _, early = model.forward_intermediates(x, indices=[1], stop_early=True)
-    torch.testing.assert_close(early[0], feats[1])
-    assert not calls  # block 2 never ran
-
-
-def test_prune_intermediate_layers():
-    model = tiny()
-    x = torch.randn(1, 3, 16, 16, dtype=torch.float64)
-    full = model.forward_intermediates(x, intermediates_only=True)
-    assert model.prune_intermediate_layers([1]) == [1]
-    assert len(model.blocks) == 2 and isinstance(model.head, torch.nn.Identity)
-    torch.testing.assert_close(model.forward_intermediates(x, indices=[1],
-                                                           intermediates_only=True)[0], full[1])
-
-
-def test_grad_checkpointing_same_outputs_and_gradients_and_recomputes():
-    x = torch.randn(2, 3, 21, 13)
-    results = []
-    for enable in (False, True):
-        model = tiny(torch.float32).train()
-        model.set_grad_checkpointing(enable)
-        calls = []
-        # a pre-hook: recomputation stops early, before a module's post-hooks would run
-        model.blocks[1].register_forward_pre_hook(lambda *a: calls.append(1))
-        out = model(x)
-        out.square().sum().backward()
-        inter = model.forward_intermediates(x, indices=[1], intermediates_only=True)[0]
-        inter.sum().backward()
-        results.append((out.detach(), {n: p.grad for n, p in model.named_parameters()},
-                        len(calls)))
-    (out0, g0, calls0), (out1, g1, calls1) = results
-    torch.testing.assert_close(out1, out0)
-    for name in g0:
-        torch.testing.assert_close(g1[name], g0[name], rtol=1e-5, atol=1e-6)
-    assert calls0 == 2 and calls1 == 4  # forward and intermediates, each recomputed once
-
-
-def test_reset_classifier_and_group_matcher():
-    from timm.models import group_parameters
-    model = tiny(torch.float32)  # a new head is float32, as in every timm model
-    x = torch.randn(1, 3, 16, 16)
-    assert model.get_classifier() is model.head
-    model.reset_classifier(3)
-    assert model(x).shape == (1, 3)
-    model.reset_classifier(0)
-    assert model(x).shape == (1, 32)
-    model.reset_classifier(2, global_pool='')
-    assert model(x).shape == (1, 4, 4, 2)
-    with pytest.raises(ValueError, match='global_pool'):
-        model.reset_classifier(2, global_pool='max')
-    names = sorted(n for n, _ in model.named_parameters())
-    groups = group_parameters(model, model.group_matcher())
-    assert sorted(n for g in groups.values() for n in g) == names
-    assert model.no_weight_decay() == set()
-
-
-def test_fx_feature_extraction():
-    from timm.models import FeatureGraphNet
-    model = tiny(torch.float32)
-    net = FeatureGraphNet(model, out_indices=(0, 2))
-    x = torch.randn(1, 3, 21, 13)
-    feats = net(x)
-    ref = model.forward_intermediates(x, indices=[0, 2], output_fmt='NHWC',
-                                      intermediates_only=True)
-    for a, b in zip(feats, ref):
-        torch.testing.assert_close(a, b)
-
-
-def test_torchscript():
-    model = tiny(torch.float32)
-    scripted = torch.jit.script(model)
-    for size in ((16, 16), (21, 13)):
-        x = torch.randn(1, 3, *size)
-        torch.testing.assert_close(scripted(x), model(x))

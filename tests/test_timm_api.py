@@ -264,56 +264,72 @@ def test_prune_intermediate_layers(tiny):
 
 # ---- grad checkpointing ---------------------------------------------------------------------
 
+def grad_checkpointing_check(model, x, block, index):
+    """The same outputs, intermediates (stage `index`) and gradients without and with grad
+    checkpointing, from the same state; with it `block` runs again during backward."""
+    state = copy.deepcopy(model.state_dict())
+    runs = []
+    for enable in (False, True):
+        model.load_state_dict(state)  # BatchNorm statistics as before the other run
+        model.zero_grad()
+        model.set_grad_checkpointing(enable)
+        calls = []
+        # a pre-hook: the recomputation stops once it has what backward needs (torch's early
+        # stop), before a forward hook would fire
+        hook = model.get_submodule(block).register_forward_pre_hook(lambda *a: calls.append(1))
+        out = model(x)
+        out.square().sum().backward()
+        inter = model.forward_intermediates(x, indices=[index], intermediates_only=True)[0]
+        inter.sum().backward()
+        hook.remove()
+        runs.append((out.detach(), inter.detach(),
+                     {n: p.grad.clone() for n, p in model.named_parameters()}, len(calls)))
+    (o0, i0, g0, c0), (o1, i1, g1, c1) = runs
+    assert (c0, c1) == (2, 4)  # forward and intermediates, each recomputed once in backward
+    torch.testing.assert_close(o1, o0, rtol=0, atol=0)
+    torch.testing.assert_close(i1, i0, rtol=0, atol=0)
+    assert g0.keys() == g1.keys()
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], rtol=1e-5, atol=1e-6, msg=n)
+
+
 def test_set_grad_checkpointing_same_outputs_and_gradients():
     torch.manual_seed(1)
     model = randomize_(timm.create_model('posmlp_t', num_classes=5, drop_path_rate=0.0)).train()
     x = torch.randn(2, 3, 64, 80)
-    state = copy.deepcopy(model.state_dict())
-    runs = []
-    for enable in (False, True):
-        model.set_grad_checkpointing(enable)
-        assert model.grad_checkpointing is enable
-        assert all(stage.with_cp is enable for stage in model.levels)
-        model.load_state_dict(state)  # the stem's BatchNorm statistics as before
-        model.zero_grad()
-        calls = []
-        # a pre-hook: the recomputation stops once it has what backward needs (torch's
-        # early stop), before a forward hook would fire
-        hook = model.levels[2].encoder[0].register_forward_pre_hook(lambda *a: calls.append(1))
-        out = model(x)
-        out.square().sum().backward()
-        hook.remove()
-        runs.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()},
-                     len(calls)))
-    (o0, g0, c0), (o1, g1, c1) = runs
-    assert (c0, c1) == (1, 2)  # with checkpointing the block runs again during backward
-    torch.testing.assert_close(o1, o0, rtol=0, atol=0)
-    assert g0.keys() == g1.keys()
-    for n in g0:
-        torch.testing.assert_close(g1[n], g0[n], rtol=1e-5, atol=1e-6, msg=n)
+    grad_checkpointing_check(model, x, 'levels.2.encoder.0', 2)
+    assert model.grad_checkpointing and all(stage.with_cp for stage in model.levels)
+    model.set_grad_checkpointing(False)
+    assert not model.grad_checkpointing and not any(stage.with_cp for stage in model.levels)
     # timm: forward_intermediates with checkpointing gives the same features
     model.eval()
     with torch.no_grad():
-        final_cp, _ = model.forward_intermediates(x)
-        model.set_grad_checkpointing(False)
         final, _ = model.forward_intermediates(x)
+        model.set_grad_checkpointing(True)
+        final_cp, _ = model.forward_intermediates(x)
     torch.testing.assert_close(final_cp, final)
 
 
 # ---- group_matcher --------------------------------------------------------------------------
 
-def test_group_matcher_covers_every_parameter_stem_to_head():
-    model = fresh('posmlp_t')
+def group_matcher_check(model, stages: str):
+    """Coarse and fine, group_matcher's groups hold every parameter once, from the stem (first)
+    through the stages `stages`.0, .1, ... in order to the head (last)."""
     names = [n for n, _ in model.named_parameters()]
     for coarse in (False, True):
         groups = group_parameters(model, model.group_matcher(coarse=coarse))
         order = [n for g in groups.values() for n in g]
         assert sorted(order) == sorted(names)  # every parameter, once
         assert all(n.startswith('patch_embed.') for n in groups[0])
-        first = [min(order.index(n) for n in names if n.startswith(f'levels.{i}.'))
-                 for i in range(4)]
+        first = [min(order.index(n) for n in names if n.startswith(f'{stages}.{i}.'))
+                 for i in range(len(model.get_submodule(stages)))]
         assert first == sorted(first)
         assert set(groups[len(groups) - 1]) >= {'head.weight', 'head.bias'}
+
+
+def test_group_matcher_covers_every_parameter_stem_to_head():
+    model = fresh('posmlp_t')
+    group_matcher_check(model, 'levels')
     fine = group_parameters(model, model.group_matcher())
     assert len(fine) == 1 + sum(ARCH_SETTINGS['tiny']['depths']) + 1  # stem, blocks, head
     # a stage's downsampling joins its first block; the final norm joins the last block
@@ -458,3 +474,287 @@ def test_fx_feature_extraction(tiny):
     traced(torch.randn(2, 3, 64, 64))['head'].mean().backward()
     for n, p in traced.named_parameters():
         assert p.grad is not None, n
+
+
+# ==== every family: the checks above, on S2-MLP, ViP, CycleMLP and Hire-MLP ====================
+# (each family's own file keeps its formula, official counts and checkpoints, and its quirks)
+
+from conftest import family_classifier, hire_tiny  # noqa: E402
+from mmdet_posmlp.models import cycle_mlp, hire_mlp, s2mlp, vip  # noqa: E402,F401  (register)
+
+
+def _nhwc(t):
+    return t.permute(0, 2, 3, 1)
+
+
+class Family:
+    """What the shared checks need to know of a family: its variants, the default cfg of one, a
+    small model with its maps at one input size, where its stages are, and its layout."""
+
+    def __init__(self, name, variants, cfg_variant, num_features, feature_info, size, maps,
+                 stages, hooked, fine_groups, nhwc=True, isotropic=False, dtype=torch.float32):
+        self.name, self.variants, self.cfg_variant = name, variants, cfg_variant
+        self.num_features, self.feature_info = num_features, feature_info
+        self.size, self.maps, self.stages = size, maps, stages
+        self.hooked = hooked  # (a block, the index of the map it is in) for grad checkpointing
+        self.fine_groups = fine_groups  # group_matcher's fine groups of small()
+        self.nhwc, self.isotropic, self.dtype = nhwc, isotropic, dtype
+
+    def small(self):
+        return hire_tiny() if self.name == 'hire_mlp' else family_classifier(self.name, self.dtype)
+
+    def features(self, model, stage_map):
+        """forward_features's layout of a stage map: NHWC or not, and an isotropic model's norm
+        (it normalises every block's output)."""
+        if self.isotropic:
+            return model.norm(_nhwc(stage_map))
+        return _nhwc(stage_map) if self.nhwc else stage_map
+
+
+def _stages(widths):
+    return [(c, 4 * 2 ** i, f'network.{2 * i}') for i, c in enumerate(widths)]
+
+
+FAMILIES = {f.name: f for f in [
+    Family('s2mlp', ['s2mlp_deep', 's2mlp_wide'], 's2mlp_wide', 768,
+           [(768, 16, f'blocks.{i}') for i in range(12)], (21, 13), [(32, 6, 4)] * 3,
+           'blocks', ('blocks.1', 1), 1 + 3 + 1, isotropic=True, dtype=torch.float64),
+    Family('vip', ['vip_l7', 'vip_m7', 'vip_s7'], 'vip_s7', 384,
+           [(192, 7, 'network.0'), (384, 14, 'network.2'), (384, 14, 'network.3'),
+            (384, 14, 'network.4')], (40, 54), [(32, 6, 8)] + [(64, 3, 4)] * 3,
+           'network', ('network.2.0', 1), 1 + 5 + 1 + 1, dtype=torch.float64),
+    Family('cycle_mlp', [f'cycle_mlp_b{i}' for i in range(1, 6)], 'cycle_mlp_b2', 512,
+           _stages((64, 128, 320, 512)), (70, 45),
+           [(16, 17, 11), (24, 9, 6), (32, 5, 3), (40, 3, 2)], 'network',
+           ('network.2.1.attn', 1), 1 + 5 + 3 + 1),
+    Family('hire_mlp', ['hire_mlp_base', 'hire_mlp_large', 'hire_mlp_small', 'hire_mlp_tiny'],
+           'hire_mlp_tiny', 512, _stages((64, 128, 320, 512)), (70, 45),
+           [(64, 17, 11), (128, 9, 6), (320, 5, 3), (512, 3, 2)], 'network',
+           ('network.4.0.attn', 2), 1 + 10 + 3 + 1, nhwc=False),
+]}
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_family_registration_and_default_cfg(family):
+    spec = FAMILIES[family]
+    assert timm.list_models(f'{family}_*') == spec.variants
+    with torch.device('meta'):  # names and shapes only
+        model = timm.create_model(spec.cfg_variant, num_classes=7)
+    assert type(model).__module__ == f'mmdet_posmlp.models.{family}' and model.num_classes == 7
+    cfg = model.pretrained_cfg
+    for key in ('url', 'num_classes', 'input_size', 'pool_size', 'crop_pct', 'interpolation',
+                'mean', 'std', 'first_conv', 'classifier'):
+        assert key in cfg, key
+    first_conv = model.get_submodule(cfg['first_conv'])
+    assert isinstance(first_conv, nn.Conv2d) and first_conv.in_channels == 3
+    assert model.get_submodule(cfg['classifier']) is model.get_classifier()
+    assert model.get_classifier().out_features == 7
+    assert model.num_features == model.head_hidden_size == spec.num_features
+    assert [(f['num_chs'], f['reduction'], f['module']) for f in model.feature_info] == \
+        spec.feature_info
+    for f in model.feature_info:
+        model.get_submodule(f['module'])
+    assert model.no_weight_decay() == set()
+
+
+@pytest.mark.parametrize('family,size', [('s2mlp', (33, 47)), ('vip', (33, 47)),
+                                         ('cycle_mlp', (61, 45)), ('hire_mlp', (224, 224)),
+                                         ('hire_mlp', (160, 96))])
+def test_family_every_parameter_gets_a_finite_nonzero_gradient(family, size):
+    model = family_classifier(family, num_classes=5, drop_path_rate=0.1, proj_drop_rate=0.1,
+                              drop_rate=0.1).train()
+    out = model(torch.randn(2, 3, *size))
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+    loss = out.logsumexp(1).sum()
+    loss.backward()
+    assert torch.isfinite(loss)
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize('variant', ['s2mlp_deep', 'vip_s7', 'cycle_mlp_b1'])
+def test_family_full_size_forward_224(variant):
+    model = timm.create_model(variant).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 224, 224))
+    assert out.shape == (1, 1000) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_family_forward_intermediates(family):
+    spec = FAMILIES[family]
+    model = spec.small()
+    x = torch.randn(2, 3, *spec.size, dtype=spec.dtype)
+    n = len(spec.maps)
+    with torch.no_grad():
+        final, inter = model.forward_intermediates(x)
+        assert torch.equal(final, model.forward_features(x))
+        assert [tuple(f.shape) for f in inter] == [(2, *m) for m in spec.maps]
+
+        last2 = model.forward_intermediates(x, indices=2, intermediates_only=True)
+        assert len(last2) == 2 and torch.equal(last2[0], inter[-2])
+        assert torch.equal(last2[1], inter[-1])
+        picked = model.forward_intermediates(x, indices=[0, -1], intermediates_only=True)
+        assert torch.equal(picked[0], inter[0]) and torch.equal(picked[1], inter[-1])
+        nhwc = model.forward_intermediates(x, indices=[0, -1], output_fmt='NHWC',
+                                           intermediates_only=True)
+        assert torch.equal(nhwc[0], _nhwc(inter[0])) and torch.equal(nhwc[1], _nhwc(inter[-1]))
+
+        # norm=True: the final norm on the last map (an isotropic model's on every map)
+        normed = model.forward_intermediates(x, indices=[0, -1], norm=True,
+                                             intermediates_only=True)
+        assert torch.equal(normed[1], final.permute(0, 3, 1, 2) if spec.nhwc else final)
+        if spec.isotropic:
+            assert torch.equal(_nhwc(normed[0]), spec.features(model, inter[0]))
+        else:
+            assert torch.equal(normed[0], inter[0])
+
+        # stop_early: the stages after the last index do not run; the output is that stage's
+        calls = []
+        after = model.get_submodule(model.feature_info[2]['module'])
+        hook = after.register_forward_pre_hook(lambda *a: calls.append(1))
+        try:
+            early, sel = model.forward_intermediates(x, indices=[1], stop_early=True)
+            assert not calls
+            model.forward_intermediates(x, indices=[1])
+            assert calls == [1]
+        finally:
+            hook.remove()
+        assert len(sel) == 1 and torch.equal(sel[0], inter[1])
+        assert torch.equal(early, spec.features(model, inter[1]))
+    with pytest.raises(ValueError, match='output_fmt'):
+        model.forward_intermediates(x, output_fmt='NLC')
+    with pytest.raises(AssertionError):
+        model.forward_intermediates(x, indices=[n])
+    with pytest.raises(AssertionError):
+        model.forward_intermediates(x, indices=n + 1)
+
+
+@pytest.mark.parametrize('family,size', [('s2mlp', (16, 16)), ('vip', (56, 56)),
+                                         ('cycle_mlp', (64, 64)), ('hire_mlp', (64, 64))])
+def test_family_prune_intermediate_layers(family, size):
+    spec = FAMILIES[family]
+    model = spec.small()
+    n = len(spec.maps)
+    x = torch.randn(1, 3, *size, dtype=spec.dtype)
+    with torch.no_grad():
+        want = model.forward_intermediates(x, intermediates_only=True)
+        logits = model(x)
+
+        pruned = copy.deepcopy(model)
+        assert pruned.prune_intermediate_layers([0, 1]) == [0, 1]
+        # the stages after stage 1 are gone (ViP, CycleMLP, Hire-MLP: their downsamples too)
+        assert len(pruned.get_submodule(spec.stages)) == (2 if spec.isotropic else 3)
+        assert pruned.num_classes == 0 and isinstance(pruned.head, nn.Identity)
+        assert pruned.get_classifier() is pruned.head and pruned.num_features == spec.maps[1][0]
+        # an isotropic model's norm fits every block: it stays
+        assert isinstance(pruned.norm, nn.LayerNorm if spec.isotropic else nn.Identity)
+        got = pruned.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert torch.equal(pruned(x), spec.features(pruned, want[1]))  # no head, no pooling
+        # negative indices now count from the last stage kept, as in timm
+        assert torch.equal(pruned.forward_intermediates(x, indices=[-1],
+                                                        intermediates_only=True)[0], want[1])
+
+        full = copy.deepcopy(model)
+        norm_type = type(model.norm)
+        assert full.prune_intermediate_layers(1, prune_norm=False, prune_head=False) == [n - 1]
+        assert len(full.get_submodule(spec.stages)) == len(model.get_submodule(spec.stages))
+        assert type(full.norm) is norm_type and full.num_classes == model.num_classes
+        assert torch.equal(full(x), logits)
+        full.prune_intermediate_layers(1, prune_norm=True, prune_head=True)
+        assert isinstance(full.norm, nn.Identity) and full.num_classes == 0
+
+        # dropping the last stage drops the norm and head sized for it even when asked to keep
+        # them; an isotropic model keeps both
+        cut = copy.deepcopy(model)
+        assert cut.prune_intermediate_layers([n - 2], prune_norm=False, prune_head=False) == \
+            [n - 2]
+        if spec.isotropic:
+            assert type(cut.norm) is norm_type and cut.num_classes == model.num_classes
+        else:
+            assert isinstance(cut.norm, nn.Identity) and cut.num_classes == 0
+            assert cut.num_features == spec.maps[n - 2][0]
+        last = cut.forward_intermediates(x, indices=1, intermediates_only=True)
+        assert len(last) == 1 and torch.equal(last[0], want[n - 2])
+
+
+@pytest.mark.parametrize('family,size', [('s2mlp', (16, 16)), ('vip', (56, 56)),
+                                         ('cycle_mlp', (48, 40)), ('hire_mlp', (48, 40))])
+def test_family_reset_classifier(family, size):
+    spec = FAMILIES[family]
+    model = copy.deepcopy(spec.small()).float()  # a new head is float32, as in every timm model
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert model.get_classifier() is model.head
+        model.reset_classifier(3)
+        assert model(x).shape == (1, 3) and model.get_classifier().out_features == 3
+        model.reset_classifier(0)
+        assert model.num_classes == 0 and isinstance(model.get_classifier(), nn.Identity)
+        assert model(x).shape == (1, spec.maps[-1][0])
+        torch.testing.assert_close(model(x), model.forward_head(feats, pre_logits=True))
+        model.reset_classifier(0, '')
+        torch.testing.assert_close(model(x), feats)  # no pooling: the map
+        if spec.nhwc:  # without pooling the head classifies every position of the NHWC map
+            model.reset_classifier(4, '')
+            assert model(x).shape == (*feats.shape[:3], 4)
+        else:
+            with pytest.raises(ValueError, match='num_classes=0'):
+                model.reset_classifier(4, '')
+    with pytest.raises(ValueError, match='global_pool'):
+        model.reset_classifier(5, 'catavgmax')
+
+
+@pytest.mark.parametrize('family,size', [('s2mlp', (21, 13)), ('vip', (33, 47)),
+                                         ('cycle_mlp', (40, 56)), ('hire_mlp', (40, 56))])
+def test_family_grad_checkpointing_same_results_and_recomputes(family, size):
+    model = family_classifier(family, num_classes=4, seed=5).train()
+    grad_checkpointing_check(model, torch.randn(2, 3, *size), *FAMILIES[family].hooked)
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_family_group_matcher_covers_every_parameter_stem_to_head(family):
+    spec = FAMILIES[family]
+    model = spec.small()
+    group_matcher_check(model, spec.stages)
+    fine = group_parameters(model, model.group_matcher())
+    assert len(fine) == spec.fine_groups  # the stem, each block, each downsample, the head
+    # the final norm joins the last block
+    by_name = {n: gid for gid, g in fine.items() for n in g}
+    last = len(model.get_submodule(spec.stages)) - 1
+    last_block = [n for n in by_name if n.startswith(f'{spec.stages}.{last}.')][-1]
+    assert by_name['norm.weight'] == by_name[last_block]
+
+
+@pytest.mark.parametrize('family,size', [('s2mlp', (21, 13)), ('vip', (33, 47)),
+                                         ('cycle_mlp', (33, 47)), ('hire_mlp', (50, 70))])
+def test_family_fx_feature_graph_is_forward_intermediates(family, size):
+    from timm.models import FeatureGraphNet
+    spec = FAMILIES[family]
+    model = spec.small().float()
+    indices = [0, 1, len(spec.maps) - 1]
+    net = FeatureGraphNet(model, out_indices=indices)
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        feats = net(x)
+        ref = model.forward_intermediates(x, indices=indices, intermediates_only=True,
+                                          output_fmt='NHWC' if spec.nhwc else 'NCHW')
+    assert len(feats) == 3
+    for a, b in zip(feats, ref):  # the graph returns each stage's output in its own layout
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.filterwarnings('ignore:`torch.jit.script` is deprecated:FutureWarning')
+@pytest.mark.parametrize('family,sizes', [('s2mlp', [(16, 16), (21, 13)]),
+                                          ('vip', [(56, 56), (33, 47)]),
+                                          ('hire_mlp', [(45, 38)])])
+def test_family_torchscript(family, sizes):
+    model = FAMILIES[family].small().float()
+    scripted = torch.jit.script(model)
+    for size in sizes:
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            torch.testing.assert_close(scripted(x), model(x))

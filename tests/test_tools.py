@@ -13,7 +13,6 @@ The tiny runs use a 4-stage PosMLP with 16..128 channels, one block per stage, 3
 and head, on a generated 2-image COCO-format dataset of 64x64 images: a few seconds each.
 """
 import datetime
-import json
 import os
 import os.path as osp
 import pickle
@@ -25,10 +24,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import REPO, TINY_RETINANET_CONFIG, write_tiny_coco
+
 # mmengine imports pkg_resources, which setuptools < 81 deprecates loudly
 pytestmark = pytest.mark.filterwarnings('ignore:pkg_resources is deprecated:UserWarning')
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, 'configs')
 PYTHON = sys.executable
 
@@ -159,75 +159,15 @@ def test_test_without_coco_stops_at_once(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- a real tiny run
 
-TINY_CONFIG = '''
-_base_ = '{base}'
-data_root = '{data_root}/'
-model = dict(
-    backbone=dict(
-        arch=dict(_delete_=True, embed_dims=(16, 32, 64, 128), depths=(1, 1, 1, 1),
-                  windows=(4, 4, 4, 4),
-                  groups=(2, 2, 4, 4), mlp_ratios=(2, 2, 2, 2)),
-        drop_path_rate=0.0, init_cfg=None),
-    neck=dict(in_channels=[32, 64, 128], out_channels=32),
-    bbox_head=dict(num_classes=2, in_channels=32, feat_channels=32, stacked_convs=1),
-    test_cfg=dict(score_thr=0.0, max_per_img=20))  # an untrained model: keep low scores
-pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=(64, 64), keep_ratio=True),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(64, 64), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-dataset = dict(data_root=data_root, ann_file='annotations/tiny.json',
-               data_prefix=dict(img='images/'), metainfo=dict(classes=('person', 'bicycle')))
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(dataset, pipeline=pipeline, filter_cfg=None))
-val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
-                      dataset=dict(dataset, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/tiny.json')
-test_evaluator = val_evaluator
-train_cfg = dict(max_epochs=1)
-param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0, end=1)]
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
-'''
-
-
-def _write_tiny_coco(root, num_images=2, size=64):
-    """A COCO-format dataset of random images with one box (and polygon) each."""
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    os.makedirs(osp.join(root, 'images'))
-    os.makedirs(osp.join(root, 'annotations'))
-    images, annotations = [], []
-    for i in range(num_images):
-        name = f'{i:06d}.jpg'
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
-            osp.join(root, 'images', name))
-        images.append(dict(id=i + 1, file_name=name, width=size, height=size))
-        x, y, w, h = 8 + 4 * i, 10, 30, 26
-        annotations.append(dict(
-            id=i + 1, image_id=i + 1, category_id=1 + i, bbox=[x, y, w, h], area=w * h,
-            iscrowd=0, segmentation=[[x, y, x + w, y, x + w, y + h, x, y + h]]))
-    categories = [dict(id=1, name='person'), dict(id=2, name='bicycle')]
-    with open(osp.join(root, 'annotations', 'tiny.json'), 'w') as f:
-        json.dump(dict(images=images, annotations=annotations, categories=categories), f)
-
-
 @pytest.fixture(scope='module')
 def tiny_run(tmp_path_factory):
     """tools/train.py on the tiny dataset for one epoch (one iteration) + validation."""
     root = tmp_path_factory.mktemp('tiny')
-    _write_tiny_coco(str(root / 'data'))
+    write_tiny_coco(str(root / 'data'))
     config = root / 'tiny_retinanet.py'
-    config.write_text(TINY_CONFIG.format(
-        base=osp.join(CONFIGS, 'retinanet_posmlp_t_1x.py'), data_root=root / 'data'))
+    config.write_text(TINY_RETINANET_CONFIG.format(
+        base=osp.join(CONFIGS, 'retinanet_posmlp_t_1x.py'), data_root=root / 'data', window=4,
+        scale=64))
     work_dir = root / 'work'
     result = run_tool([osp.join(REPO, 'tools', 'train.py'), str(config),
                        '--work-dir', str(work_dir)], cwd=str(root))

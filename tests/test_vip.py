@@ -1,15 +1,17 @@
 """ViP (Vision Permutator): official layout and counts, the permute-MLP formula, any input size,
-and timm's model API."""
+and what is ViP's own in timm's model API (the checks every family shares are in
+test_timm_api.py)."""
 import math
 
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from mmdet_posmlp.models import vip as vip_module
 from mmdet_posmlp.models.vip import PermutatorBlock, ViPClassifier, WeightedPermuteMLP
+from conftest import (FAMILY_ARCHS, check_published_macs, family_classifier,
+                      layer_norm_literal, meta_model)
 
 # The official models/vip.py (houqb/VisionPermutator), restated here as plain facts so that
 # this test does not depend on the module tree under test.
@@ -61,24 +63,9 @@ def official_shapes(variant, num_classes=1000, patch=7, mlp_ratio=3):
     return shapes
 
 
-def meta_model(variant, **kwargs):
-    with torch.device('meta'):
-        return timm.create_model(variant, **kwargs)
-
-
-# a small ViP whose stage-1 map is 8 x 8 tokens (= segment_dim) at 56 x 56 pixels
-TINY = dict(depths=(1, 2, 1, 1), embed_dims=(32, 64, 64, 64), segment_dim=(8, 4, 4, 4),
-            transitions=(True, False, False, False), mlp_ratios=3., patch_size=7, num_classes=5)
-
-
-def tiny(dtype=torch.float64, seed=0, **kwargs):
-    torch.manual_seed(seed)
-    model = ViPClassifier(**{**TINY, **kwargs}).to(dtype)
-    with torch.no_grad():  # move norms and biases off their initial values
-        for name, p in model.named_parameters():
-            if p.ndim == 1:
-                p.add_(torch.randn_like(p) * 0.3)
-    return model.eval()
+def tiny(dtype=torch.float64):
+    """conftest's small ViP: its stage-1 map is 8 x 8 tokens (= segment_dim) at 56 x 56 pixels."""
+    return family_classifier('vip', dtype, num_classes=5)
 
 
 # ---- official layout and counts ---------------------------------------------------------
@@ -162,11 +149,7 @@ def test_block_is_the_published_formula():
     for p in blk.parameters():
         torch.nn.init.normal_(p, std=0.2)
     x = torch.randn(2, 8, 8, 32, dtype=torch.float64)
-
-    def ln(t, norm):
-        mu = t.mean(-1, keepdim=True)
-        var = ((t - mu) ** 2).mean(-1, keepdim=True)
-        return (t - mu) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+    ln = layer_norm_literal
 
     y = x + literal_permute_mlp(blk.attn, ln(x, blk.norm1)) / 2.0
     u = ln(y, blk.norm2) @ blk.mlp.fc1.weight.t() + blk.mlp.fc1.bias
@@ -236,56 +219,16 @@ def test_any_input_size(size):
     assert out.shape == (1, 5) and torch.isfinite(out).all()
 
 
-def test_forward_backward_every_parameter_gets_a_gradient():
-    model = tiny(torch.float32, drop_path_rate=0.1, proj_drop_rate=0.1, drop_rate=0.1).train()
-    x = torch.randn(2, 3, 33, 47)
-    loss = model(x).logsumexp(1).sum()
-    loss.backward()
-    assert torch.isfinite(loss)
-    for name, p in model.named_parameters():
-        assert p.grad is not None, name
-        assert torch.isfinite(p.grad).all(), name
-        assert p.grad.abs().sum() > 0, name
-
-
-def test_full_size_forward_224():
-    model = timm.create_model('vip_s7').eval()
-    with torch.no_grad():
-        out = model(torch.randn(1, 3, 224, 224))
-    assert out.shape == (1, 1000) and torch.isfinite(out).all()
-
-
 def test_flops_at_224():
-    lines = []
-    for variant, (params, flops) in PUBLISHED.items():
-        model = meta_model(variant)
-        with FlopCounterMode(display=False) as counter:
-            model(torch.empty(1, 3, 224, 224, device='meta'))
-        macs = counter.get_total_flops() / 2
-        lines.append(f'{variant}: {macs / 1e9:.2f} GMACs at 224 (published {flops / 1e9:.1f}G)')
-        assert abs(macs / flops - 1) < 0.05, lines[-1]
-    print('\n'.join(lines))
+    check_published_macs({variant: flops for variant, (_, flops) in PUBLISHED.items()}, 0.05)
 
 
 # ---- timm API ---------------------------------------------------------------------------------
 
-def test_timm_registration_and_default_cfg():
-    for variant in OFFICIAL:
-        assert variant in timm.list_models('vip_*')
-    model = timm.create_model('vip_s7', num_classes=7)
-    cfg = model.pretrained_cfg
-    for key in ('url', 'num_classes', 'input_size', 'pool_size', 'crop_pct', 'interpolation',
-                'mean', 'std', 'first_conv', 'classifier'):
-        assert key in cfg, key
+def test_default_cfg():
+    cfg = meta_model('vip_s7').pretrained_cfg
     assert cfg['input_size'] == (3, 224, 224) and cfg['pool_size'] == (16, 16)
     assert cfg['crop_pct'] == 0.875 and cfg['interpolation'] == 'bicubic'
-    assert model.get_submodule(cfg['first_conv']).in_channels == 3
-    assert model.get_submodule(cfg['classifier']).out_features == 7
-    assert model.num_classes == 7 and model.num_features == model.head_hidden_size == 384
-    assert [f['num_chs'] for f in model.feature_info] == [192, 384, 384, 384]
-    assert [f['reduction'] for f in model.feature_info] == [7, 14, 14, 14]
-    for f in model.feature_info:
-        model.get_submodule(f['module'])
 
 
 def test_features_only():
@@ -296,106 +239,12 @@ def test_features_only():
     assert [tuple(f.shape) for f in feats] == [(1, 192, 9, 7), (1, 384, 5, 4)]
 
 
-def test_forward_intermediates():
-    model = tiny()
-    x = torch.randn(2, 3, 40, 54, dtype=torch.float64)
-    final, feats = model.forward_intermediates(x)
-    assert len(feats) == 4 and feats[0].shape == (2, 32, 6, 8) and feats[3].shape == (2, 64, 3, 4)
-    torch.testing.assert_close(final, model.forward_features(x))
-    torch.testing.assert_close(final, model.norm(feats[3].permute(0, 2, 3, 1)))
-    nhwc = model.forward_intermediates(x, indices=[1, -1], output_fmt='NHWC',
-                                       intermediates_only=True)
-    torch.testing.assert_close(nhwc[0], feats[1].permute(0, 2, 3, 1))
-    normed = model.forward_intermediates(x, indices=2, norm=True, intermediates_only=True)
-    torch.testing.assert_close(normed[0], feats[2])          # not the last stage: no norm
-    torch.testing.assert_close(normed[1], final.permute(0, 3, 1, 2))
-    early, early_feats = model.forward_intermediates(x, indices=[0], stop_early=True)
-    torch.testing.assert_close(early_feats[0], feats[0])
-    assert early.shape == (2, 6, 8, 32)                       # stopped after stage 0
-    with pytest.raises(ValueError, match='output_fmt'):
-        model.forward_intermediates(x, output_fmt='NLC')
-
-
-def test_prune_intermediate_layers():
-    model = tiny()
-    x = torch.randn(1, 3, 56, 56, dtype=torch.float64)
-    full = model.forward_intermediates(x, intermediates_only=True)
-    kept = model.prune_intermediate_layers([0, 1], prune_norm=True)
-    assert kept == [0, 1]
-    assert len(model.network) == 3  # stage 0, the transition, stage 1
-    assert isinstance(model.head, torch.nn.Identity) and isinstance(model.norm, torch.nn.Identity)
-    feats = model.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
-    for a, b in zip(feats, full[:2]):
-        torch.testing.assert_close(a, b)
-
-
-def test_grad_checkpointing_same_outputs_and_gradients_and_recomputes():
-    x = torch.randn(2, 3, 33, 47)
-    results = []
-    for enable in (False, True):
-        model = tiny(torch.float32).train()
-        model.set_grad_checkpointing(enable)
-        calls = []
-        # a pre-hook: recomputation stops early, before a module's post-hooks would run
-        model.network[2][0].register_forward_pre_hook(lambda *a: calls.append(1))
-        out = model(x)
-        out.square().sum().backward()
-        results.append((out.detach(), {n: p.grad for n, p in model.named_parameters()},
-                        len(calls)))
-    (out0, g0, calls0), (out1, g1, calls1) = results
-    torch.testing.assert_close(out1, out0)
-    for name in g0:
-        torch.testing.assert_close(g1[name], g0[name], rtol=1e-5, atol=1e-6)
-    assert calls0 == 1 and calls1 == 2  # the checkpointed block ran again in backward
-
-
-def test_reset_classifier_and_global_pool():
+def test_per_position_head_and_global_pool():
     model = tiny(torch.float32)  # a new head is float32, as in every timm model
     x = torch.randn(1, 3, 56, 56)
-    assert model.get_classifier() is model.head
-    model.reset_classifier(3)
-    assert model(x).shape == (1, 3)
-    model.reset_classifier(0)
-    assert model(x).shape == (1, 64)
     model.reset_classifier(4, global_pool='')
-    assert model(x).shape == (1, 4, 4, 4)  # per position
     assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (1, 4, 4, 64)
     with pytest.raises(ValueError, match='global_pool'):
         model.reset_classifier(4, global_pool='max')
     with pytest.raises(ValueError, match='global_pool'):
-        ViPClassifier(**{**TINY, 'global_pool': 'token'})
-
-
-def test_group_matcher_and_no_weight_decay():
-    from timm.models import group_parameters
-    model = tiny()
-    names = {n for n, _ in model.named_parameters()}
-    for coarse in (False, True):
-        groups = group_parameters(model, model.group_matcher(coarse=coarse))
-        grouped = [n for g in groups.values() for n in g]
-        assert sorted(grouped) == sorted(names)
-    fine = group_parameters(model, model.group_matcher())
-    # stem, 5 blocks (timm puts the final norm with the last), the transition, the head
-    assert len(fine) == 1 + 5 + 1 + 1
-    assert model.no_weight_decay() == set()
-
-
-def test_fx_feature_extraction():
-    from timm.models import FeatureGraphNet
-    model = tiny(torch.float32)
-    net = FeatureGraphNet(model, out_indices=(0, 1, 3))
-    x = torch.randn(1, 3, 33, 47)
-    feats = net(x)
-    ref = model.forward_intermediates(x, indices=[0, 1, 3], output_fmt='NHWC',
-                                      intermediates_only=True)
-    assert len(feats) == 3
-    for a, b in zip(feats, ref):  # the graph returns each stage's NHWC output
-        torch.testing.assert_close(a, b)
-
-
-def test_torchscript():
-    model = tiny(torch.float32)
-    scripted = torch.jit.script(model)
-    for size in ((56, 56), (33, 47)):
-        x = torch.randn(1, 3, *size)
-        torch.testing.assert_close(scripted(x), model(x))
+        ViPClassifier(**FAMILY_ARCHS['vip'], global_pool='token')
