@@ -78,7 +78,7 @@ def test_fused_backbone_counts_the_same_flops_and_gives_the_same_features():
     # the same products: the mixing matrices that the fused model keeps take none to compute
     # (GQPE's scores and softmax are element-wise), and the folded BatchNorms were none either
     assert flops[0] == flops[1] > 0
-    assert all(stage.fixed_mixing for stage in fused.levels)  # kept, for this size
+    assert all(stage.fixed_mixing for stage in fused.model.levels)  # kept, for this size
 
 
 def test_interleaved_sessions_and_report():
