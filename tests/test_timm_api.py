@@ -758,3 +758,34 @@ def test_family_torchscript(family, sizes):
         x = torch.randn(1, 3, *size)
         with torch.no_grad():
             torch.testing.assert_close(scripted(x), model(x))
+
+
+# ---- fine-tuning from a checkpoint file (timm's usual call), every family --------------------
+
+@pytest.mark.parametrize('variant', ['posmlp_t', 'hire_mlp_tiny', 'vip_s7', 's2mlp_deep',
+                                     'cycle_mlp_b1'])
+def test_pretrained_file_with_other_num_classes_and_in_chans(variant, tmp_path):
+    """timm.create_model(variant, pretrained=True, pretrained_cfg_overlay=dict(file=...)) with
+    another num_classes (the head is left at its initialisation) or in_chans (timm adapts the
+    first conv: summed for 1 channel); every other tensor is the checkpoint's."""
+    torch.manual_seed(0)
+    source = timm.create_model(variant)
+    path = tmp_path / 'weights.pth'
+    torch.save(source.state_dict(), path)
+    expected = source.state_dict()
+    first_conv = source.pretrained_cfg['first_conv'] + '.weight'
+    head = source.pretrained_cfg['classifier'] + '.'
+    for kwargs in (dict(num_classes=5), dict(in_chans=1), dict(num_classes=5, in_chans=1)):
+        model = timm.create_model(variant, pretrained=True,
+                                  pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+        got = model.state_dict()
+        for key, value in expected.items():
+            if key.startswith(head) and 'num_classes' in kwargs:
+                assert got[key].shape[0] == 5, key
+            elif key == first_conv and 'in_chans' in kwargs:
+                assert got[key].shape[1] == 1
+                torch.testing.assert_close(got[key], value.sum(1, keepdim=True))
+            else:
+                assert torch.equal(got[key], value), (kwargs, key)
+        x = torch.randn(1, kwargs.get('in_chans', 3), 224, 224)
+        assert model.eval()(x).shape == (1, kwargs.get('num_classes', 1000))

@@ -1003,6 +1003,10 @@ register_notrace_module(PosMLPStage)
 
 # Window-derived buffers the reference stored: the model rebuilds them for its own windows.
 DERIVED_BUFFERS = ('rel_indices', 'window_relative_position_index')
+# The classifier and the first conv (the pretrained cfg's 'classifier' and 'first_conv'): timm
+# adapts them after the filter, for another num_classes (dropped) or in_chans (summed or
+# repeated over the input channels), so their shapes are left for it to judge.
+TIMM_ADAPTS = ('head.', 'patch_embed.projs.0.')
 NOT_RESIZABLE_WHY = (
     "the dense 'sgu' mixer learns one free weight for every (output token, input token) pair "
     'of a window, at absolute positions, whereas GQPE (6 parameters per group, whatever the '
@@ -1062,7 +1066,8 @@ def checkpoint_filter_fn(state_dict: Dict, model: nn.Module) -> Dict[str, torch.
             f'not a PosMLP checkpoint: none of its {len(sd)} keys match the model (first keys: '
             f'{list(sd)[:5]}; expected e.g. {list(target)[:3]})')
     mismatched, sgu = [], []
-    for key in [k for k in sd if k in target and sd[k].shape != target[k].shape]:
+    for key in [k for k in sd if k in target and sd[k].shape != target[k].shape
+                and not k.startswith(TIMM_ADAPTS)]:
         have, want = tuple(sd[key].shape), tuple(target[key].shape)
         resized = resize_window_param(key, sd[key], target[key].shape)
         if resized is not None:
