@@ -8,6 +8,13 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+# Without a GPU, PosMLP's Triton kernels (mmdet_posmlp/models/posmlp_kernels.py) run in Triton's
+# interpreter on CPU tensors, for tests/test_posmlp_kernels.py; triton reads this when its
+# kernels are defined, so before anything imports mmdet_posmlp. Models take the kernels only
+# for CUDA tensors, so nothing else changes.
+if not torch.cuda.is_available():
+    os.environ.setdefault('TRITON_INTERPRET', '1')
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)

@@ -35,6 +35,16 @@ def test_backbone_traces_without_graph_breaks(mixer, training, shift):
     assert explanation.graph_count == 1
 
 
+@pytest.mark.parametrize('shift', [False, True])
+def test_inference_under_no_grad_traces_as_one_graph(shift):
+    """eval + no_grad, as a user compiles a model for inference (it broke once per block)."""
+    model = PosMLPClassifier(SMALL, num_classes=3, shift=shift).eval()
+    with torch.no_grad():
+        explanation = torch._dynamo.explain(model)(torch.randn(1, 3, 50, 38))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
 def test_compiled_training_step_gives_eager_loss_and_gradients():
     torch.manual_seed(1)
     model = PosMLPClassifier(SMALL, num_classes=0, drop_path_rate=0.0).train()

@@ -333,7 +333,7 @@ def test_plot_logs_compares_runs(tiny_run, tmp_path, monkeypatch, capsys):
 
 
 def test_plot_logs_reads_scalars(tiny_run):
-    from tools.analysis.logs import find_scalar_files, load_scalars
+    from mmdet_posmlp.analysis.training_logs import find_scalar_files, load_scalars
     train, val = load_scalars(find_scalar_files(str(tiny_run['work_dir'])))
     assert train and {'loss', 'loss_cls', 'loss_bbox'} <= set(train[0])
     assert val and 'coco/bbox_mAP' in val[0] and val[0]['step'] == 1

@@ -9,10 +9,9 @@ and, imported on use so that ``import mmdet_posmlp`` stays light:
   (tools/analysis/get_flops.py);
 - :mod:`.benchmark`: inference FPS of a detector (tools/analysis/benchmark_fps.py);
 - :mod:`.table3`: the parameter column of the PosMLP paper's Table 3, every detector built from
-  its config against the paper's figure (tools/analysis/table3_params.py).
+  its config against the paper's figure (tools/analysis/table3_params.py);
+- :mod:`.training_logs`: loss and mAP curves from mmengine's scalars.json
+  (tools/analysis/plot_logs.py, the demo and the backbone comparison).
 
 They build and feed detectors through ``mmdet_posmlp.detector_io``, as deployment does.
-
-Training curves (loss and mAP from mmengine's scalars.json) are a tool, not library code:
-tools/analysis/plot_logs.py with tools/analysis/logs.py beside it.
 """

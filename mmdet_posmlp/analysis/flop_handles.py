@@ -60,14 +60,15 @@ def _python_op(cls_name: str, count: Callable[[List[Any], List[Any]], int]):
 
 
 def _gated_token_mix_flops(inputs: List[Any], outputs: List[Any]) -> int:
-    """_GeluGatedTokenMix(h, starts, P_0, bias_0, P_1, bias_1, ...): h is (2C', rows), channel
+    """_GeluGatedTokenMix(h, starts, starts_t, P_0, bias_0, P_1, bias_1, ...): h is (2C', rows), channel
     groups contiguous, tokens in window order; region i is its columns starts[i]:starts[i + 1]
     (T_i tokens, windows of n_i tokens), mixed by P_i (groups, n_i, n_i): baddbmm(bias_i, u as
     (groups, C'/groups x T_i/n_i, n_i), P_i^T), C' x T_i x n_i multiply-adds. The tensors are
-    the node's inputs; `starts`, a tuple of ints, is one of its scalar arguments."""
+    the node's inputs (h, starts_t, then the mixing); `starts`, a tuple of ints, is one of its
+    scalar arguments."""
     starts = outputs[0].node().scalar_args()[0]
     gated = _shape(inputs[0])[0] // 2
-    sizes = [_shape(P)[-1] for P in inputs[1::2]]
+    sizes = [_shape(P)[-1] for P in inputs[2::2]]
     return sum(gated * (end - start) * n
                for start, end, n in zip(starts[:-1], starts[1:], sizes))
 

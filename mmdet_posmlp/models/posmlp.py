@@ -50,6 +50,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import LayerNorm2d, register_notrace_module
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
+from . import posmlp_kernels as kernels
 from .common import (CheckpointError, StagedClassifier, drop_path_rates, fuse_modules,
                      init_trunc_normal, unwrap_state_dict)
 
@@ -264,6 +265,8 @@ class WindowLayout(NamedTuple):
     image: torch.Tensor           # (rows,) image of each token (stochastic depth per image)
     indices: Tuple[RegionIndex, ...]  # per region, what the mixers need of its windows' shape
     bias_tokens: torch.Tensor     # the regions' window tokens one after another (the biases)
+    starts_tensor: Optional[torch.Tensor]  # `starts` as int32 on the device, for the kernels
+                                           # (None for symbolic sizes: export runs PyTorch's path)
 
     @property
     def batch(self) -> int:
@@ -292,8 +295,10 @@ def _build_layout(batch: int, height: int, width: int, window: int, shift: int,
     image = torch.div(order, height * width, rounding_mode='floor')
     if rows > tokens:
         image = torch.cat([image, image.new_zeros(rows - tokens)])
+    starts_tensor = (torch.tensor(starts, dtype=torch.int32, device=device)
+                     if all(type(s) is int for s in starts) else None)
     return WindowLayout(tuple(regions), tuple(starts), rows, order, inverse, image, indices,
-                        torch.cat([i.tokens for i in indices]))
+                        torch.cat([i.tokens for i in indices]), starts_tensor)
 
 
 _cached_layout = functools.lru_cache(maxsize=64)(_build_layout)
@@ -542,57 +547,68 @@ def _cat(tensors: List[torch.Tensor], dim: int) -> torch.Tensor:
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
 
 
-class _GeluGatedTokenMix(torch.autograd.Function):
-    """y = TokenMix(u) * v with [u; v] = GELU(h).
+def gated_token_mix(h: torch.Tensor, starts: Sequence[int], starts_t: Optional[torch.Tensor],
+                    mixing: Sequence[torch.Tensor]):
+    """(y, U, M): y = TokenMix(u) * v with [u; v] = GELU(h), for h (2C', Tp) channel-major in
+    window order; U (u) and M (the mixed u) region-major, what the backward needs."""
+    # inputs already in the compute dtype
+    with autocast_off(h.device):
+        gated = h.shape[0] // 2
+        U = kernels.gelu_regions(h, starts, starts_t)
+        M = torch.empty_like(U)
+        for i, (s, e) in enumerate(_regions(starts)):
+            P, bias = mixing[2 * i], mixing[2 * i + 1]
+            groups, n = P.shape[0], P.shape[-1]
+            torch.baddbmm(bias.view(1, 1, n), U[gated * s:gated * e].view(groups, -1, n),
+                          P.transpose(1, 2), out=M[gated * s:gated * e].view(groups, -1, n))
+        return kernels.gate_out(M, h, starts, starts_t), U, M
 
-    Each region's u is made contiguous by its own GELU (the batched product needs it) and kept
-    for backward, with h and TokenMix(u); v's GELU is recomputed there. Autograd would keep
-    GELU(h) whole as well, and turn the u / v row slices and the region column slices into
-    zero-filled gradients the size of h; here the gradient of [u; v] is written into one
-    buffer."""
+
+class _GeluGatedTokenMix(torch.autograd.Function):
+    """gated_token_mix with its own backward.
+
+    The token mixing runs region by region on u "region-major" (each region's (C', T_r) block
+    contiguous, what its batched product needs), into one buffer M of the same layout; the
+    elementwise steps around the products (posmlp_kernels: GELU into region-major, the gate, and
+    their gradients) each read and write every element once: Triton kernels on CUDA, PyTorch
+    elsewhere. Backward keeps h and M; on CUDA u is recomputed from h (one elementwise pass)
+    instead of kept, which saves a quarter of the block's largest activations; on the CPU,
+    where GELU's erf costs more than the memory, it is kept. Autograd would keep GELU(h) whole
+    and turn the u / v row slices and the region column slices into zero-filled gradients the
+    size of h; here the gradient of h is written into one buffer."""
 
     @staticmethod
-    def forward(ctx, h, starts, *mixing):
-        with autocast_off(h.device):  # inputs already in the compute dtype
-            h_u, h_v = h.chunk(2)
-            us = [F.gelu(h_u[:, start:end]) for start, end in _regions(starts)]
-            parts = [_mix(u, mixing[2 * i], mixing[2 * i + 1]) for i, u in enumerate(us)]
-            if h.shape[1] > starts[-1]:  # the zero rows that round the layout up (WindowLayout)
-                parts.append(h_u.new_zeros(h_u.shape[0], h.shape[1] - starts[-1]))
-            mixed = _cat(parts, 1)
-            ctx.starts = starts
-            ctx.save_for_backward(h, mixed, *us, *mixing)
-            return mixed * F.gelu(h_v)
+    def forward(ctx, h, starts, starts_t, *mixing):
+        y, U, M = gated_token_mix(h, starts, starts_t, mixing)
+        ctx.starts = starts
+        ctx.keep_u = not (h.is_cuda or kernels.use_kernels(h))
+        ctx.save_for_backward(h, M, starts_t, U if ctx.keep_u else None, *mixing)
+        return y
 
     @staticmethod
     def backward(ctx, grad_y):
         starts = ctx.starts
-        num = len(starts) - 1
-        h, mixed, *saved = ctx.saved_tensors
-        us, mixing = saved[:num], saved[num:]
+        h, M, starts_t, U, *mixing = ctx.saved_tensors
         with autocast_off(h.device):
-            v = F.gelu(h.chunk(2)[1])
-            grad_act = torch.empty_like(h)
-            grad_u, grad_v = grad_act.chunk(2)
-            torch.mul(grad_y, mixed, out=grad_v)
-            grad_us, grad_mixing = [], []
-            for i, (start, end) in enumerate(_regions(starts)):
+            gated = h.shape[0] // 2
+            grad_h = torch.empty_like(h)
+            G = kernels.gate_grad_v(grad_y.to(h.dtype), M, h, starts, starts_t, grad_h)
+            if U is None:
+                U = kernels.gelu_regions(h, starts, starts_t)
+            grad_U = torch.empty_like(U)
+            grad_mixing = []
+            for i, (s, e) in enumerate(_regions(starts)):
                 P = mixing[2 * i]
                 groups, n = P.shape[0], P.shape[-1]
-                g = (grad_y[:, start:end] * v[:, start:end]).view(groups, -1, n)
-                grad_us.append(torch.bmm(g, P).view(-1, end - start))
-                need_P, need_bias = ctx.needs_input_grad[2 + 2 * i: 4 + 2 * i]
-                grad_mixing.append(torch.bmm(g.transpose(1, 2), us[i].view(groups, -1, n))
+                g = G[gated * s:gated * e].view(groups, -1, n)
+                torch.bmm(g, P, out=grad_U[gated * s:gated * e].view(groups, -1, n))
+                need_P, need_bias = ctx.needs_input_grad[3 + 2 * i: 5 + 2 * i]
+                grad_mixing.append(torch.bmm(g.transpose(1, 2),
+                                             U[gated * s:gated * e].view(groups, -1, n))
                                    if need_P else None)
                 grad_mixing.append(g.sum(dim=(0, 1)) if need_bias else None)
-            if h.shape[1] > starts[-1]:
-                grad_us.append(grad_u.new_zeros(grad_u.shape[0], h.shape[1] - starts[-1]))
-            if len(grad_us) == 1:
-                grad_u.copy_(grad_us[0])
-            else:
-                torch.cat(grad_us, dim=1, out=grad_u)
-            grad_h = torch.ops.aten.gelu_backward(grad_act, h)
-        return (grad_h, None, *grad_mixing)
+            kernels.gelu_grad_regions(grad_U, h, starts, starts_t, grad_h)
+        return (grad_h, None, None, *grad_mixing)
 
 
 class PosSGU(nn.Module):
@@ -611,7 +627,12 @@ class PosSGU(nn.Module):
     def forward(self, h: torch.Tensor, layout: 'WindowLayout',
                 mixing: Sequence[torch.Tensor]) -> torch.Tensor:
         """h: (2 * gate_dim, T) channel-major, groups contiguous, tokens in window order."""
-        return _GeluGatedTokenMix.apply(h, layout.starts, *mixing)
+        if torch.is_grad_enabled():
+            return _GeluGatedTokenMix.apply(h, layout.starts, layout.starts_tensor, *mixing)
+        # the same forward without the Function: nothing to keep for a backward, and
+        # torch.compile (2.14) mis-binds a Function's arguments under no_grad when some of them
+        # require gradients (parameters), breaking the graph at every block
+        return gated_token_mix(h, layout.starts, layout.starts_tensor, mixing)[0]
 
 
 # --------------------------------------------------------------------------- block and stage
@@ -695,7 +716,10 @@ class PosMLPBlock(nn.Module):
         biases per region (stacked_mixing)."""
         # the hidden activations channel-major, (rC, T): the gate's token mixing is then a
         # batched product over free views of them, and both Linears are single GEMMs
-        h = torch.addmm(self.proj_c_e.bias.unsqueeze(1), self.proj_c_e.weight, self.norm(x).t())
+        # the norm written in the GEMM's dtype (by a kernel on CUDA: autocast would cast it in
+        # a pass of its own)
+        normed = kernels.layer_norm(x, self.norm, compute_dtype(x))
+        h = torch.addmm(self.proj_c_e.bias.unsqueeze(1), self.proj_c_e.weight, normed.t())
         y = self.gate_unit(h, layout, mixing)
         y = self.drop(self.proj_c_s(y.t()))
         return self.drop_path(x, y, layout)

@@ -7,24 +7,13 @@
 #
 # Reads WORK_DIR/<timestamp>/vis_data/scalars.json (all timestamps: resumed runs continue).
 import argparse
-import importlib.util
-import os.path as osp
 import sys
+from pathlib import Path
 
+# this checkout's mmdet_posmlp, used where site-packages has none (which would come first)
+sys.path.append(str(Path(__file__).resolve().parents[2]))
 
-def _load_logs():
-    """logs.py beside this script, by path: plotting needs matplotlib only (no torch, mmdet or
-    mmdet_posmlp), and the script then runs from any directory."""
-    path = osp.join(osp.dirname(osp.abspath(__file__)), 'logs.py')
-    spec = importlib.util.spec_from_file_location('_posmlp_training_logs', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-logs = _load_logs()
-plot_training_curves, plot_comparison, summarize = (
-    logs.plot_training_curves, logs.plot_comparison, logs.summarize)
+from mmdet_posmlp.analysis.training_logs import plot_comparison, plot_training_curves, summarize
 
 
 def parse_args():

@@ -1,4 +1,5 @@
-"""Training curves from the scalars mmengine writes during training (behind plot_logs.py).
+"""Training curves from the scalars mmengine writes during training (tools/analysis/plot_logs.py,
+the demo and the backbone comparison).
 
 mmengine's LocalVisBackend appends one JSON object per line to
 ``WORK_DIR/<timestamp>/vis_data/scalars.json``:
