@@ -555,12 +555,20 @@ def gated_token_mix(h: torch.Tensor, starts: Sequence[int], starts_t: Optional[t
     with autocast_off(h.device):
         gated = h.shape[0] // 2
         U = kernels.gelu_regions(h, starts, starts_t)
-        M = torch.empty_like(U)
+        tracing = torch.jit.is_tracing()  # the tracer drops writes into views (ONNX export)
+        M = None if tracing else torch.empty_like(U)
+        parts = []
         for i, (s, e) in enumerate(_regions(starts)):
             P, bias = mixing[2 * i], mixing[2 * i + 1]
             groups, n = P.shape[0], P.shape[-1]
-            torch.baddbmm(bias.view(1, 1, n), U[gated * s:gated * e].view(groups, -1, n),
-                          P.transpose(1, 2), out=M[gated * s:gated * e].view(groups, -1, n))
+            u = U[gated * s:gated * e].view(groups, -1, n)
+            if tracing:
+                parts.append(torch.baddbmm(bias.view(1, 1, n), u, P.transpose(1, 2)).flatten())
+            else:
+                torch.baddbmm(bias.view(1, 1, n), u, P.transpose(1, 2),
+                              out=M[gated * s:gated * e].view(groups, -1, n))
+        if tracing:
+            M = torch.cat(parts)
         return kernels.gate_out(M, h, starts, starts_t), U, M
 
 
@@ -627,12 +635,12 @@ class PosSGU(nn.Module):
     def forward(self, h: torch.Tensor, layout: 'WindowLayout',
                 mixing: Sequence[torch.Tensor]) -> torch.Tensor:
         """h: (2 * gate_dim, T) channel-major, groups contiguous, tokens in window order."""
-        if torch.is_grad_enabled():
-            return _GeluGatedTokenMix.apply(h, layout.starts, layout.starts_tensor, *mixing)
-        # the same forward without the Function: nothing to keep for a backward, and
-        # torch.compile (2.14) mis-binds a Function's arguments under no_grad when some of them
-        # require gradients (parameters), breaking the graph at every block
-        return gated_token_mix(h, layout.starts, layout.starts_tensor, mixing)[0]
+        if torch.compiler.is_compiling() and not torch.is_grad_enabled():
+            # the same forward without the Function: torch.compile (2.14) mis-binds a Function's
+            # arguments under no_grad when some of them require gradients (parameters), and
+            # broke the graph at every block
+            return gated_token_mix(h, layout.starts, layout.starts_tensor, mixing)[0]
+        return _GeluGatedTokenMix.apply(h, layout.starts, layout.starts_tensor, *mixing)
 
 
 # --------------------------------------------------------------------------- block and stage
