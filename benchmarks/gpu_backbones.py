@@ -58,7 +58,8 @@ import timm  # noqa: E402
 import mmdet_posmlp  # noqa: E402,F401  (registers posmlp_t with timm)
 
 DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16}
-LABELS = {'posmlp_t': 'PosMLP-T', 'swin_t': 'Swin-T (timm)'}
+LABELS = {'posmlp_t': 'PosMLP-T', 'posmlp_t_pytorch': 'PosMLP-T, PyTorch path (no Triton kernels)',
+          'swin_t': 'Swin-T (timm)'}
 BASELINE = 'swin_t'
 _T0 = time.time()
 LOG_STREAM = sys.stdout
@@ -70,8 +71,22 @@ def log(msg: str) -> None:
 
 
 # ------------------------------------------------------------------ models and steps
+def kernels_for(name: str):
+    """PosMLP's Triton kernels on (posmlp_t: where they run, CUDA) or off (posmlp_t_pytorch)
+    while `name` is built and measured."""
+    from mmdet_posmlp.models import posmlp_kernels
+
+    class Switch:
+        def __enter__(self):
+            posmlp_kernels.set_kernels(name != 'posmlp_t_pytorch')
+
+        def __exit__(self, *exc):
+            posmlp_kernels.set_kernels(True)
+    return Switch()
+
+
 def build(name: str, size, device: torch.device, drop_path: float = 0.1) -> torch.nn.Module:
-    if name == 'posmlp_t':
+    if name in ('posmlp_t', 'posmlp_t_pytorch'):
         model = timm.create_model('posmlp_t', features_only=True, out_indices=(1, 2, 3),
                                   drop_path_rate=drop_path)
     elif name == 'swin_t':
@@ -397,16 +412,23 @@ def plan(args) -> List[Dict]:
     for dtype in args.infer_dtypes:
         for model in args.models:
             jobs.append(dict(model=model, mode='infer', dtype=dtype, batch=1))
-            if model == 'posmlp_t':
+            if model.startswith('posmlp_t'):
                 jobs.append(dict(model=model, mode='infer fused', dtype=dtype, batch=1))
     if not args.no_compile:
         for model in args.models:
+            if model == 'posmlp_t_pytorch':  # compiled, PosMLP runs its PyTorch path anyway
+                continue
             jobs.append(dict(model=model, mode='train compiled', dtype=args.compile_dtype,
                              batch=args.compile_batch))
     return jobs
 
 
 def run_job(job: Dict, args) -> Dict:
+    with kernels_for(job['model']):
+        return _run_job(job, args)
+
+
+def _run_job(job: Dict, args) -> Dict:
     if job['mode'] == 'train':
         return measure_train(job['model'], job['dtype'], job['batch'], args)
     if job['mode'] == 'train compiled':

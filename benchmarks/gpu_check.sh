@@ -1,76 +1,182 @@
 #!/usr/bin/env bash
-# The CUDA checks and GPU figures in one run, for a machine with one NVIDIA GPU, Python with
-# torch (CUDA build), torchvision, timm and pytest, and NOTHING else installed: the lent GPU
-# machines have no mmcv, mmdet, mmengine or pycocotools and no network. mmdet_posmlp imports
-# without them (its timm classifiers; see mmdet_posmlp/__init__.py).
+# Everything a GPU user runs first, checked and measured in one run on a machine with one NVIDIA
+# GPU and Python with a CUDA torch, torchvision, timm and pytest, and no network (the lent
+# H100 / H200 machines): set-up of the mmdet stack from a folder of wheels, the CUDA tests, the
+# detector and backbone tables, and the real tools.
 #
-#   bash benchmarks/gpu_check.sh     # < 7 min in all: timeouts 45 + 110 + 260 s (benchmark budget 230 s; 4.5 min on the H200)
-#   OUT=/some/dir bash benchmarks/gpu_check.sh
-#   BENCH_ARGS='--no-compile' bash benchmarks/gpu_check.sh   # other benchmark arguments
+#   cp ../shared/wheels/gpu-cp312/*.whl .whl/     # the wheelhouse (git ignores .whl/), carried along
+#   bash benchmarks/gpu_check.sh                  # <= 9 min in all (BUDGET=540 s), set-up included
+#   DRY_RUN=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh   # on a CPU: every code path, tiny
 #
-# 1. device: GPU, torch, CUDA, timm (stops here, exit 1, where there is no CUDA device);
-# 2. tests (timeout $TEST_TIMEOUT s): tests/test_cuda.py (PosMLP-T at 800x1216, mixed precision
-#    training steps, autocast against float32, fused against plain, GQPE under TF32) and the
-#    CUDA test of tests/test_mixed_precision.py, `-k cuda`; neither file, nor tests/conftest.py,
-#    imports mmcv/mmdet/mmengine;
-# 3. benchmark (timeout $BENCH_TIMEOUT s): benchmarks/gpu_backbones.py, PosMLP-T against timm's
-#    Swin-T as backbones at 896x1344: training (AMP float16 / bfloat16, batch 2 and 8, one
-#    torch.compile run each), inference batch 1 (PosMLP-T plain and fused).
-# A failing or timed-out phase does not stop the next; the exit status is the first failure's.
+# Phases, each with a timeout (seconds) and its output in $OUT; a failing or timed-out phase does
+# not stop the next, and the exit status is the first failure's:
+#  0. device: GPU, torch, CUDA, timm, triton (stops here without a CUDA device, unless DRY_RUN=1);
+#  1. set-up ($SETUP_TIMEOUT): `WHEELHOUSE=$WHEELHOUSE bash tools/setup_env.sh` into a virtual
+#     environment that sees the system's packages (torch stays the machine's), or into $PYTHON's
+#     own where that is one already; without the wheelhouse the mmdet phases are skipped;
+#  2. tests ($TEST_TIMEOUT): tests/test_cuda.py, tests/test_cuda_detectors.py (mmcv's CUDA ops,
+#     detector training under AmpOptimWrapper float16 / bfloat16, fuse() then predict),
+#     tests/test_posmlp_kernels.py (the Triton kernels compiled for the GPU), and the CUDA tests
+#     of test_mixed_precision.py and test_focal_loss_fp32.py;
+#  3. detectors ($DETECTOR_TIMEOUT): benchmarks/gpu_detectors.py, RetinaNet and Mask R-CNN with
+#     PosMLP-T against mmdet's Swin-T configs, 800x1333, training batch 2 and 8 in float16 and
+#     bfloat16, prediction batch 1 plain and fused;
+#  4. tools ($TOOLS_TIMEOUT): benchmarks/gpu_tools.py, tools/train.py --amp on COCO-sized data,
+#     then tools/test.py on the GPU and on the CPU for the same checkpoint;
+#  5. backbones (what is left, at most $BACKBONE_TIMEOUT): benchmarks/gpu_backbones.py, PosMLP-T
+#     with and without its Triton kernels against timm's Swin-T, 896x1344, then torch.compile.
 #
-# Left out: the RetinaNet-PosMLP-T against RetinaNet-Swin-T comparison
-# (benchmarks/benchmark_detectors.py). It builds mmdet detectors, which need mmcv (with its
-# compiled ops), mmdet and mmengine; the GPU machines have none of them and no network to
-# install them. Run it with `--device cuda --amp float16|bfloat16` where they are installed.
-#
-# Writes everything under ${OUT:-benchmarks/results/gpu}: device.txt, tests.log,
-# backbones.md / backbones.json (the tables, rewritten after every measurement), benchmark.log,
-# and prints the tables with their headers.
+# Writes under ${OUT:-benchmarks/results/gpu}: device.txt, setup.log, tests.log, detectors.md/json,
+# tools/ (logs, metrics, curves), backbones.md/json, and gpu_check.log (this script's own lines).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO=$(pwd)
 PYTHON=${PYTHON:-python3}
+DRY_RUN=${DRY_RUN:-0}
+if [ "$DRY_RUN" = 1 ]; then OUT=${OUT:-$(mktemp -d -t gpu_check_dry_run.XXXX)}; fi
 OUT=${OUT:-benchmarks/results/gpu}
-TEST_TIMEOUT=${TEST_TIMEOUT:-110}
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-260}
+WHEELHOUSE=${WHEELHOUSE:-.whl}
+BUDGET=${BUDGET:-540}
+SETUP_TIMEOUT=${SETUP_TIMEOUT:-80}
+TEST_TIMEOUT=${TEST_TIMEOUT:-100}
+DETECTOR_TIMEOUT=${DETECTOR_TIMEOUT:-130}
+TOOLS_TIMEOUT=${TOOLS_TIMEOUT:-130}
+BACKBONE_TIMEOUT=${BACKBONE_TIMEOUT:-110}
+START=$(date +%s)
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 export PYTHONUNBUFFERED=1
-stamp() { date '+%H:%M:%S'; }
+exec > >(tee -a "$OUT/gpu_check.log") 2>&1
+say() { echo "[gpu_check $(date '+%H:%M:%S') +$(( $(date +%s) - START ))s] $*"; }
+left() { echo $(( START + BUDGET - $(date +%s) )); }
+# the phase's timeout: its own, or what is left of the budget if that is less
+cap() { local l; l=$(left); [ "$l" -lt "$1" ] && echo "$l" || echo "$1"; }
+status=0
+record() {  # record PHASE RC
+  say "$1: exit $2$([ "$2" = 124 ] && echo ' (timed out)')"
+  [ "$2" != 0 ] && [ "$status" = 0 ] && status=$2
+}
+DEVICE=cuda
+if [ "$DRY_RUN" = 1 ]; then
+  DEVICE=cpu
+  say "DRY RUN on the CPU: every phase at toy sizes; no figure is a GPU measurement"
+fi
 
-echo "[gpu_check $(stamp)] device"
-if ! timeout 45 "$PYTHON" -c "
+say "device"
+if ! timeout 60 "$PYTHON" -c "
 import sys, torch
-if not torch.cuda.is_available():
+if not torch.cuda.is_available() and '$DRY_RUN' != '1':
     sys.exit('gpu_check: no CUDA device (torch ' + torch.__version__ + ', CUDA build: '
              + str(torch.version.cuda) + '): nothing to check here')
 import timm
-print(torch.cuda.get_device_name(0), '| torch', torch.__version__, '| CUDA', torch.version.cuda,
-      '| timm', timm.__version__, '| Python', sys.version.split()[0])
+try:
+    import triton
+    tri = triton.__version__
+except ImportError:
+    tri = 'not installed'
+name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU (dry run)'
+print(name, '| torch', torch.__version__, '| CUDA', torch.version.cuda, '| timm', timm.__version__,
+      '| triton', tri, '| Python', sys.version.split()[0])
 " 2>&1 | tee "$OUT/device.txt"; then
-  echo "[gpu_check $(stamp)] stopped: no usable CUDA device (see above)" >&2
+  say "stopped: no usable CUDA device (see above)"
   exit 1
 fi
 
-status=0
-echo "[gpu_check $(stamp)] tests (timeout ${TEST_TIMEOUT}s)"
-timeout --kill-after=10 "$TEST_TIMEOUT" "$PYTHON" -m pytest tests/test_cuda.py \
-  tests/test_mixed_precision.py -q -p no:cacheprovider -k cuda -rs --durations=5 \
-  2>&1 | tee "$OUT/tests.log"
-rc=${PIPESTATUS[0]}
-echo "[gpu_check $(stamp)] tests: exit $rc$([ "$rc" = 124 ] && echo ' (timed out)')"
-[ "$rc" != 0 ] && [ "$status" = 0 ] && status=$rc
-
-echo "[gpu_check $(stamp)] benchmark (timeout ${BENCH_TIMEOUT}s)"
-timeout --kill-after=10 "$BENCH_TIMEOUT" "$PYTHON" benchmarks/gpu_backbones.py --out-dir "$OUT" \
-  ${BENCH_ARGS:---time-budget 230 --compile-timeout 100} \
-  2>&1 | tee "$OUT/benchmark.log"
-rc=${PIPESTATUS[0]}
-echo "[gpu_check $(stamp)] benchmark: exit $rc$([ "$rc" = 124 ] && echo ' (timed out)')"
-[ "$rc" != 0 ] && [ "$status" = 0 ] && status=$rc
-if [ "$rc" != 0 ] && [ -f "$OUT/backbones.md" ]; then
-  echo "[gpu_check $(stamp)] what the benchmark measured before it stopped:"
-  cat "$OUT/backbones.md"
+# ---------------------------------------------------------------- 1. set-up
+say "set-up (timeout $(cap "$SETUP_TIMEOUT")s) from $WHEELHOUSE"
+MM=0
+if [ -d "$WHEELHOUSE" ] && ls "$WHEELHOUSE"/mmcv-*.whl >/dev/null 2>&1; then
+  PY=$PYTHON
+  if ! "$PYTHON" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
+    # not a virtual environment: one that sees the system's packages (torch, triton, timm stay
+    # the machine's) and takes what set-up installs; pip is the system's (--without-pip)
+    VENV=${VENV:-${TMPDIR:-/tmp}/posmlp-gpu-venv}
+    if "$PYTHON" -m venv --system-site-packages --without-pip "$VENV" >/dev/null 2>&1 \
+        && "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+      PY=$VENV/bin/python
+    else
+      say "no virtual environment here ($PYTHON -m venv failed): installing into $PYTHON's own"
+      export PIP_BREAK_SYSTEM_PACKAGES=1
+    fi
+  fi
+  WHEELHOUSE="$WHEELHOUSE" PYTHON="$PY" timeout --kill-after=10 "$(cap "$SETUP_TIMEOUT")" \
+    bash tools/setup_env.sh > "$OUT/setup.log" 2>&1
+  rc=$?
+  grep '^\[setup\]' "$OUT/setup.log"
+  record "set-up" "$rc"
+  if [ "$rc" = 0 ]; then
+    PYTHON=$PY
+    MM=1
+  else
+    tail -n 20 "$OUT/setup.log"
+  fi
+else
+  say "set-up: no mmcv wheel in $WHEELHOUSE: the phases that need mmdet are skipped" \
+      "(cp ../shared/wheels/gpu-cp312/*.whl $WHEELHOUSE/, and carry it)"
+  [ "$status" = 0 ] && status=3
 fi
 
-echo "[gpu_check $(stamp)] done, exit $status; files in $OUT:"
+# ---------------------------------------------------------------- 2. tests
+say "tests (timeout $(cap "$TEST_TIMEOUT")s)"
+TESTS="tests/test_cuda.py tests/test_posmlp_kernels.py tests/test_mixed_precision.py"
+SELECT="cuda or kernels or layer_norm or gate or model_with or layout"
+if [ "$MM" = 1 ]; then
+  TESTS="$TESTS tests/test_cuda_detectors.py tests/test_focal_loss_fp32.py"
+  SELECT="$SELECT or amp_training or fused_prediction or mmcv_cuda"
+fi
+if [ "$DRY_RUN" = 1 ]; then  # the CUDA tests skip themselves; the kernels run in the interpreter
+  SELECT="kernels or layer_norm or gate or layout"
+fi
+# shellcheck disable=SC2086
+timeout --kill-after=10 "$(cap "$TEST_TIMEOUT")" "$PYTHON" -m pytest $TESTS -q -p no:cacheprovider \
+  -k "$SELECT" -rs --durations=8 > "$OUT/tests.log" 2>&1
+rc=$?
+tail -n 25 "$OUT/tests.log"
+record "tests" "$rc"
+
+# ---------------------------------------------------------------- 3. detectors
+if [ "$MM" = 1 ]; then
+  t=$(cap "$DETECTOR_TIMEOUT")
+  say "detectors (timeout ${t}s)"
+  ARGS=(--device "$DEVICE" --out-dir "$OUT" --time-budget $(( t - 20 )))
+  [ "$DRY_RUN" = 1 ] && ARGS+=(--size 96 128 --batch 1 --steps 1 --rounds 1 --warmup 1
+                               --dtypes bfloat16 --detectors retinanet)
+  timeout --kill-after=10 "$t" "$PYTHON" benchmarks/gpu_detectors.py "${ARGS[@]}" \
+    > "$OUT/detectors.log" 2>&1
+  rc=$?
+  grep -E '^(\||#|complete|INCOMPLETE)' "$OUT/detectors.log" || tail -n 15 "$OUT/detectors.log"
+  record "detectors" "$rc"
+fi
+
+# ---------------------------------------------------------------- 4. tools
+if [ "$MM" = 1 ]; then
+  t=$(cap "$TOOLS_TIMEOUT")
+  say "tools (timeout ${t}s)"
+  ARGS=(--out-dir "$OUT/tools" --timeout $(( t - 10 )))
+  [ "$DRY_RUN" = 1 ] && ARGS+=(--dry-run)
+  timeout --kill-after=10 "$t" "$PYTHON" benchmarks/gpu_tools.py "${ARGS[@]}" > "$OUT/tools.log" 2>&1
+  rc=$?
+  tail -n 22 "$OUT/tools.log"
+  record "tools" "$rc"
+fi
+
+# ---------------------------------------------------------------- 5. backbones
+t=$(cap "$BACKBONE_TIMEOUT")
+if [ "$t" -gt 30 ]; then
+  say "backbones (timeout ${t}s)"
+  ARGS=(--device "$DEVICE" --out-dir "$OUT" --models posmlp_t posmlp_t_pytorch swin_t
+        --time-budget $(( t - 15 )) --compile-timeout 90)
+  [ "$DRY_RUN" = 1 ] && ARGS+=(--size 96 128 --batch 1 --steps 1 --warmup 1 --no-compile
+                               --dtypes bfloat16 --infer-dtypes bfloat16)
+  timeout --kill-after=10 "$t" "$PYTHON" benchmarks/gpu_backbones.py "${ARGS[@]}" \
+    > "$OUT/backbones.log" 2>&1
+  rc=$?
+  grep -E '^(\||#|complete|INCOMPLETE)' "$OUT/backbones.log" || tail -n 15 "$OUT/backbones.log"
+  record "backbones" "$rc"
+else
+  say "backbones: skipped, ${t}s of the budget left"
+fi
+
+say "done, exit $status; files in $OUT:"
 ls -l "$OUT"
 exit "$status"

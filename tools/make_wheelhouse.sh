@@ -23,7 +23,7 @@ case ${PYTHON:=python3} in */*) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(ba
 OUT=${1:?usage: bash tools/make_wheelhouse.sh DIR}
 MMCV_WHEEL_CACHE=${MMCV_WHEEL_CACHE:-$HOME/.cache/mmdet_posmlp/wheels}
 PACKAGES="mmdet==3.3.0 mmengine==0.10.7 pycocotools shapely addict yapf platformdirs termcolor
-terminaltables setuptools<81 ${EXTRA:-}"
+terminaltables six setuptools<81 ${EXTRA:-}"
 py() { (cd / && "$PYTHON" -c "$@"); }
 
 read -r TORCH PYTAG <<<"$(py 'import sys, torch; print(torch.__version__, f"cp{sys.version_info[0]}{sys.version_info[1]}")')"

@@ -136,7 +136,7 @@ else
   ARCH_TAG=cpu
 fi
 
-mmcv_ok() {
+mmcv_check() {
   py "
 import mmcv, torch
 assert mmcv.__version__ == '$MMCV_VERSION', mmcv.__version__
@@ -155,18 +155,33 @@ if '$WITH_CUDA' == 'cuda' and torch.cuda.is_available():
     ref = roi_align(feats, rois, (3, 3), 1.0, 2, 'avg', True)
     got = roi_align(feats.cuda(), rois.cuda(), (3, 3), 1.0, 2, 'avg', True)
     torch.testing.assert_close(got.cpu(), ref, rtol=1e-5, atol=1e-5)
+    # the focal loss (no CPU kernel in mmcv) against its formula, float64
     logits = torch.randn(64, 5, generator=g)
     labels = torch.randint(0, 6, (64,), generator=g)  # 5: background
-    losses = []
-    for device in ('cpu', 'cuda'):
-        x = logits.to(device).requires_grad_()
-        loss = sigmoid_focal_loss(x, labels.to(device), 2.0, 0.25, None, 'sum')
-        loss.backward()
-        losses.append((loss.detach().cpu(), x.grad.cpu()))
-    torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
+    x = logits.cuda().requires_grad_()
+    loss = sigmoid_focal_loss(x, labels.cuda(), 2.0, 0.25, None, 'sum')
+    loss.backward()
+    x64 = logits.double().requires_grad_()
+    t = torch.nn.functional.one_hot(labels, 6)[:, :5].double()
+    p = x64.sigmoid()
+    ce = torch.nn.functional.binary_cross_entropy_with_logits(x64, t, reduction='none')
+    want = (ce * (1 - (p * t + (1 - p) * (1 - t))) ** 2 * (0.25 * t + 0.75 * (1 - t))).sum()
+    want.backward()
+    torch.testing.assert_close(loss.detach().cpu().double(), want.detach(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(x.grad.cpu().double(), x64.grad, rtol=1e-4, atol=1e-6)
     print('[setup] mmcv CUDA ops (nms, roi_align, sigmoid_focal_loss forward/backward) agree '
           'with the CPU on', torch.cuda.get_device_name(0))
-" 2>/dev/null
+"
+}
+mmcv_ok() { mmcv_check 2>/dev/null; }
+
+# Offline: the wheelhouse's other packages, without their dependencies (mmengine's metadata asks
+# for opencv-python, which a machine with opencv-python-headless has in all but name; the verify
+# step imports everything and names what is still missing). mmcv imports mmengine.
+install_wheelhouse() {
+  pip_install -c "$CONSTRAINTS" --no-deps "mmdet==$MMDET_VERSION" "mmengine==$MMENGINE_VERSION" \
+    $(cd "$WHEELHOUSE" && ls ./*.whl | sed -n 's|^\./\([A-Za-z0-9_.]*\)-.*|\1|p' \
+      | grep -Eixv 'mmcv|mmdet|mmengine|torch|torchvision|triton|nvidia_.*|setuptools|mmdet_posmlp' | sort -u)
 }
 
 # the mmcv wheel of a folder for this Python (and any platform tag: pip checks it)
@@ -235,27 +250,27 @@ else
     wheel=$(wheel_in "$KEYDIR")
   fi
   pip_install -c "$CONSTRAINTS" --force-reinstall --no-deps "$wheel"
-  if [ -z "$WHEELHOUSE" ]; then
+  if [ -n "$WHEELHOUSE" ]; then
+    install_wheelhouse
+  else
     pip_install -c "$CONSTRAINTS" "$wheel"   # its dependencies, torch left alone
   fi
-  mmcv_ok || { echo "[setup] mmcv installed but its compiled ops do not run ($ARCH_TAG; no" \
-    "mmcv._ext, or kernels for another GPU): run the check below to see why" >&2
-    echo "  $PYTHON -c 'from mmcv.ops import nms; import torch; print(nms(torch.rand(3, 4).cuda() * 9, torch.rand(3).cuda(), 0.5))'" >&2
-    false; }
+  if ! mmcv_ok; then
+    echo "[setup] mmcv installed but its compiled ops do not run ($ARCH_TAG): no mmcv._ext," \
+         "kernels for another GPU, or a missing dependency; the check says:" >&2
+    mmcv_check 2>&1 | tail -n 4 >&2
+    false
+  fi
 fi
 
 # ---------------------------------------------------------------- mmdet, mmengine, timm, pycocotools, test tools
 step "mmdet $MMDET_VERSION, mmengine $MMENGINE_VERSION, timm, pycocotools, pytest"
 if ! py "
-import mmdet, mmengine, timm, pycocotools, pytest, matplotlib
+import mmdet, mmengine, timm, pycocotools, pytest, matplotlib, mmdet.models, mmdet.apis
 assert mmdet.__version__ == '$MMDET_VERSION' and mmengine.__version__ == '$MMENGINE_VERSION'
 " 2>/dev/null; then
   if [ -n "$WHEELHOUSE" ]; then
-    # without their dependencies: mmengine's metadata asks for opencv-python, which a machine
-    # with opencv-python-headless has in all but name (the imports below check the rest)
-    pip_install -c "$CONSTRAINTS" --no-deps "mmdet==$MMDET_VERSION" "mmengine==$MMENGINE_VERSION" \
-      $(cd "$WHEELHOUSE" && ls ./*.whl | sed -n 's|^\./\([A-Za-z0-9_.]*\)-.*|\1|p' \
-        | grep -Eixv 'mmcv|mmdet|mmengine|torch|torchvision|triton|nvidia_.*|setuptools|mmdet_posmlp' | sort -u)
+    install_wheelhouse
   else
     pip_install -c "$CONSTRAINTS" "mmdet==$MMDET_VERSION" "mmengine==$MMENGINE_VERSION" \
       "timm>=1.0,<2" "pycocotools>=2.0.7" pytest matplotlib

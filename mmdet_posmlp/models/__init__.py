@@ -8,7 +8,7 @@ Always imported (each registers its classifiers with timm at its bottom):
 Only where mmdet is installed (``mmdet_posmlp.dependencies.MMDET_AVAILABLE``), registered in
 mmdet's MODELS: ``backbones`` (``PosMLP``, ``HireMLP``, ``ViP``, ``S2MLP``, ``CycleMLP``, over
 the one base ``mmdet_backbone.FamilyBackbone``), ``simple_pyramid`` (``SimpleFeaturePyramid``)
-and ``losses`` (``Float32FocalLoss``). Without mmdet, reading one of those names
+``losses`` (``Float32FocalLoss``) and ``roi_extractors`` (``Float32RoIExtractor``). Without mmdet, reading one of those names
 from this module raises an ImportError that says what to install.
 """
 from ..dependencies import MMDET_AVAILABLE, MMDET_NAMES, mmdet_names_getattr
@@ -22,6 +22,7 @@ __all__ = ['PosMLPClassifier', 'PosMLPStage', 'PosMLPBlock', 'PosSGU', 'GQPE', '
 
 if MMDET_AVAILABLE:
     from . import losses  # noqa: F401  (registers Float32FocalLoss in mmdet's MODELS)
+    from . import roi_extractors  # noqa: F401  (registers Float32RoIExtractor)
     from .backbones import CycleMLP, HireMLP, PosMLP, S2MLP, ViP
     from .simple_pyramid import SimpleFeaturePyramid
     __all__ += list(MMDET_NAMES)

@@ -124,8 +124,10 @@ def _torch_gelu_grad_regions(grad_U: torch.Tensor, h: torch.Tensor, starts: Sequ
 # --------------------------------------------------------------------------- Triton path
 
 if triton is not None:
-    _SQRT1_2 = 0.7071067811865476
-    _INV_SQRT_2PI = 0.3989422804014327
+    # globals a kernel reads must be constexpr (compiled Triton refuses others; its interpreter
+    # does not check)
+    _SQRT1_2 = tl.constexpr(0.7071067811865476)
+    _INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
 
     @triton.jit
     def _gelu_f32(x):
@@ -216,19 +218,20 @@ if triton is not None:
 
     @triton.jit
     def _layer_norm_bwd_kernel(gy_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, gx_ptr, gw_ptr, gb_ptr,
-                               M, N, ROWS_PER_PROGRAM, BLOCK_M: tl.constexpr,
+                               M, N, CHUNKS: tl.constexpr, BLOCK_M: tl.constexpr,
                                BLOCK_N: tl.constexpr):
-        """dx per row; dw and db summed over this program's rows into row `pid` of the
-        partial sums (the caller adds the programs' rows)."""
+        """dx per row; dw and db summed over this program's CHUNKS x BLOCK_M rows into row
+        `pid` of the partial sums (the caller adds the programs' rows). The loop's bound is a
+        constant: one compilation whatever M is (triton 3.6's interpreter also takes no
+        runtime bound there)."""
         pid = tl.program_id(0)
         cols = tl.arange(0, BLOCK_N)
         w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
         gw = tl.zeros([BLOCK_N], dtype=tl.float32)
         gb = tl.zeros([BLOCK_N], dtype=tl.float32)
-        first = pid * ROWS_PER_PROGRAM
-        for start in range(first, first + ROWS_PER_PROGRAM, BLOCK_M):
-            rows = start + tl.arange(0, BLOCK_M)
-            rmask = (rows < M) & (rows < first + ROWS_PER_PROGRAM)
+        for chunk in range(CHUNKS):
+            rows = (pid * CHUNKS + chunk) * BLOCK_M + tl.arange(0, BLOCK_M)
+            rmask = rows < M
             mask = rmask[:, None] & (cols[None, :] < N)
             offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -324,6 +327,9 @@ def gelu_grad_regions(grad_U: torch.Tensor, h: torch.Tensor, starts: Sequence[in
 
 # --------------------------------------------------------------------------- LayerNorm
 
+_LN_CHUNKS = 16  # row blocks per program of the backward: its partial sums are M / (16 BLOCK_M)
+
+
 def _ln_blocks(N: int):
     block_n = triton.next_power_of_2(N)
     return max(1, min(16, 4096 // block_n)), block_n
@@ -350,15 +356,13 @@ class _LayerNormInto(torch.autograd.Function):
         x, weight, mean, rstd = ctx.saved_tensors
         M, N = x.shape
         block_m, block_n = _ln_blocks(N)
-        programs = max(1, min(512, triton.cdiv(M, 4 * block_m)))
-        rows = triton.cdiv(triton.cdiv(M, programs), block_m) * block_m
-        programs = triton.cdiv(M, rows)
+        programs = triton.cdiv(M, _LN_CHUNKS * block_m)
         grad_x = torch.empty_like(x)
         partial_w = x.new_empty((programs, N), dtype=torch.float32)
         partial_b = x.new_empty((programs, N), dtype=torch.float32)
         _layer_norm_bwd_kernel[(programs,)](
-            grad_y.contiguous(), x, weight, mean, rstd, grad_x, partial_w, partial_b, M, N, rows,
-            BLOCK_M=block_m, BLOCK_N=block_n)
+            grad_y.contiguous(), x, weight, mean, rstd, grad_x, partial_w, partial_b, M, N,
+            CHUNKS=_LN_CHUNKS, BLOCK_M=block_m, BLOCK_N=block_n)
         grad_w = partial_w.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
         grad_b = partial_b.sum(0).to(weight.dtype) if ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b, None, None

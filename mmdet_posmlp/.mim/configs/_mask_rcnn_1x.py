@@ -4,3 +4,8 @@ _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py', 'mmdet::_base_/datasets/coco_instance.py',
     './_posmlp_det_recipe.py'
 ]
+
+# mmcv 2.1's RoIAlign has no bfloat16 kernel: under --amp with bfloat16 it runs in float32
+# (mmdet_posmlp/models/roi_extractors.py); float16 and float32 are mmdet's own extractor
+model = dict(roi_head=dict(bbox_roi_extractor=dict(type='Float32RoIExtractor'),
+                           mask_roi_extractor=dict(type='Float32RoIExtractor')))
