@@ -113,6 +113,7 @@ fi
 # ---------------------------------------------------------------- mmcv with compiled ops
 # Where mmcv's ops must run: "cpu", or "cuda" when torch is a CUDA build and sees a GPU (or
 # FORCE_CUDA=1), with the architectures to compile for.
+STEP="mmcv: CUDA or CPU ops"
 read -r WITH_CUDA GPU_ARCHS <<<"$(py '
 import os, torch
 visible = torch.cuda.is_available()
@@ -184,6 +185,36 @@ install_wheelhouse() {
       | grep -Eixv 'mmcv|mmdet|mmengine|torch|torchvision|triton|nvidia_.*|setuptools|mmdet_posmlp' | sort -u)
 }
 
+# The CUDA toolkit's root for torch's extension build: nvcc's own (it may be a wrapper script
+# elsewhere). torch's CUDA headers include cuBLAS, cuSPARSE, cuSOLVER and cuRAND headers, which
+# a bare toolkit may lack while torch's pip packages (nvidia/cu*/include, nvidia/*/include) have
+# them: then a folder of links, the toolkit first and those headers beside its own.
+cuda_home() {
+  local root overlay
+  root=$("$1" -dryrun -x cu -c /dev/null -o /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n 1)
+  root=$(cd "${root:-$(dirname "$1")/..}" && pwd -P)
+  if [ -f "$root/include/cublas_v2.h" ] || [ -f "$root/targets/x86_64-linux/include/cublas_v2.h" ]; then
+    echo "$root"
+    return
+  fi
+  overlay="$MMCV_WHEEL_CACHE/cuda_home_$(basename "$root")"
+  rm -rf "$overlay" && mkdir -p "$overlay/include"
+  for entry in "$root"/*; do
+    [ "$(basename "$entry")" = include ] || ln -s "$entry" "$overlay/"
+  done
+  for dir in "$root"/include "$root"/targets/*/include $(py '
+import glob, os, nvidia
+base = list(nvidia.__path__)[0]
+print(" ".join(sorted(glob.glob(os.path.join(base, "*", "include")))))'); do
+    for header in "$dir"/*; do
+      [ -e "$overlay/include/$(basename "$header")" ] || ln -s "$header" "$overlay/include/"
+    done
+  done
+  echo "[setup] the toolkit at $root has no cuBLAS headers: CUDA_HOME is $overlay, its links" \
+       "and the headers of torch's nvidia packages" >&2
+  echo "$overlay"
+}
+
 # the mmcv wheel of a folder for this Python (and any platform tag: pip checks it)
 wheel_in() { ls "$1"/mmcv-"$MMCV_VERSION"-"$PYTAG"-*.whl 2>/dev/null | head -n 1 || true; }
 
@@ -218,13 +249,13 @@ else
       [ "${NVCC_CUDA%%.*}" = "${TORCH_CUDA%%.*}" ] || { echo "[setup] nvcc is CUDA $NVCC_CUDA," \
         "torch was built with CUDA $TORCH_CUDA: use a CUDA ${TORCH_CUDA%%.*}.x toolkit" \
         "(CUDA_HOME=...)" >&2; false; }
-      export CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$NVCC")")} FORCE_CUDA=1
+      export CUDA_HOME=${CUDA_HOME:-$(cuda_home "$NVCC")} FORCE_CUDA=1
+      echo "[setup] CUDA_HOME=$CUDA_HOME"
     fi
     if ! py 'import ninja, wheel' 2>/dev/null; then
       pip_install -c "$CONSTRAINTS" wheel ninja
     fi
-    step "building mmcv $MMCV_VERSION ops against torch $TORCH_FULL ($ARCH_TAG), $MAX_JOBS jobs;" \
-         "~18 min on 2 cores (CPU ops), longer with CUDA kernels"
+    step "building mmcv $MMCV_VERSION ops against torch $TORCH_FULL ($ARCH_TAG), $MAX_JOBS jobs; ~18 min on 2 cores (CPU ops), 34 min with CUDA kernels"
     BUILD=$(mktemp -d)
     if [ -n "$WHEELHOUSE" ]; then  # the source archive from the wheelhouse
       cp "$WHEELHOUSE/mmcv-$MMCV_VERSION.tar.gz" "$BUILD"/ 2>/dev/null || { echo "[setup]" \

@@ -1035,10 +1035,15 @@ register_notrace_module(PosMLPStage)
 
 # Window-derived buffers the reference stored: the model rebuilds them for its own windows.
 DERIVED_BUFFERS = ('rel_indices', 'window_relative_position_index')
-# The classifier and the first conv (the pretrained cfg's 'classifier' and 'first_conv'): timm
-# adapts them after the filter, for another num_classes (dropped) or in_chans (summed or
-# repeated over the input channels), so their shapes are left for it to judge.
-TIMM_ADAPTS = ('head.', 'patch_embed.projs.0.')
+def timm_adapts(key: str, have: torch.Size, want: torch.Size) -> bool:
+    """Whether timm adapts this tensor after the filter: the classifier for another
+    num_classes (it drops it) and the first conv for another in_chans (it sums or repeats the
+    input channels); the pretrained cfg's 'classifier' and 'first_conv'. Any other difference
+    in their shapes is another variant's."""
+    differs = [d for d in range(len(have)) if len(have) != len(want) or have[d] != want[d]]
+    if key.startswith('head.'):
+        return differs == [0]
+    return key == 'patch_embed.projs.0.weight' and differs == [1]
 NOT_RESIZABLE_WHY = (
     "the dense 'sgu' mixer learns one free weight for every (output token, input token) pair "
     'of a window, at absolute positions, whereas GQPE (6 parameters per group, whatever the '
@@ -1099,7 +1104,7 @@ def checkpoint_filter_fn(state_dict: Dict, model: nn.Module) -> Dict[str, torch.
             f'{list(sd)[:5]}; expected e.g. {list(target)[:3]})')
     mismatched, sgu = [], []
     for key in [k for k in sd if k in target and sd[k].shape != target[k].shape
-                and not k.startswith(TIMM_ADAPTS)]:
+                and not timm_adapts(k, sd[k].shape, target[k].shape)]:
         have, want = tuple(sd[key].shape), tuple(target[key].shape)
         resized = resize_window_param(key, sd[key], target[key].shape)
         if resized is not None:
