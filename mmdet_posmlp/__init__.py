@@ -9,18 +9,19 @@ What importing the package does depends on what is installed.
 Always (needs only torch and timm):
 
 - registers the classifiers `posmlp_t/s/b`, `hire_mlp_tiny/small/base/large`, `vip_s7/m7/l7`,
-  `s2mlp_deep/wide` with timm (`timm.create_model(..., features_only=True)`,
+  `s2mlp_deep/wide`, `cycle_mlp_b1` ... `b5` with timm (`timm.create_model(..., features_only=True)`,
   `forward_intermediates`; PosMLP's `model.fuse()`, the deployment step);
 - lets torch's safe (weights_only) unpickler read the checkpoints that mmengine's
   CheckpointHook writes and the reference PosMLP ImageNet checkpoints, by allowlisting exactly
-  the types they hold (one list, engine/safe_load.py; the mmengine types only where mmengine is
+  the types they hold (one list, safe_load.py; the mmengine types only where mmengine is
   installed), so that resuming and testing work under torch >= 2.6 with any tool, mmdet's own
   included.
 
 Where mmdet is installed (`mmdet_posmlp.dependencies.MMDET_AVAILABLE`), in addition:
 
-- registers the backbones `PosMLP`, `HireMLP`, `ViP`, `S2MLP` and the neck
-  `SimpleFeaturePyramid` in mmdet's MODELS;
+- registers the backbones `PosMLP`, `HireMLP`, `ViP`, `S2MLP`, `CycleMLP`, the neck
+  `SimpleFeaturePyramid`, and `Float32FocalLoss` / `Float32RoIExtractor` (mmcv's focal loss and
+  RoIAlign in float32 under bfloat16, which mmcv 2.1 compiles no kernel for) in mmdet's MODELS;
 - registers the hooks the configs and tools use (CrashSafeCheckpointHook, NonFiniteLossHook,
   FuseBackboneHook) in mmdet's HOOKS, and the optimizer wrapper that `--amp` selects on CPUs with native bfloat16
   (BFloat16AutocastOptimWrapper, engine/amp.py) in mmdet's OPTIM_WRAPPERS;
@@ -37,13 +38,13 @@ Where mmdet is installed (`mmdet_posmlp.dependencies.MMDET_AVAILABLE`), in addit
   mmdet_posmlp before (`custom_imports` runs only after the `_base_` files are read).
 
 Without mmdet, only the timm half is loaded (nothing of mmcv, mmdet, mmengine or pycocotools
-is imported), and reading `mmdet_posmlp.PosMLP` (or `HireMLP`, `ViP`, `S2MLP`,
+is imported), and reading `mmdet_posmlp.PosMLP` (or `HireMLP`, `ViP`, `S2MLP`, `CycleMLP`,
 `SimpleFeaturePyramid`, here or in `mmdet_posmlp.models`) raises an ImportError that says
 what to install.
 
 With mmdet, mmcv (>= 2.0.0rc4, < 2.2.0, built with its compiled ops) is needed but not a
-declared dependency of the distribution: pip cannot build it correctly by itself (see README,
-"Installing as a package"); tools/setup_env.sh builds and installs it. Where mmdet is installed
+declared dependency of the distribution: pip cannot build it correctly by itself (see
+docs/usage.md, "Installing as a package"); tools/setup_env.sh builds and installs it. Where mmdet is installed
 and mmcv is not, `import mmdet_posmlp` stops with an ImportError that says how to get it.
 """
 __version__ = '0.1.0'

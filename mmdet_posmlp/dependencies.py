@@ -31,7 +31,7 @@ def check_mmcv() -> None:
             'mmdet_posmlp needs mmcv >= 2.0.0rc4, < 2.2.0 built with its compiled ops for its '
             'MMDetection part (mmdet is installed here), which `pip install` does not install: '
             'run `bash tools/setup_env.sh` in the repository (it builds mmcv 2.1.0 against the '
-            'installed torch), or install an mmcv wheel built for your torch (see README, '
+            'installed torch), or install an mmcv wheel built for your torch (see docs/usage.md, '
             '"Installing as a package"). Without mmdet installed, mmdet_posmlp loads only its '
             'timm classifiers.') from e
 

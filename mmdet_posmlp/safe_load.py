@@ -11,8 +11,8 @@ We keep safe loading on and allow exactly the globals such checkpoints contain (
 a checkpoint with a real training run and asking torch which globals it would refuse, see
 :func:`unsafe_globals_in_checkpoint`), plus the one type of the reference PosMLP ImageNet
 checkpoints (their ``args``, an ``argparse.Namespace``). This is the only allowlist of the
-package: the weight loader (:mod:`mmdet_posmlp.models.weights`) uses
-:func:`mmengine_checkpoint_loading` too. Anything else in a pickle, e.g. an arbitrary class or a
+package: the backbones' Pretrained loading (:mod:`mmdet_posmlp.models.mmdet_backbone`, through
+:func:`load_checkpoint_file`) uses it too. Anything else in a pickle, e.g. an arbitrary class or a
 function call smuggled through ``__reduce__``, is still refused. ``weights_only=False`` is never
 used here.
 """

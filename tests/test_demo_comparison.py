@@ -48,7 +48,7 @@ def test_run_names_round_trip():
     assert comparison.format_lr(1e-3) == '1e-3' and comparison.format_lr(2.5e-3) == '2.5e-3'
     assert comparison.format_lr(3e-4) == '3e-4'
     for run in (Run('posmlp_t', 1e-3, 2), Run('pvt_small', 1e-3, 0, 'warmup50'),
-                Run('resnet50', 2.5e-3, 0, 'sgd'), Run('posmlp_t_shift', 3e-4, 1)):
+                Run('resnet50', 1.25e-3, 0, 'sgd'), Run('posmlp_t_shift', 3e-4, 1)):
         assert comparison.parse_key(run.key) == run, run.key
     assert Run('posmlp_t', 1e-3, 2).key == 'posmlp_t_lr1e-3_seed2'
     assert comparison.parse_key('posmlp_t_seed0') is None  # the first comparison's layout
@@ -69,8 +69,8 @@ def test_parse_runs():
 
 
 def test_train_options():
-    options = Run('resnet50', 2.5e-3, 1, 'sgd').train_options()
-    assert options[:4] == ['optim_wrapper.optimizer.lr=0.0025',
+    options = Run('resnet50', 1.25e-3, 1, 'sgd').train_options()
+    assert options[:4] == ['optim_wrapper.optimizer.lr=0.00125',
                            f'param_scheduler.0.end={comparison.WARMUP_ITERS}',
                            'randomness.seed=1', 'default_hooks.checkpoint.interval=1']
     assert 'optim_wrapper.optimizer.type=SGD' in options
@@ -90,7 +90,7 @@ def test_plan_sweep_then_extend_then_seeds():
     sweep = [Run(n, lr) for n in comparison.MAIN for lr in comparison.SWEEP_LRS]
     assert plan[:len(sweep)] == sweep
     # nothing decided yet: no extension and no seeds; the family and variants follow the sweep
-    assert all(r.seed == 0 and r.lr in comparison.SWEEP_LRS + comparison.FAMILY_LRS + (2.5e-3,)
+    assert all(r.seed == 0 and r.lr in comparison.SWEEP_LRS + comparison.FAMILY_LRS + (1.25e-3,)
                for r in plan)
     assert [r for r in plan if r.name in comparison.OTHERS] == [
         Run(n, lr) for n in comparison.OTHERS for lr in comparison.FAMILY_LRS]
@@ -151,7 +151,7 @@ def test_report(tmp_path):
     _fake_run(root, Run('posmlp_t', hi), 0.40, 0.70, [5.0, 0.4], val=(0.2, 0.5))
     _fake_run(root, Run('posmlp_t', mid, 1), 0.20, 0.50, [5.0, 0.5, 0.5])
     _fake_run(root, Run('resnet50', lo), 0.10, 0.25, [5.0, 0.3, 0.3])
-    _fake_run(root, Run('resnet50', 2.5e-3, 0, 'sgd'), 0.05, 0.15, [5.0, 0.3, 0.3])
+    _fake_run(root, Run('resnet50', 1.25e-3, 0, 'sgd'), 0.05, 0.15, [5.0, 0.3, 0.3])
     _fake_run(root, Run('swin_t', lo), 0.5, 0.5, [1.0, 1.0], test=False)  # still training
     os.makedirs(osp.join(root, 'notes'))  # not a run: ignored
 
@@ -162,7 +162,7 @@ def test_report(tmp_path):
     assert (run['val_bbox_mAP'], run['val_bbox_mAP_50']) == (0.3, 0.6)
     assert set(comparison.finished_runs(root)) == {
         Run('posmlp_t', lo), Run('posmlp_t', mid), Run('posmlp_t', hi), Run('posmlp_t', mid, 1),
-        Run('resnet50', lo), Run('resnet50', 2.5e-3, 0, 'sgd')}
+        Run('resnet50', lo), Run('resnet50', 1.25e-3, 0, 'sgd')}
 
     md = str(tmp_path / 'docs' / 'cmp.md')
     png = str(tmp_path / 'docs' / 'cmp.png')
@@ -179,11 +179,11 @@ def test_report(tmp_path):
     sweep = text.split('## Learning-rate sweep')[1].split('##')[0]
     assert '| PosMLP-T | 0.100 / 0.200 | **0.300 / 0.600** | 0.200 / 0.700 | 3e-4 |' in sweep
     variants = text.split('## Published recipes')[1].split('##')[0]
-    assert '| ResNet-50 | 2.5e-3 | sgd |' in variants and '| 0.050 / 0.150 | not run |' in variants
+    assert '| ResNet-50 | 1.25e-3 | sgd |' in variants and '| 0.050 / 0.150 | not run |' in variants
     every = text.split('## Every run')[1]
     assert '| PosMLP-T | 3e-4 | 1 | 0.250, 0.500 | 0.200 / 0.500 | 2.000 / 1.800 | in one go |' \
         in every
     assert '| PosMLP-T | 3e-4 | 0 | 0.300, 0.600 | 0.300 / 0.600 | 2.000 / 1.800 | stopped and ' \
            'resumed (2 sessions) |' in every
-    assert '| ResNet-50 | 2.5e-3 (sgd) | 0 |' in every
+    assert '| ResNet-50 | 1.25e-3 (sgd) | 0 |' in every
     assert open(png, 'rb').read(8) == b'\x89PNG\r\n\x1a\n' and osp.getsize(png) > 10_000

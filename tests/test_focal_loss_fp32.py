@@ -131,7 +131,7 @@ def test_retinanet_configs_use_it():
                                     'models', 'retinanet_r50_fpn.py')).model.bbox_head.loss_cls
     assert base.type == 'FocalLoss'
     names = retinanet_configs()
-    assert len(names) == 21  # 12 COCO configs (5 families), 9 demos
+    assert len(names) == 22  # 12 COCO configs (5 families), 10 demos
     for name in names:
         loss_cls = Config.fromfile(name).model.bbox_head.loss_cls
         assert loss_cls == dict(base, type='Float32FocalLoss'), name

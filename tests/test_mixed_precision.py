@@ -106,9 +106,10 @@ def test_heavy_arithmetic_runs_in_the_autocast_dtype_and_scores_in_float32(monke
     class Spy(torch.utils._python_dispatch.TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
-            if func in (torch.ops.aten.addmm.default, torch.ops.aten.baddbmm.default,
-                        torch.ops.aten.mm.default, torch.ops.aten.bmm.default):
-                seen['mm'].add((func.__name__, args[1].dtype, args[2].dtype))
+            # any overload (the mixing writes into a buffer: baddbmm.out)
+            if func.overloadpacket in (torch.ops.aten.addmm, torch.ops.aten.baddbmm,
+                                       torch.ops.aten.mm, torch.ops.aten.bmm):
+                seen['mm'].add((func.overloadpacket.__name__, args[1].dtype, args[2].dtype))
             if func is torch.ops.aten._to_copy.default and kwargs.get('dtype') == torch.bfloat16:
                 seen['casts'].append((args[0].data_ptr(), tuple(args[0].shape)))
             return func(*args, **kwargs)
@@ -117,8 +118,8 @@ def test_heavy_arithmetic_runs_in_the_autocast_dtype_and_scores_in_float32(monke
     with torch.autocast('cpu', dtype=torch.bfloat16), Spy():
         model.forward_stages(x)
     # both Linears (addmm) and the mixing (baddbmm) in bfloat16; no other product
-    assert seen['mm'] == {('addmm.default', torch.bfloat16, torch.bfloat16),
-                          ('baddbmm.default', torch.bfloat16, torch.bfloat16)}
+    assert seen['mm'] == {('addmm', torch.bfloat16, torch.bfloat16),
+                          ('baddbmm', torch.bfloat16, torch.bfloat16)}
     # one stacked computation per stage, for all its blocks; matrices and biases in bfloat16
     depths = SMALL['depths']
     assert [(n, dtype) for n, _, dtype, _ in seen['stacked']] == [(d, torch.bfloat16)

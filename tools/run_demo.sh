@@ -2,7 +2,7 @@
 # The main job on day one, without COCO: set up, generate a small synthetic COCO-format data set,
 # train a PosMLP-T detector from scratch, test it, and draw what it found.
 #
-#   bash tools/run_demo.sh              # RetinaNet-PosMLP-T (training time: README, the demo)
+#   bash tools/run_demo.sh              # RetinaNet-PosMLP-T (training time: docs/demo.md)
 #   bash tools/run_demo.sh mask_rcnn    # Mask R-CNN-PosMLP-T: boxes and instance masks
 #   bash tools/run_demo.sh all          # both, one after the other
 #   bash tools/run_demo.sh configs/demo/retinanet_hire_mlp_tiny_demo.py   # any demo config

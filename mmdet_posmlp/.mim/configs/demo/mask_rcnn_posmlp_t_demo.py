@@ -1,6 +1,6 @@
 # Mask R-CNN + PosMLP-T on the synthetic shapes demo set (tools/make_demo_data.py): boxes and
 # instance masks on data a new user has on day one, trained from scratch on a 2-core CPU in
-# 25 minutes (measured on a shared machine; see README). Only what differs from
+# 25 minutes (measured on a shared machine; see docs/demo.md). Only what differs from
 # ../mask_rcnn_posmlp_t_1x.py is set here.
 #
 #   python tools/make_demo_data.py

@@ -1,6 +1,6 @@
 # RetinaNet + PosMLP-T on the synthetic shapes demo set (tools/make_demo_data.py): the whole
 # detection loop on data a new user has on day one, trained from scratch on a 2-core CPU
-# (training time measured: README, the demo). Only what differs from ../retinanet_posmlp_t_1x.py
+# (training time measured: docs/demo.md). Only what differs from ../retinanet_posmlp_t_1x.py
 # and the shared demo settings is set here.
 #
 #   python tools/make_demo_data.py
