@@ -75,7 +75,8 @@ def test_gate_steps_match_pytorch_and_float64(channels, starts, Tp, dtype):
     want[:, :T] = M_tok * _gelu64(h64[channels:, :T])
     _close(y, want, dtype, 'gate_out')
     # backward: grad of h_v and G; then grad of h_u from the mixing's input gradient
-    grad_y = torch.randn(channels, Tp, generator=g).to(DEVICE, dtype)
+    # transposed, as it arrives from the output Linear
+    grad_y = torch.randn(Tp, channels, generator=g).to(DEVICE, dtype).t()
     grad_h = torch.full_like(h, float('nan'))
     G = K.gate_grad_v(grad_y, M, h, starts, starts_t, grad_h)
     gy = grad_y.double()[:, :T]
@@ -214,9 +215,10 @@ for dtype in ('bf16', 'fp16', 'fp32'):
         consts = dict(REGIONS=regions, BLOCK_C=K._BLOCK_C, BLOCK_T=K._BLOCK_T)
         for fn, ptrs in ((K._gelu_regions_kernel, ('h_ptr', 'u_ptr')),
                          (K._gate_out_kernel, ('m_ptr', 'h_ptr', 'y_ptr')),
-                         (K._gate_grad_v_kernel, ('gy_ptr', 'm_ptr', 'h_ptr', 'gh_ptr', 'g_ptr')),
+                         (K._gate_grad_v_kernel, ('gy_ptr', 'gy_stride_c', 'gy_stride_t',
+                                                  'm_ptr', 'h_ptr', 'gh_ptr', 'g_ptr')),
                          (K._gelu_grad_regions_kernel, ('gu_ptr', 'h_ptr', 'gh_ptr'))):
-            sig = dict({name: p for name in ptrs}, **tile)
+            sig = dict({name: 'i32' if 'stride' in name else p for name in ptrs}, **tile)
             triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts),
                            target=GPUTarget('cuda', arch, 32))
             done += 1

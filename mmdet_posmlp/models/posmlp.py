@@ -812,6 +812,45 @@ def stage_windows(batch: int, height: int, width: int, window: int, shift: int,
     return _build_stage_windows(batch, height, width, window, shift, device)
 
 
+# Deployment on the CPU: a fused stage runs each block over chunks of whole windows whose hidden
+# activations take about this many bytes, so that a chunk's passes (norm, expansion, GELU,
+# mixing, gate, output, residual) read what the previous one wrote from the cache instead of
+# memory. Windows mix only among themselves, so the chunks give the whole map's result.
+CPU_CHUNK_BYTES = 8 << 20
+
+
+def _chunks_pay(x: torch.Tensor) -> bool:
+    """Chunks for fused inference on the CPU, in eager mode (the tracers and compilers see the
+    whole-map form, one node per operation)."""
+    return (x.device.type == 'cpu' and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling())
+
+
+@functools.lru_cache(maxsize=256)
+def _chunk_plan(starts: Tuple[int, ...], window_tokens: Tuple[int, ...],
+                rows: int) -> Tuple[Tuple[int, int, int], ...]:
+    """(first row, end row, region) of chunks of at most `rows` rows (at least one window) that
+    cut each region only between windows."""
+    plan = []
+    for region, ((start, end), n) in enumerate(zip(_regions(starts), window_tokens)):
+        step = max(n, rows // n * n)
+        plan += [(a, min(end, a + step), region) for a in range(start, end, step)]
+    return tuple(plan)
+
+
+def _blockwise_in_chunks(block: 'PosMLPBlock', tokens: torch.Tensor, layout: WindowLayout,
+                         mixing: Sequence[torch.Tensor]) -> torch.Tensor:
+    """block(tokens, layout, mixing), inference only, chunk by chunk (CPU_CHUNK_BYTES), each
+    chunk a one-region layout of its own, written back into `tokens`."""
+    rows = CPU_CHUNK_BYTES // (block.hidden * tokens.element_size())
+    plan = _chunk_plan(layout.starts, tuple(len(i.tokens) for i in layout.indices), rows)
+    for start, end, region in plan:
+        part = WindowLayout((layout.regions[region],), (0, end - start), end - start, None, None,
+                            None, (layout.indices[region],), None, None)
+        tokens[start:end] = block(tokens[start:end], part, mixing[2 * region:2 * region + 2])
+    return tokens
+
+
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype the GEMMs of a block run in: autocast's where it is on, else x's."""
     if _has_autocast(x.device) and torch.is_autocast_enabled(x.device.type):
@@ -872,6 +911,8 @@ class PosMLPStage(nn.Module):
             args = (tokens, windows.grids[grid], mixing[grid][i // num_grids])
             if self.with_cp and torch.is_grad_enabled():
                 tokens = cp.checkpoint(block, *args, use_reentrant=False)
+            elif self.fixed_mixing is not None and _chunks_pay(x):
+                tokens = _blockwise_in_chunks(block, *args)
             else:
                 tokens = block(*args)
         return from_windows(tokens, windows.grids[(len(self.encoder) - 1) % num_grids], H, W)

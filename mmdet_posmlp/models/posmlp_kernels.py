@@ -77,8 +77,19 @@ def _region_blocks(buffer: torch.Tensor, channels: int, starts: Sequence[int]):
     return [buffer[channels * s:channels * e].view(channels, e - s) for s, e in _regions(starts)]
 
 
-def _gelu_grad(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return torch.ops.aten.gelu_backward(grad, x)
+def _eager() -> bool:
+    """Writes into strided views of a buffer (out=) save a copy each; the tracers and compilers
+    take whole tensors instead (dynamo refuses a non-contiguous out=, the jit tracer drops
+    writes into views)."""
+    return not (torch.compiler.is_compiling() or torch.jit.is_tracing())
+
+
+def _gelu_grad_into(grad: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> None:
+    """out = GELU'(x) * grad, for `out` a strided view of the gradient buffer."""
+    if _eager():
+        torch.ops.aten.gelu_backward.grad_input(grad, x, grad_input=out)
+    else:
+        out.copy_(torch.ops.aten.gelu_backward(grad, x))
 
 
 def _torch_gelu_regions(h: torch.Tensor, starts: Sequence[int]) -> torch.Tensor:
@@ -93,6 +104,12 @@ def _torch_gelu_regions(h: torch.Tensor, starts: Sequence[int]) -> torch.Tensor:
 
 def _torch_gate_out(M: torch.Tensor, h: torch.Tensor, starts: Sequence[int]) -> torch.Tensor:
     C = h.shape[0] // 2
+    if _eager():
+        y = h.new_empty(C, h.shape[1])
+        for (s, e), block in zip(_regions(starts), _region_blocks(M, C, starts)):
+            torch.mul(block, F.gelu(h[C:, s:e]), out=y[:, s:e])
+        y[:, starts[-1]:].zero_()
+        return y
     parts = [block * F.gelu(h[C:, s:e])
              for (s, e), block in zip(_regions(starts), _region_blocks(M, C, starts))]
     if h.shape[1] > starts[-1]:
@@ -108,7 +125,7 @@ def _torch_gate_grad_v(grad_y: torch.Tensor, M: torch.Tensor, h: torch.Tensor,
                             _region_blocks(G, C, starts)):
         h_v, gy = h[C:, s:e], grad_y[:, s:e]
         torch.mul(gy, F.gelu(h_v), out=g)
-        grad_h[C:, s:e] = _gelu_grad(gy * m, h_v)
+        _gelu_grad_into(gy * m, h_v, grad_h[C:, s:e])
     grad_h[C:, starts[-1]:].zero_()
     return G
 
@@ -117,7 +134,7 @@ def _torch_gelu_grad_regions(grad_U: torch.Tensor, h: torch.Tensor, starts: Sequ
                              grad_h: torch.Tensor) -> None:
     C = h.shape[0] // 2
     for (s, e), g in zip(_regions(starts), _region_blocks(grad_U, C, starts)):
-        grad_h[:C, s:e] = _gelu_grad(g, h[:C, s:e])
+        _gelu_grad_into(g, h[:C, s:e], grad_h[:C, s:e])
     grad_h[:C, starts[-1]:].zero_()
 
 
@@ -175,11 +192,15 @@ if triton is not None:
         tl.store(y_ptr + c * Tp + t, y.to(y_ptr.dtype.element_ty), mask=(c < C) & (t < Tp))
 
     @triton.jit
-    def _gate_grad_v_kernel(gy_ptr, m_ptr, h_ptr, gh_ptr, g_ptr, starts_ptr, C, T, Tp,
-                            REGIONS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+    def _gate_grad_v_kernel(gy_ptr, gy_stride_c, gy_stride_t, m_ptr, h_ptr, gh_ptr, g_ptr,
+                            starts_ptr, C, T, Tp, REGIONS: tl.constexpr, BLOCK_C: tl.constexpr,
+                            BLOCK_T: tl.constexpr):
+        """grad_y by its strides: it arrives transposed, the gradient of the output Linear's
+        (T, C') input."""
         c, t, rm = _tile(starts_ptr, C, T, REGIONS, BLOCK_C, BLOCK_T)
         real = (c < C) & (t < T)
-        gy = tl.load(gy_ptr + c * Tp + t, mask=real, other=0.0).to(tl.float32)
+        gy = tl.load(gy_ptr + c * gy_stride_c + t * gy_stride_t, mask=real,
+                     other=0.0).to(tl.float32)
         m = tl.load(m_ptr + rm, mask=real, other=0.0).to(tl.float32)
         v = tl.load(h_ptr + (C + c) * Tp + t, mask=real, other=0.0).to(tl.float32)
         tl.store(g_ptr + rm, (gy * _gelu_f32(v)).to(g_ptr.dtype.element_ty), mask=real)
@@ -278,8 +299,8 @@ def _triton_gate_out(M, h, starts, starts_t):
 def _triton_gate_grad_v(grad_y, M, h, starts, starts_t, grad_h):
     C, Tp = h.shape[0] // 2, h.shape[1]
     G = h.new_empty(C * starts[-1])
-    _launch_tiles(_gate_grad_v_kernel, C, Tp, grad_y.contiguous(), M, h, grad_h, G,
-                  starts=starts_t, T=starts[-1])
+    _launch_tiles(_gate_grad_v_kernel, C, Tp, grad_y, grad_y.stride(0), grad_y.stride(1), M, h,
+                  grad_h, G, starts=starts_t, T=starts[-1])
     return G
 
 
