@@ -47,7 +47,8 @@ def _relative_offsets(window: int) -> torch.Tensor:
 
 def reference_checkpoint(classifier: torch.nn.Module) -> dict:
     """A checkpoint laid out as the reference implementation's training script writes it."""
-    from mmdet_posmlp.models.posmlp import GQPE, LRPE, region_index
+    from mmdet_posmlp.models.posmlp import GQPE, LRPE
+    from mmdet_posmlp.models.windows import region_index
     sd = dict(classifier.state_dict())
     for name, m in classifier.named_modules():
         if isinstance(m, GQPE):  # the reference stored these derived buffers
@@ -63,6 +64,16 @@ def reference_checkpoint(classifier: torch.nn.Module) -> dict:
         'optimizer': {'state': {}, 'param_groups': [{'lr': 1e-6, 'params': [0, 1]}]},
         'args': argparse.Namespace(model='Create_PosMLP', drop=0.02333, drop_path=0.1, lr=0.002),
     }
+
+
+def mixer_matrices(mixer: torch.nn.Module, index=None) -> torch.Tensor:
+    """A token mixer's (groups, n, n) matrices: of a full window, or of the windows of a region
+    (a RegionIndex), as a stage computes them (``stacked_matrices`` of one mixer)."""
+    from mmdet_posmlp.models.windows import region_index
+    if index is None:
+        w = mixer.window
+        index = region_index(w, w, w, 0, 0, mixer.token_proj_n_bias.device)
+    return type(mixer).stacked_matrices([mixer], [index])[0][0]
 
 
 @pytest.fixture(scope='session')

@@ -78,9 +78,9 @@ def test_backbone_features_equal_classifier_stage_features():
     torch.manual_seed(0)
     clf = randomize_(PosMLPClassifier(SMALL)).eval()
     bb = PosMLP(SMALL, out_norm=False).eval()
-    missing = bb.load_state_dict(clf.state_dict(), strict=False)
+    missing = bb.model.load_state_dict(clf.state_dict(), strict=False)
     assert missing.missing_keys == [] and set(missing.unexpected_keys) == {
-        'model.norm.weight', 'model.norm.bias', 'model.head.weight', 'model.head.bias'}
+        'norm.weight', 'norm.bias', 'head.weight', 'head.bias'}
     x = torch.randn(1, 3, 80, 72)
     with torch.no_grad():
         for a, b in zip(bb(x), clf.forward_stages(x)):

@@ -1,12 +1,15 @@
 """The benchmarks' machinery (benchmarks/harness.py, benchmark_backbones.py,
 benchmark_detectors.py): memory accounting, interleaved worker sessions, the measured steps
 and the reports. Timings themselves are never asserted."""
+from unittest import mock
+
 import pytest
 import torch
 
 from benchmarks import benchmark_backbones as backbones
 from benchmarks import benchmark_detectors as detectors
 from benchmarks import harness
+from mmdet_posmlp.models import posmlp
 
 
 def test_peak_tensor_bytes_sees_a_step_allocations():
@@ -75,9 +78,15 @@ def test_fused_backbone_counts_the_same_flops_and_gives_the_same_features():
         for a, b in zip(plain(x), fused(x)):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     flops = [harness.count_flops(lambda m=m: m(x)) for m in (plain, fused)]
+    with mock.patch.object(posmlp, '_chunks_pay', lambda x: False):  # the whole-map form
+        whole = harness.count_flops(lambda: fused(x))
     # the same products: the mixing matrices that the fused model keeps take none to compute
     # (GQPE's scores and softmax are element-wise), and the folded BatchNorms were none either
-    assert flops[0] == flops[1] > 0
+    assert flops[0] == whole > 0
+    # on the CPU the fused stages run their blocks chunk by chunk, which leaves out the zero
+    # rows that round a stage's token matrix up to 8 (at most 7 rows a stage, here with
+    # stage maps of 24 x 40 down to 3 x 5 tokens)
+    assert 0.9 * whole < flops[1] < whole
     assert all(stage.fixed_mixing for stage in fused.model.levels)  # kept, for this size
 
 

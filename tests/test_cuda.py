@@ -23,7 +23,7 @@ import copy
 import pytest
 import torch
 
-from conftest import randomize_
+from conftest import mixer_matrices, randomize_
 from mmdet_posmlp.models.posmlp import GQPE, PosMLPClassifier
 from test_mixed_precision import BOUND, autocast_errors, spread_gaussians_
 
@@ -138,16 +138,16 @@ def test_cuda_gqpe_matrices_exact_under_tf32():
     model = spread_gaussians_(PosMLPClassifier('tiny', num_classes=0))
     cpu64 = copy.deepcopy(model.levels[2].encoder[0].gate_unit.pos).double()
     assert isinstance(cpu64, GQPE)
-    ref = cpu64.matrices()
+    ref = mixer_matrices(cpu64)
     assert ref.dtype == torch.float64
     saved = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = True
     try:
         gqpe = model.cuda().levels[2].encoder[0].gate_unit.pos
         with torch.no_grad():
-            P = gqpe.matrices()
+            P = mixer_matrices(gqpe)
             with torch.autocast('cuda', dtype=torch.bfloat16):
-                P_autocast = gqpe.matrices()
+                P_autocast = mixer_matrices(gqpe)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
     assert P.shape == ref.shape

@@ -142,11 +142,11 @@ def test_gated_token_mix_handle_counts_the_batched_product_per_region():
     multiply-adds per region, as its baddbmm's shapes give; the token matrix's rows beyond the
     regions' tokens (if the layout rounds it up) are not mixed, and not counted."""
     from mmengine.analysis import FlopAnalyzer
-    from mmdet_posmlp.models.posmlp import (PosSGU, stacked_mixing, to_windows, window_layout,
-                                            window_regions)
+    from mmdet_posmlp.models.posmlp import PosSGU, stacked_mixing
+    from mmdet_posmlp.models.windows import to_windows, window_layout, window_regions
     assert [(r.win_cols, r.rows, r.cols) for r in window_regions(1, 4, 9, 4)] == [(2, 4, 4),
                                                                                  (1, 4, 1)]
-    layout = window_layout(1, 4, 9, 4)
+    layout = window_layout(1, 4, 9, 4, 0, torch.device('cpu'))
     h = to_windows(torch.randn(1, 16, 4, 9), layout).t().contiguous()  # (2C', rows), as the block
 
     class Mix(nn.Module):

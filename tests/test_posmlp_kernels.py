@@ -11,7 +11,8 @@ import torch
 pytest.importorskip('triton')
 
 from mmdet_posmlp.models import posmlp_kernels as K  # noqa: E402
-from mmdet_posmlp.models.posmlp import PosMLPClassifier, window_layout  # noqa: E402
+from mmdet_posmlp.models.posmlp import PosMLPClassifier  # noqa: E402
+from mmdet_posmlp.models.windows import window_layout  # noqa: E402
 from conftest import randomize_  # noqa: E402
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -193,7 +194,7 @@ def test_model_with_kernels_matches_without(shift, autocast_dtype):
 
 
 def test_layout_carries_its_starts_for_the_kernels():
-    layout = window_layout(2, 19, 11, 4, 2)
+    layout = window_layout(2, 19, 11, 4, 2, torch.device('cpu'))
     assert layout.starts_tensor.dtype == torch.int32
     assert layout.starts_tensor.tolist() == list(layout.starts)
 

@@ -7,11 +7,14 @@ import torch
 import torch.nn as nn
 
 from mmdet_posmlp.models import posmlp
-from mmdet_posmlp.models.posmlp import (GQPE, LRPE, DenseTokenMixer, PosMLPClassifier, PosMLPStage,
-                                        from_windows, region_index, to_windows, window_layout,
-                                        window_regions, window_tokens)
+from mmdet_posmlp.models.posmlp import (GQPE, LRPE, DenseTokenMixer, PosMLPClassifier,
+                                        PosMLPStage)
+from mmdet_posmlp.models.windows import (from_windows, region_index, to_windows, window_layout,
+                                         window_regions, window_tokens)
 from benchmarks.reference_math import reference_stages, reference_weights
-from conftest import randomize_
+from conftest import mixer_matrices, randomize_
+
+CPU = torch.device('cpu')
 
 
 def _gqpe_by_formula(centers, spreads, window):
@@ -40,7 +43,7 @@ def test_gqpe_matrix_matches_formula(window, groups):
     with torch.no_grad():  # away from the identity init, so the shape of A matters
         m.attention_centers.normal_(0, 1.5)
         m.attention_spreads.normal_(0, 0.7)
-    P = m.matrices()
+    P = mixer_matrices(m)
     expected = _gqpe_by_formula(m.attention_centers.detach(), m.attention_spreads.detach(), window)
     torch.testing.assert_close(P, expected, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(P.sum(-1), torch.ones(groups, window ** 2, dtype=torch.float64))
@@ -56,16 +59,16 @@ def test_clipped_window_matrices():
     tokens = index.tokens
     assert tokens.tolist() == [0, 1, 4, 5, 8, 9] == window_tokens(4, 3, 2).tolist()
     m = GQPE(4, 2).double()
-    P = m.matrices(index)
+    P = mixer_matrices(m, index)
     assert P.shape == (2, 6, 6)
     torch.testing.assert_close(P.sum(-1), torch.ones(2, 6, dtype=torch.float64))
-    full = m.matrices()[:, tokens][:, :, tokens]
+    full = mixer_matrices(m)[:, tokens][:, :, tokens]
     torch.testing.assert_close(P, full / full.sum(-1, keepdim=True))
     for mixer in (LRPE(4, 2), DenseTokenMixer(4, 2)):
         with torch.no_grad():
             for prm in mixer.parameters():
                 prm.normal_()
-        assert torch.equal(mixer.matrices(index), mixer.matrices()[:, tokens][:, :, tokens])
+        assert torch.equal(mixer_matrices(mixer, index), mixer_matrices(mixer)[:, tokens][:, :, tokens])
 
 
 def test_lrpe_indexes_the_table_as_specified():
@@ -74,7 +77,7 @@ def test_lrpe_indexes_the_table_as_specified():
     with torch.no_grad():
         m.window_relative_position_bias_table.copy_(torch.randn((2 * w - 1) ** 2, G))
     table = m.window_relative_position_bias_table
-    P = m.matrices()
+    P = mixer_matrices(m)
     for mi, ni in itertools.product(range(w * w), repeat=2):
         (rm, cm), (rn, cn) = divmod(mi, w), divmod(ni, w)
         idx = (rm - rn + w - 1) * (2 * w - 1) + (cm - cn + w - 1)
@@ -95,8 +98,9 @@ def test_channel_groups_are_interleaved():
             sgu.pos.token_proj_n_weight[g] = torch.roll(torch.eye(N), g + 1, dims=0)
     u = torch.randn(C, N)  # one window, channel-major
     order = block._gate_order  # grouped layout used inside blocks
-    mixing = (sgu.pos.matrices(), sgu.pos.token_proj_n_bias.view(-1))
-    mixed = posmlp.token_mix(u[order].contiguous(), (0, N), mixing)
+    P, bias = mixer_matrices(sgu.pos), sgu.pos.token_proj_n_bias.view(1, 1, N)
+    # the stage's product: group g's rows as (channels x windows, tokens), times P_g transposed
+    mixed = torch.baddbmm(bias, u[order].reshape(G, -1, N), P.transpose(1, 2)).reshape(C, N)
     back = torch.empty_like(mixed)
     back[order] = mixed
     for c in range(C):
@@ -106,7 +110,7 @@ def test_channel_groups_are_interleaved():
 
 def test_window_order_roundtrip_and_layout():
     x = torch.randn(2, 5, 9, 11, requires_grad=True)
-    layout = window_layout(2, 9, 11, 4)
+    layout = window_layout(2, 9, 11, 4, 0, CPU)
     # whole windows first, then the clipped ones: right edge, bottom edge, corner
     assert [(r.win_rows, r.win_cols, r.rows, r.cols) for r in layout.regions] == [
         (2, 2, 4, 4), (2, 1, 4, 3), (1, 2, 1, 4), (1, 1, 1, 3)]
@@ -127,13 +131,13 @@ def test_window_order_roundtrip_and_layout():
     g = torch.randn_like(x)
     from_windows(to_windows(x, layout) * 2, layout, 9, 11).backward(g)
     assert torch.equal(x.grad, 2 * g)
-    assert window_layout(2, 9, 11, 4) is layout  # index tensors built once per size
+    assert window_layout(2, 9, 11, 4, 0, CPU) is layout  # index tensors built once per size
 
 
 @pytest.mark.parametrize('height,width', [(9, 8), (8, 9), (3, 3), (8, 8)])
 def test_window_order_roundtrip_with_one_or_two_edges(height, width):
     x = torch.randn(1, 3, height, width)
-    layout = window_layout(1, height, width, 4)
+    layout = window_layout(1, height, width, 4, 0, CPU)
     assert list(layout.regions) == window_regions(1, height, width, 4)  # as documented there
     assert torch.equal(from_windows(to_windows(x, layout), layout, height, width), x)
     assert layout.starts[-1] == height * width
@@ -297,7 +301,7 @@ def test_gqpe_softmax_gradients_and_no_subnormals():
     wide = GQPE(14, 4)
     with torch.no_grad():
         wide.attention_spreads.mul_(3.0)
-    P = wide.matrices()
+    P = mixer_matrices(wide)
     P.backward(torch.randn_like(P) * 1e-12)
     tiny = torch.finfo(torch.float32).tiny
     for t in (P, wide.attention_spreads.grad, wide.attention_centers.grad):
@@ -351,7 +355,7 @@ def test_shifted_grid_regions_and_roundtrip():
     """A grid moved by 2 on a 4-token window over a 9 x 11 map: bands of 2, 4, 3 rows and 2,
     4, 4, 1 columns; the leading bands hold the last 2 rows / columns of a window."""
     x = torch.randn(2, 3, 9, 11)
-    layout = window_layout(2, 9, 11, 4, shift=2)
+    layout = window_layout(2, 9, 11, 4, 2, CPU)
     assert [(r.top, r.left, r.win_rows, r.win_cols, r.rows, r.cols, r.row0, r.col0)
             for r in layout.regions] == [
         (0, 0, 1, 1, 2, 2, 2, 2), (0, 2, 1, 2, 2, 4, 2, 0), (0, 10, 1, 1, 2, 1, 2, 0),
@@ -362,7 +366,7 @@ def test_shifted_grid_regions_and_roundtrip():
     assert torch.equal(from_windows(to_windows(x, layout), layout, 9, 11), x)
     for h, w in [(1, 1), (2, 3), (5, 2), (8, 8)]:  # maps smaller than a window or the shift
         y = torch.randn(1, 2, h, w)
-        lay = window_layout(1, h, w, 4, shift=2)
+        lay = window_layout(1, h, w, 4, 2, CPU)
         assert torch.equal(from_windows(to_windows(y, lay), lay, h, w), y)
     assert window_tokens(4, 2, 3, row0=2, col0=1).tolist() == [9, 10, 11, 13, 14, 15]
     assert region_index(4, 2, 3, 2, 1, torch.device('cpu')).tokens.tolist() == [9, 10, 11, 13, 14, 15]
@@ -429,8 +433,8 @@ def test_stochastic_depth_drops_whole_images(shift):
         block.register_forward_pre_hook(lambda m, args: block_inputs.append(args[0].detach()))
     with torch.no_grad():
         out = stage(x)
-    outputs = block_inputs[1:] + [to_windows(out, window_layout(32, 20, 20, 14, 7 if shift else 0))]
-    layouts = [window_layout(32, 20, 20, 14, s) for s in ((0, 7) if shift else (0,))]
+    outputs = block_inputs[1:] + [to_windows(out, window_layout(32, 20, 20, 14, 7 if shift else 0, CPU))]
+    layouts = [window_layout(32, 20, 20, 14, s, CPU) for s in ((0, 7) if shift else (0,))]
     dropped = []
     for i, (before, after) in enumerate(zip(block_inputs, outputs)):
         if shift and i == 0:  # the next block's input is on the other grid: compare on grid 0

@@ -143,7 +143,7 @@ def test_features_only_equals_the_mmdet_backbone(tiny):
     after the last index are pruned, the norm and head are gone, the names are kept."""
     weights = tiny.state_dict()
     backbone = PosMLP('tiny', out_indices=(0, 1, 2, 3), out_norm=False).eval()
-    result = backbone.load_state_dict(weights, strict=False)
+    result = backbone.model.load_state_dict(weights, strict=False)
     assert not result.missing_keys
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
@@ -170,7 +170,7 @@ def test_features_only_equals_the_mmdet_backbone(tiny):
 def test_forward_intermediates(tiny):
     weights = tiny.state_dict()
     backbone = PosMLP('tiny', out_indices=(0, 1, 2, 3), out_norm=False).eval()
-    backbone.load_state_dict(weights, strict=False)
+    backbone.model.load_state_dict(weights, strict=False)
     x = torch.randn(2, 3, 70, 45)
     with torch.no_grad():
         ref = backbone(x)

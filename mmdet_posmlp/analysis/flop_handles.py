@@ -34,7 +34,7 @@ from mmengine.analysis.complexity_analysis import (_DEFAULT_SUPPORTED_ACT_OPS,
 from mmengine.analysis.jit_handles import get_shape
 from mmengine.logging import print_log
 
-from ..models import posmlp
+from ..models import posmlp, windows
 
 __all__ = ['register_flop_handles', 'POSMLP_FLOP_HANDLES', 'POSMLP_ACTIVATION_HANDLES']
 
@@ -43,12 +43,13 @@ def _shape(value) -> List[int]:
     return list(get_shape(value) or [])
 
 
-def _python_op(cls_name: str, count: Callable[[List[Any], List[Any]], int]):
-    """A handle for ``prim::PythonOp.<cls_name>`` that counts only our own Function."""
+def _python_op(function: type, count: Callable[[List[Any], List[Any]], int]):
+    """A handle for ``prim::PythonOp.<function's name>`` that counts only our own Function."""
+    cls_name = function.__name__
 
     def handle(inputs: List[Any], outputs: List[Any]) -> int:
         fn = getattr(outputs[0].node().pyobj(), '__self__', None)
-        if fn is not getattr(posmlp, cls_name):
+        if fn is not function:
             print_log(f'Unsupported operator prim::PythonOp.{cls_name} ({fn!r}, not '
                       'mmdet_posmlp\'s) encountered: not counted', 'current', 30)
             return 0
@@ -84,15 +85,15 @@ def _output_size(inputs: List[Any], outputs: List[Any]) -> int:
 
 
 POSMLP_FLOP_HANDLES: Dict[str, Callable] = {
-    'prim::PythonOp._GeluGatedTokenMix': _python_op('_GeluGatedTokenMix', _gated_token_mix_flops),
-    'prim::PythonOp._QuadraticSoftmax': _python_op('_QuadraticSoftmax', _no_flops),
-    'prim::PythonOp._GatherRows': _python_op('_GatherRows', _no_flops),
+    'prim::PythonOp._GeluGatedTokenMix': _python_op(posmlp._GeluGatedTokenMix, _gated_token_mix_flops),
+    'prim::PythonOp._QuadraticSoftmax': _python_op(posmlp._QuadraticSoftmax, _no_flops),
+    'prim::PythonOp._GatherRows': _python_op(windows._GatherRows, _no_flops),
 }
 
 # mmengine counts the outputs of convolutions and matrix products as activations
 POSMLP_ACTIVATION_HANDLES: Dict[str, Callable] = {
     **POSMLP_FLOP_HANDLES,
-    'prim::PythonOp._GeluGatedTokenMix': _python_op('_GeluGatedTokenMix', _output_size),
+    'prim::PythonOp._GeluGatedTokenMix': _python_op(posmlp._GeluGatedTokenMix, _output_size),
 }
 
 

@@ -15,7 +15,8 @@ from ..dependencies import MMDET_AVAILABLE, MMDET_NAMES, mmdet_names_getattr
 from . import cycle_mlp, hire_mlp, s2mlp, vip  # noqa: F401  (register cycle_mlp_*, hire_mlp_*, ...)
 # importing .posmlp registers posmlp_t / _s / _b with timm
 from .posmlp import (ARCH_SETTINGS, GQPE, LRPE, MIXERS, DenseTokenMixer, PosMLPBlock,
-                     PosMLPClassifier, PosMLPStage, PosSGU, resolve_arch, window_layout)
+                     PosMLPClassifier, PosMLPStage, PosSGU, resolve_arch)
+from .windows import window_layout
 
 __all__ = ['PosMLPClassifier', 'PosMLPStage', 'PosMLPBlock', 'PosSGU', 'GQPE', 'LRPE',
            'DenseTokenMixer', 'ARCH_SETTINGS', 'MIXERS', 'resolve_arch', 'window_layout']

@@ -20,10 +20,9 @@ from .cycle_mlp import CycleMLPClassifier
 from .cycle_mlp import checkpoint_filter_fn as cycle_mlp_checkpoint_filter
 from .hire_mlp import ARCH_SETTINGS as HIRE_MLP_SETTINGS
 from .hire_mlp import HireMLPClassifier
-from .common import per_stage
 from .hire_mlp import checkpoint_filter_fn as hire_mlp_checkpoint_filter
 from .mmdet_backbone import FamilyBackbone
-from .posmlp import LN_EPS, PosMLPClassifier, resolve_arch
+from .posmlp import LN_EPS, PosMLPClassifier
 from .posmlp import checkpoint_filter_fn as posmlp_checkpoint_filter
 from .s2mlp import ARCH_SETTINGS as S2MLP_SETTINGS
 from .s2mlp import S2MLPClassifier
@@ -241,15 +240,12 @@ class PosMLP(FamilyBackbone):
                  shift: bool = False,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None):
-        setting = resolve_arch(arch)
-        for key, value in (('windows', windows), ('groups', groups)):
-            if value is not None:
-                setting[key] = per_stage(value, len(setting['depths']), key, 'PosMLP')
-        super().__init__(setting, in_channels, out_indices, out_norm, frozen_stages, norm_eval,
+        overrides = {k: v for k, v in (('windows', windows), ('groups', groups)) if v is not None}
+        super().__init__(arch, in_channels, out_indices, out_norm, frozen_stages, norm_eval,
                          with_cp, pretrained, init_cfg, mixer=mixer, drop_rate=drop_rate,
-                         drop_path_rate=drop_path_rate, shift=shift)
+                         drop_path_rate=drop_path_rate, shift=shift, **overrides)
         self.setting = self.model.setting
 
     @classmethod
     def _resolve_arch(cls, arch) -> dict:
-        return dict(arch=resolve_arch(arch))  # raises naming the key at fault
+        return dict(arch=arch)  # the classifier resolves it (posmlp.resolve_arch), naming the fault

@@ -8,7 +8,6 @@ classifier, checkpoint filter and timm registration, and takes these from here:
   (timm's ``calculate_drop_path_rates``, which every family's official code computes);
 - ``init_trunc_normal``: the family of initialisations all five official codes use;
 - ``unwrap_state_dict``: the weights inside a checkpoint, whoever wrote it;
-- ``fuse_modules``: the deployment walker over each module's own ``fuse()``;
 - ``StagedClassifier``: the base class of every family's classifier, whose methods are timm's
   model API; ``stage_layout``: where its stages are (the mmdet backbone reads it too);
 - ``default_cfg``, ``checkpoint_filter_fn`` and ``build_classifier``: timm registration.
@@ -26,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 from ..safe_load import CheckpointError
 
 __all__ = ['per_stage', 'drop_path_rates', 'init_trunc_normal', 'CheckpointError',
-           'unwrap_state_dict', 'STATE_DICT_KEYS', 'fuse_modules', 'StagedClassifier',
+           'unwrap_state_dict', 'STATE_DICT_KEYS', 'StagedClassifier',
            'stage_layout', 'default_cfg', 'checkpoint_filter_fn', 'build_classifier']
 
 
@@ -99,26 +98,6 @@ def unwrap_state_dict(checkpoint, path: str = '<checkpoint>', owner: str = 'chec
         tensors = {k[len('backbone.'):]: v for k, v in tensors.items() if k.startswith('backbone.')}
         source += " ('backbone.' keys of a detector)"
     return tensors, source
-
-
-def fuse_modules(model: nn.Module) -> nn.Module:
-    """Deployment: replace every submodule that has a ``fuse()`` by what it returns (timm's
-    ``reparameterize_model``), outermost first; the model is put in eval mode and returned.
-
-    A module's ``fuse()`` returns its inference form (plain layers where it can, e.g. a conv
-    with its BatchNorm folded in) or itself, changed in place."""
-    model.eval()
-
-    def visit(parent: nn.Module) -> None:
-        for name, child in parent.named_children():
-            fuse = getattr(child, 'fuse', None)
-            if callable(fuse):
-                child = fuse()
-                setattr(parent, name, child)
-            visit(child)
-
-    visit(model)
-    return model
 
 
 # ---- timm's model API ---------------------------------------------------------------------------
@@ -347,12 +326,14 @@ def checkpoint_filter_fn(state_dict: Dict, model: nn.Module) -> Dict[str, torch.
 
 
 def build_classifier(cls: Type[nn.Module], variant: str, settings: Dict, pretrained: bool = False,
-                     default_out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3), **kwargs):
+                     default_out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
+                     filter_fn=checkpoint_filter_fn, **kwargs):
     """A registered variant through timm's ``build_model_with_cfg``: its arch ``settings``
-    (``kwargs`` override them), official checkpoints through ``checkpoint_filter_fn``, and
-    ``features_only`` through ``forward_intermediates`` (the stages ``default_out_indices``
-    unless ``out_indices`` is given)."""
+    (``kwargs`` override them), checkpoints through ``filter_fn`` (the family's own where its
+    official names are not its model's), and ``features_only`` through
+    ``forward_intermediates`` (the stages ``default_out_indices`` unless ``out_indices`` is
+    given)."""
     return build_model_with_cfg(
-        cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+        cls, variant, pretrained, pretrained_filter_fn=filter_fn,
         feature_cfg=dict(feature_cls='getter', out_indices=default_out_indices),
         **dict(settings, **kwargs))

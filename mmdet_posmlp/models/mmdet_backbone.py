@@ -24,7 +24,7 @@ filter reads its weights; the stages are found through the classifier's ``featur
   whatever the pruned backbone does not hold, logs what was resized, missing and unexpected,
   and raises naming the path for a missing file, an unreadable file, tensors whose shapes
   disagree (another variant) or a checkpoint of another model.
-- ``fuse()``: the deployment step, every module's own ``fuse()`` (``common.fuse_modules``).
+- ``fuse()``: the deployment step, every module's own ``fuse()`` (timm's ``reparameterize_model``).
 - Invalid arguments raise at build time, naming the argument.
 """
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
@@ -33,10 +33,11 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
+from timm.models import reparameterize_model
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .init_args import check_init_args, split_pretrained
-from .common import CheckpointError, fuse_modules, stage_layout, unwrap_state_dict
+from .common import CheckpointError, stage_layout, unwrap_state_dict
 from ..safe_load import load_checkpoint_file
 
 __all__ = ['FamilyBackbone']
@@ -126,7 +127,6 @@ class FamilyBackbone(BaseModule):
             for i in self.out_indices:
                 self.add_module(f'norm{i}', self.out_norm_layer(self.num_features[i]))
         self._freeze_stages()
-        self.register_load_state_dict_pre_hook(FamilyBackbone._classifier_names_under_model)
 
     # ------------------------------------------------------------------ arguments
     @classmethod
@@ -260,22 +260,10 @@ class FamilyBackbone(BaseModule):
     def _output_norms(self) -> List[str]:
         return [f'norm{i}' for i in self.out_indices if hasattr(self, f'norm{i}')]
 
-    @staticmethod
-    def _classifier_names_under_model(module, state_dict, prefix, *args):
-        """Load-state-dict pre-hook: a detector checkpoint of PosMLP written before its backbone
-        shared this class holds the classifier's names without 'model.'; they are moved
-        under it."""
-        own = {prefix + n + '.' for n, _ in module.named_children() if n != 'model'}
-        for key in [k for k in state_dict if k.startswith(prefix)]:
-            rest = key[len(prefix):]
-            if not rest.startswith('model.') and not key.startswith(tuple(own)) and \
-                    rest.split('.')[0] in module.model._modules:
-                state_dict[prefix + 'model.' + rest] = state_dict.pop(key)
-
     def fuse(self) -> 'FamilyBackbone':
-        """Deployment step, in place and inference only: every module's own ``fuse()``
-        (common.fuse_modules); call it after loading the final weights."""
-        return fuse_modules(self)
+        """Deployment step, in place and inference only: every module's own ``fuse()``, walked
+        by timm's ``reparameterize_model``; call it after loading the final weights."""
+        return reparameterize_model(self, inplace=True).eval()
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:

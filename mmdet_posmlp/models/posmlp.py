@@ -35,24 +35,26 @@ Under mixed precision the Linear layers and the mixing products run in the autoc
 while LayerNorm (statistics by reductions) and GQPE's scores and softmax run in float32
 without any matmul, so TF32 never touches them. What only pays off at deployment (the stem's
 BatchNorm folded, the mixing matrices kept) is the explicit `fuse()` step: each module's own
-(`ConvStem.fuse`, `PosMLPStage.fuse`), walked by `common.fuse_modules`.
+(`ConvStem.fuse`, `PosMLPStage.fuse`), walked by timm's `reparameterize_model`.
 """
 import contextlib
-import functools
 import math
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import LayerNorm2d, register_notrace_module
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.layers import (LayerNorm2d, register_notrace_module, resample_abs_pos_embed,
+                         resize_rel_pos_bias_table_simple)
+from timm.models import generate_default_cfgs, register_model, reparameterize_model
 
 from . import posmlp_kernels as kernels
-from .common import (CheckpointError, StagedClassifier, drop_path_rates, fuse_modules,
-                     init_trunc_normal, unwrap_state_dict)
+from .windows import (RegionIndex, StageWindows, WindowLayout, chunk_layouts, from_windows,
+                      gather_rows, region_index, stage_windows, to_windows)
+from .common import (CheckpointError, StagedClassifier, build_classifier, default_cfg,
+                     drop_path_rates, init_trunc_normal, per_stage,
+                     unwrap_state_dict)
 
 LN_EPS = 1e-6
 
@@ -69,22 +71,27 @@ ARCH_ALIASES = {'t': 'tiny', 's': 'small', 'b': 'base'}
 MIXERS = ('gqpe', 'lrpe', 'sgu')
 
 
-def resolve_arch(arch) -> dict:
-    """Return the full setting dict for an arch name ('tiny'|'small'|'base') or a dict."""
+def resolve_arch(arch, **overrides) -> dict:
+    """The full setting dict of an arch name ('tiny'|'small'|'base') or a dict, with
+    `overrides` of its keys (one value for every stage, or one per stage), checked."""
     if isinstance(arch, str):
         name = ARCH_ALIASES.get(arch.lower(), arch.lower())
         if name not in ARCH_SETTINGS:
             raise KeyError(f"PosMLP: unknown arch '{arch}'; choose one of "
                            f"{sorted(ARCH_SETTINGS)} or pass a dict with keys "
                            f"{sorted(ARCH_SETTINGS['tiny'])}")
-        return dict(ARCH_SETTINGS[name])
+        arch = ARCH_SETTINGS[name]
     if not isinstance(arch, dict):
         raise TypeError(f'PosMLP: arch must be a str or a dict, got {type(arch).__name__}')
+    arch = dict(arch, **overrides)
     missing = set(ARCH_SETTINGS['tiny']) - set(arch)
     unknown = set(arch) - set(ARCH_SETTINGS['tiny'])
     if missing or unknown:
         raise KeyError(f'PosMLP: arch dict has missing keys {sorted(missing)} and unknown keys '
                        f'{sorted(unknown)}; expected {sorted(ARCH_SETTINGS["tiny"])}')
+    stages = len(tuple(arch['depths']))
+    for key in overrides:
+        arch[key] = per_stage(arch[key], stages, key, 'PosMLP')
     setting = {k: tuple(v) for k, v in arch.items()}
     lengths = {k: len(v) for k, v in setting.items()}
     if len(set(lengths.values())) != 1:
@@ -116,249 +123,6 @@ def autocast_off(device: torch.device):
     if _has_autocast(device):
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()
-
-
-# --------------------------------------------------------------------------- windows
-
-class Region(NamedTuple):
-    """A block of same-shaped windows of a (B, C, H, W) map: the whole windows, or the ones
-    clipped by an edge of the map. Its tokens are ordered (image, window row, window col,
-    token row, token col)."""
-    batch: int
-    top: int           # first pixel row and column of the region in the map
-    left: int
-    win_rows: int      # how many windows down and across
-    win_cols: int
-    rows: int          # tokens per window: rows x cols ...
-    cols: int
-    row0: int = 0      # ... whose first token is (row0, col0) of a full window
-    col0: int = 0
-
-    @property
-    def tokens(self) -> int:  # tokens per window
-        return self.rows * self.cols
-
-    @property
-    def size(self) -> int:  # tokens of the whole region
-        return self.batch * self.win_rows * self.win_cols * self.rows * self.cols
-
-
-def _bands(size: int, window: int, shift: int) -> List[Tuple[int, int, int, int]]:
-    """(start, windows, tokens per window, first token) of the bands of windows along one side
-    of a map, for a grid of windows moved by `shift` tokens: a leading band of the last `shift`
-    rows of a window, the whole windows, a trailing band clipped by the edge; empty ones out."""
-    # plain integer arithmetic, which symbolic sizes (torch.export with dynamic H, W, see
-    # deployment/) keep simple: no min() (a Min carried through every later shape) and no
-    # divmod or % (the clipped band comes out an integer when the size is linear in whole
-    # windows, where a Mod would stay symbolic)
-    lead = size if size < shift else shift
-    full = (size - lead) // window
-    edge = size - lead - window * full
-    bands = [(0, 1, lead, window - shift), (lead, full, window, 0),
-             (lead + full * window, 1, edge, 0)]
-    return [b for b in bands if b[1] and b[2]]
-
-
-def window_regions(batch: int, height: int, width: int, window: int,
-                   shift: int = 0) -> List[Region]:
-    """How a map is cut into windows of `window` x `window` tokens, as regions of same-shaped
-    windows, band by band of rows: with `shift` = 0 the whole windows, the right edge, the
-    bottom edge and the corner; with a shift (the grid moved down and right by `shift` tokens,
-    as Swin's shifted windows) up to nine.
-
-    Windows that the map cuts are clipped to it instead of padded: they hold only real tokens,
-    and mix them with the matching block of the full window's matrix (softmax over that block
-    for GQPE). That is what the reference computes with zero padding kept out of the mixing,
-    without spending anything on padding; with a shift, what Swin's cyclic shift and attention
-    mask compute, without the wrap-around."""
-    return [Region(batch, top, left, win_rows, win_cols, rows, cols, row0, col0)
-            for top, win_rows, rows, row0 in _bands(height, window, shift)
-            for left, win_cols, cols, col0 in _bands(width, window, shift)]
-
-
-def window_tokens(window: int, rows: int, cols: int, row0: int = 0, col0: int = 0,
-                  device=None) -> torch.Tensor:
-    """Indices (row-major, in a full window) of the rows x cols tokens from (row0, col0)."""
-    r = torch.arange(row0, row0 + rows, device=device)
-    c = torch.arange(col0, col0 + cols, device=device)
-    return (r[:, None] * window + c[None, :]).flatten()
-
-
-class RegionIndex(NamedTuple):
-    """What a mixer needs to know of the windows of one region, derived from their shape."""
-    tokens: torch.Tensor     # (n,) the window's tokens, as indices in a full window
-    positions: torch.Tensor  # (n, 2) float (x right, y up) of each token, from the window centre
-    relative: torch.Tensor   # (n * n,) index of each (m, n) pair's offset in LRPE's table
-    pairs: torch.Tensor      # (n * n,) index of each (m, n) pair in a full window's N x N
-
-
-def _cacheable(*sizes) -> bool:
-    """Whether the index tensors for these sizes may be taken from (and put into) the caches
-    per size: Python ints (symbolic sizes, torch.export with dynamic H and W, are built in the
-    traced program), and not while torch.export or torch.compile traces (the tensors made then
-    are fake, and a cache would hand them to later eager calls)."""
-    return all(type(s) is int for s in sizes) and not torch.compiler.is_compiling()
-
-
-def _jit_traced_sizes(*sizes) -> tuple:
-    """Sizes as Python ints under torch's jit tracer, which gives a shape's sizes as 0-dim
-    tensors: its trace records one window layout anyway (as deployment/sizes.py says), and region
-    starts that are tensors cannot go to the token mixing's Function."""
-    if torch.jit.is_tracing():
-        return tuple(int(s) for s in sizes)
-    return sizes
-
-
-def _from_cache(cache, *args):
-    # built as ordinary tensors even under torch.inference_mode: a later call with autograd
-    # saves index tensors for backward, which inference tensors cannot be
-    with torch.inference_mode(False):
-        return cache(*args)
-
-
-def region_index(window: int, rows: int, cols: int, row0: int, col0: int,
-                 device: torch.device) -> RegionIndex:
-    """The RegionIndex of windows of rows x cols tokens from (row0, col0) of a full window of
-    `window` x `window`; cached per shape."""
-    if _cacheable(window, rows, cols, row0, col0):
-        return _from_cache(_cached_region_index, window, rows, cols, row0, col0, device)
-    return _build_region_index(window, rows, cols, row0, col0, device)
-
-
-def _build_region_index(window: int, rows: int, cols: int, row0: int, col0: int,
-                        device: torch.device) -> RegionIndex:
-    tokens = window_tokens(window, rows, cols, row0, col0, device)
-    row = torch.div(tokens, window, rounding_mode='floor')
-    col = tokens - row * window
-    centre = (window - 1) / 2
-    # x = col and y = -row: the reference's offsets are dx = col_n - col_m, dy = row_m - row_n
-    # -(row - centre), not centre - row: torch.export writes a float minus a tensor as a
-    # sub with a scalar first, which its ONNX decomposition cannot run
-    positions = torch.stack([col - centre, -(row - centre)], dim=-1).float()
-    relative = ((row[:, None] - row[None, :] + window - 1) * (2 * window - 1)
-                + col[:, None] - col[None, :] + window - 1).flatten()
-    pairs = (tokens[:, None] * window * window + tokens[None, :]).flatten()
-    return RegionIndex(tokens, positions, relative, pairs)
-
-
-_cached_region_index = functools.lru_cache(maxsize=256)(_build_region_index)
-
-
-class WindowLayout(NamedTuple):
-    """Where the tokens of a stage are, for one grid of windows over a (B, H, W) map.
-
-    A stage keeps its tokens as one (T, C) matrix, T = B * H * W, in *window order*: region
-    by region (see window_regions), and inside a region image by image, window by window, each
-    window's tokens row-major. Everything token-wise (norm, both Linears, GELU, gate, residual,
-    drop path) runs once over that matrix; only the token mixing needs the regions, each a
-    contiguous block of rows whose windows all have the same shape.
-
-    The matrix has `rows` rows: T rounded up to a multiple of 8 with rows of zeros after the
-    regions, which nothing mixes with and nothing reads back, so that the weight gradients of
-    the Linears (GEMMs whose reduction runs over the rows) suit tensor cores; exact, since
-    the extra rows get zero gradients. (Symbolic sizes, under torch.export, are not rounded.)"""
-    regions: Tuple[Region, ...]
-    starts: Tuple[int, ...]       # first row of each region, then T
-    rows: int                     # rows of the token matrix: T, or T rounded up to 8
-    order: torch.Tensor           # (T,) row of the map (B * H * W, NHWC order) of each token
-    inverse: torch.Tensor         # (B * H * W,) token of each row of the map
-    image: torch.Tensor           # (rows,) image of each token (stochastic depth per image)
-    indices: Tuple[RegionIndex, ...]  # per region, what the mixers need of its windows' shape
-    bias_tokens: torch.Tensor     # the regions' window tokens one after another (the biases)
-    starts_tensor: Optional[torch.Tensor]  # `starts` as int32 on the device, for the kernels
-                                           # (None for symbolic sizes: export runs PyTorch's path)
-
-    @property
-    def batch(self) -> int:
-        return self.regions[0].batch
-
-
-def _build_layout(batch: int, height: int, width: int, window: int, shift: int,
-                  device: torch.device) -> WindowLayout:
-    regions = window_regions(batch, height, width, window, shift)
-    pixels = torch.arange(batch * height * width, device=device).view(batch, height, width)
-    orders, starts = [], [0]
-    for r in regions:
-        block = pixels[:, r.top:r.top + r.win_rows * r.rows, r.left:r.left + r.win_cols * r.cols]
-        orders.append(block.reshape(batch, r.win_rows, r.rows, r.win_cols, r.cols)
-                      .permute(0, 1, 3, 2, 4).flatten())
-        starts.append(starts[-1] + r.size)
-    order = torch.cat(orders)
-    inverse = torch.empty_like(order).index_copy_(0, order, torch.arange(order.numel(), device=device))
-    # a window shape is the same for every size of an export's rule: under torch.export the
-    # solver gives it as a SymInt of a constant, which int() reads without a guard (and which
-    # region_index's cache could not hash); a shape that did vary would be specialised here
-    indices = tuple(region_index(window, int(r.rows), int(r.cols), int(r.row0), int(r.col0),
-                                 device) for r in regions)
-    tokens = starts[-1]
-    rows = -(-tokens // 8) * 8 if type(tokens) is int else tokens
-    image = torch.div(order, height * width, rounding_mode='floor')
-    if rows > tokens:
-        image = torch.cat([image, image.new_zeros(rows - tokens)])
-    starts_tensor = (torch.tensor(starts, dtype=torch.int32, device=device)
-                     if all(type(s) is int for s in starts) else None)
-    return WindowLayout(tuple(regions), tuple(starts), rows, order, inverse, image, indices,
-                        torch.cat([i.tokens for i in indices]), starts_tensor)
-
-
-_cached_layout = functools.lru_cache(maxsize=64)(_build_layout)
-
-
-def window_layout(batch: int, height: int, width: int, window: int, shift: int = 0,
-                  device: Optional[torch.device] = None) -> WindowLayout:
-    """The WindowLayout of a map, built once per size and device: its index tensors are then
-    reused by every block and step (no index arithmetic per call). Symbolic sizes (torch.export
-    with dynamic height and width) are built in the traced program instead."""
-    device = torch.device('cpu') if device is None else torch.device(device)
-    batch, height, width = _jit_traced_sizes(batch, height, width)
-    if _cacheable(batch, height, width):
-        return _from_cache(_cached_layout, batch, height, width, window, shift, device)
-    return _build_layout(batch, height, width, window, shift, device)
-
-
-class _GatherRows(torch.autograd.Function):
-    """(rows, C): x[index] and then zero rows up to `rows`, for `index` that picks each row of
-    x at most once. Its gradient is the scatter by the same index (zero for the rows of x not
-    picked), without the accumulation that autograd's backward of indexing does for indices
-    that might repeat."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, index: torch.Tensor, rows: int) -> torch.Tensor:
-        ctx.save_for_backward(index)
-        ctx.x_rows = x.shape[0]
-        n = index.shape[0]
-        if rows == n:
-            return x.index_select(0, index)
-        if torch.jit.is_tracing():  # the tracer (TorchScript ONNX export) drops writes into views
-            return torch.cat([x.index_select(0, index), x.new_zeros((rows - n, x.shape[1]))])
-        out = x.new_empty((rows, x.shape[1]))
-        torch.index_select(x, 0, index, out=out[:n])
-        out[n:].zero_()
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        index, = ctx.saved_tensors
-        n = index.shape[0]
-        shape = (ctx.x_rows, grad.shape[1])
-        grad_x = grad.new_empty(shape) if n == ctx.x_rows else grad.new_zeros(shape)
-        return grad_x.index_copy_(0, index, grad[:n]), None, None
-
-
-def gather_rows(x: torch.Tensor, index: torch.Tensor, rows: int) -> torch.Tensor:
-    return _GatherRows.apply(x, index, rows)
-
-
-def to_windows(x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
-    """(B, C, H, W) map -> (layout.rows, C) tokens in the layout's window order."""
-    return gather_rows(x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]), layout.order, layout.rows)
-
-
-def from_windows(tokens: torch.Tensor, layout: WindowLayout, height: int,
-                 width: int) -> torch.Tensor:
-    """Inverse of to_windows: tokens -> (B, C, H, W), a channels-last view."""
-    x = gather_rows(tokens, layout.inverse, layout.inverse.shape[0])
-    return x.view(layout.batch, height, width, -1).permute(0, 3, 1, 2)
 
 
 # --------------------------------------------------------------------------- token mixers
@@ -451,9 +215,6 @@ class GQPE(nn.Module):
             sizes = [len(x.tokens) for x in regions]
             return list(_QuadraticSoftmax.apply(r, Ap, p, sizes))
 
-    def matrices(self, index: Optional[RegionIndex] = None) -> torch.Tensor:
-        """(groups, n, n): the mixing matrices of a full window, or of a region's windows."""
-        return _single(self, index)
 
 
 class LRPE(nn.Module):
@@ -473,8 +234,6 @@ class LRPE(nn.Module):
         return [table.index_select(2, r.relative).unflatten(2, (-1, r.tokens.numel()))
                 for r in regions]
 
-    def matrices(self, index: Optional[RegionIndex] = None) -> torch.Tensor:
-        return _single(self, index)
 
 
 class DenseTokenMixer(nn.Module):
@@ -495,16 +254,6 @@ class DenseTokenMixer(nn.Module):
         return [weight.index_select(2, r.pairs).unflatten(2, (-1, r.tokens.numel()))
                 for r in regions]
 
-    def matrices(self, index: Optional[RegionIndex] = None) -> torch.Tensor:
-        return _single(self, index)
-
-
-def _single(mixer: nn.Module, index: Optional[RegionIndex]) -> torch.Tensor:
-    """One mixer's (groups, n, n) matrices: of a full window, or of the region `index` says."""
-    if index is None:
-        w = mixer.window
-        index = region_index(w, w, w, 0, 0, mixer.token_proj_n_bias.device)
-    return type(mixer).stacked_matrices([mixer], [index])[0][0]
 
 
 MIXER_CLASSES = {'gqpe': GQPE, 'lrpe': LRPE, 'sgu': DenseTokenMixer}
@@ -527,24 +276,6 @@ def stacked_mixing(mixers: Sequence[nn.Module], layout: 'WindowLayout',
 
 def _regions(starts: Sequence[int]):
     return zip(starts[:-1], starts[1:])
-
-
-def token_mix(u: torch.Tensor, starts: Sequence[int], mixing: Sequence[torch.Tensor]) -> torch.Tensor:
-    """out = P_g u + bias, region by region, for channel-major u (C', T) in window order with
-    its channel groups contiguous: group g's rows of a region, viewed as (channels x windows,
-    tokens), times P_g transposed, in one batched product per region."""
-    return _cat([_mix(u[:, start:end].contiguous(), mixing[2 * i], mixing[2 * i + 1])
-                 for i, (start, end) in enumerate(_regions(starts))], 1)
-
-
-def _mix(u: torch.Tensor, P: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """One region: u (C', T_r) contiguous -> P_g u + bias, (C', T_r)."""
-    groups, n = P.shape[0], P.shape[-1]
-    return torch.baddbmm(bias.view(1, 1, n), u.view(groups, -1, n), P.transpose(1, 2)).view(u.shape)
-
-
-def _cat(tensors: List[torch.Tensor], dim: int) -> torch.Tensor:
-    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
 
 
 def gated_token_mix(h: torch.Tensor, starts: Sequence[int], starts_t: Optional[torch.Tensor],
@@ -788,30 +519,6 @@ class ConvStem(nn.Module):
         return nn.Sequential(*layers).eval()
 
 
-class StageWindows(NamedTuple):
-    """The grids of windows of a stage: the plain one and, with shift, the moved one."""
-    grids: Tuple[WindowLayout, ...]
-    into: Tuple[torch.Tensor, ...]  # into[g]: the rows of the other grid's tokens that give grid g's
-
-
-def _build_stage_windows(batch, height, width, window, shift, device) -> StageWindows:
-    grids = tuple(window_layout(batch, height, width, window, s, device)
-                  for s in ((0, shift) if shift else (0,)))
-    into = tuple(grids[g - 1].inverse.index_select(0, grids[g].order) for g in range(len(grids)))
-    return StageWindows(grids, into if shift else ())
-
-
-_cached_stage_windows = functools.lru_cache(maxsize=64)(_build_stage_windows)
-
-
-def stage_windows(batch: int, height: int, width: int, window: int, shift: int,
-                  device: torch.device) -> StageWindows:
-    batch, height, width = _jit_traced_sizes(batch, height, width)
-    if _cacheable(batch, height, width):
-        return _from_cache(_cached_stage_windows, batch, height, width, window, shift, device)
-    return _build_stage_windows(batch, height, width, window, shift, device)
-
-
 # Deployment on the CPU: a fused stage runs each block over chunks of whole windows whose hidden
 # activations take about this many bytes, so that a chunk's passes (norm, expansion, GELU,
 # mixing, gate, output, residual) read what the previous one wrote from the cache instead of
@@ -826,27 +533,12 @@ def _chunks_pay(x: torch.Tensor) -> bool:
             and not torch.compiler.is_compiling())
 
 
-@functools.lru_cache(maxsize=256)
-def _chunk_plan(starts: Tuple[int, ...], window_tokens: Tuple[int, ...],
-                rows: int) -> Tuple[Tuple[int, int, int], ...]:
-    """(first row, end row, region) of chunks of at most `rows` rows (at least one window) that
-    cut each region only between windows."""
-    plan = []
-    for region, ((start, end), n) in enumerate(zip(_regions(starts), window_tokens)):
-        step = max(n, rows // n * n)
-        plan += [(a, min(end, a + step), region) for a in range(start, end, step)]
-    return tuple(plan)
-
-
 def _blockwise_in_chunks(block: 'PosMLPBlock', tokens: torch.Tensor, layout: WindowLayout,
                          mixing: Sequence[torch.Tensor]) -> torch.Tensor:
-    """block(tokens, layout, mixing), inference only, chunk by chunk (CPU_CHUNK_BYTES), each
-    chunk a one-region layout of its own, written back into `tokens`."""
+    """block(tokens, layout, mixing), inference only, chunk by chunk (CPU_CHUNK_BYTES of hidden
+    activations), written back into `tokens`."""
     rows = CPU_CHUNK_BYTES // (block.hidden * tokens.element_size())
-    plan = _chunk_plan(layout.starts, tuple(len(i.tokens) for i in layout.indices), rows)
-    for start, end, region in plan:
-        part = WindowLayout((layout.regions[region],), (0, end - start), end - start, None, None,
-                            None, (layout.indices[region],), None, None)
+    for start, end, region, part in chunk_layouts(layout, rows):
         tokens[start:end] = block(tokens[start:end], part, mixing[2 * region:2 * region + 2])
     return tokens
 
@@ -990,10 +682,13 @@ class PosMLPClassifier(StagedClassifier):
     def __init__(self, arch='tiny', in_chans: int = 3, num_classes: int = 1000,
                  mixer: str = 'gqpe', drop_rate: float = 0.0, drop_path_rate: float = 0.1,
                  global_pool: str = 'avg', with_cp: bool = False, img_size=None,
-                 shift: bool = False, **kwargs):
+                 shift: bool = False, embed_dims=None, depths=None, windows=None, groups=None,
+                 mlp_ratios=None, **kwargs):
         """
         Args:
             arch: 'tiny' | 'small' | 'base' (or 't' | 's' | 'b'), or a dict as ARCH_SETTINGS.
+            embed_dims, depths, windows, groups, mlp_ratios: the arch's settings, overridden
+                (one value for every stage, or one per stage).
             in_chans: image channels.
             num_classes: classes of the head; 0 removes it (forward returns pooled features).
             mixer: token mixer of every block, one of MIXERS.
@@ -1014,7 +709,9 @@ class PosMLPClassifier(StagedClassifier):
             if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
                 raise ValueError(f'PosMLPClassifier: img_size must be a positive int or (H, W), '
                                  f'got {img_size!r}')
-        setting = resolve_arch(arch)
+        overrides = dict(embed_dims=embed_dims, depths=depths, windows=windows, groups=groups,
+                         mlp_ratios=mlp_ratios)
+        setting = resolve_arch(arch, **{k: v for k, v in overrides.items() if v is not None})
         self.setting = setting
         self.num_features = self.head_hidden_size = setting['embed_dims'][-1]
         self.grad_checkpointing = with_cp
@@ -1064,8 +761,8 @@ class PosMLPClassifier(StagedClassifier):
         """Deployment step, in place and inference only (call it after loading the final
         weights): the stem becomes plain convolutions with its BatchNorm folded in
         (``ConvStem.fuse``) and each stage keeps its mixing matrices per map size
-        (``PosMLPStage.fuse``)."""
-        return fuse_modules(self)
+        (``PosMLPStage.fuse``), walked by timm's ``reparameterize_model``."""
+        return reparameterize_model(self, inplace=True).eval()
 
 
 # FX: a stage partitions its map into windows by the map's concrete size (see the class docstring)
@@ -1096,24 +793,17 @@ NOT_RESIZABLE_WHY = (
     'stages (windows=...), or start the sgu mixer from its initialisation (no Pretrained)')
 
 
-def _resize_grid(grid: torch.Tensor, side: int) -> torch.Tensor:
-    """(channels, s, s) -> (channels, side, side), bicubic as Swin resizes its tables."""
-    out = F.interpolate(grid[None].float(), size=(side, side), mode='bicubic', align_corners=False)
-    return out[0].to(grid.dtype)
-
-
 def resize_window_param(key: str, value: torch.Tensor, shape: torch.Size) -> Optional[torch.Tensor]:
-    """A window-dependent parameter resized to ``shape`` (another window), or None if it cannot
-    be: GQPE's per-token bias (1, w*w, 1) over the window's grid, LRPE's table ((2w-1)^2, G)
-    over the grid of relative offsets."""
+    """A window-dependent parameter resized to ``shape`` (another window), bicubically as Swin
+    resizes its tables, or None if it cannot be: GQPE's per-token bias (1, w*w, 1) over the
+    window's grid, LRPE's table ((2w-1)^2, G) over the grid of relative offsets."""
     if key.endswith('token_proj_n_bias') and value.dim() == 3:
         side = math.isqrt(shape[1])
-        old = math.isqrt(value.numel())
-        return _resize_grid(value.reshape(1, old, old), side).reshape(shape)
+        return resample_abs_pos_embed(value, [side, side], num_prefix_tokens=0,
+                                      interpolation='bicubic', antialias=False)
     if key.endswith('window_relative_position_bias_table') and value.shape[1] == shape[1]:
-        side, old = math.isqrt(shape[0]), math.isqrt(value.shape[0])
-        grid = value.t().reshape(-1, old, old)
-        return _resize_grid(grid, side).reshape(shape[1], -1).t().contiguous()
+        window = (math.isqrt(shape[0]) + 1) // 2
+        return resize_rel_pos_bias_table_simple(value, (window, window), tuple(shape))
     return None
 
 
@@ -1189,29 +879,15 @@ def infer_arch_and_mixer(sd: Dict[str, torch.Tensor], path: str = '<checkpoint>'
 # timm.create_model('posmlp_t' | 'posmlp_s' | 'posmlp_b'). Parameter names are the reference
 # implementation's, so its ImageNet checkpoints load with `pretrained_cfg_overlay=dict(file=PATH)`.
 
-def _cfg(**kwargs) -> Dict:
-    return {
-        'url': '', 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.9, 'interpolation': 'bicubic', 'fixed_input_size': False,
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'patch_embed.projs.0', 'classifier': 'head', 'license': 'apache-2.0',
-        **kwargs,
-    }
-
-
 default_cfgs = generate_default_cfgs({
-    'posmlp_t.in1k': _cfg(),
-    'posmlp_s.in1k': _cfg(),
-    'posmlp_b.untrained': _cfg(),
-})
+    variant: default_cfg(pool_size=(7, 7), first_conv='patch_embed.projs.0',
+                         license='apache-2.0')
+    for variant in ('posmlp_t.in1k', 'posmlp_s.in1k', 'posmlp_b.untrained')})
 
 
 def _create(variant: str, arch: str, pretrained: bool = False, **kwargs) -> PosMLPClassifier:
-    return build_model_with_cfg(
-        PosMLPClassifier, variant, pretrained, arch=arch,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
-        **kwargs)
+    return build_classifier(PosMLPClassifier, variant, ARCH_SETTINGS[arch], pretrained,
+                            filter_fn=checkpoint_filter_fn, **kwargs)
 
 
 @register_model
@@ -1232,9 +908,7 @@ def posmlp_b(pretrained: bool = False, **kwargs) -> PosMLPClassifier:
     return _create('posmlp_b', 'base', pretrained, **kwargs)
 
 
-__all__ = ['ARCH_SETTINGS', 'MIXERS', 'resolve_arch', 'Region', 'window_regions',
-           'window_tokens', 'WindowLayout', 'window_layout', 'to_windows', 'from_windows',
-           'RegionIndex', 'region_index', 'stacked_mixing', 'GQPE', 'LRPE',
-           'DenseTokenMixer', 'PosSGU', 'PosMLPBlock', 'PosMLPStage', 'Downsample', 'ConvStem',
-           'build_stages', 'PosMLPClassifier',
-           'checkpoint_filter_fn', 'posmlp_t', 'posmlp_s', 'posmlp_b']
+__all__ = ['ARCH_SETTINGS', 'MIXERS', 'resolve_arch', 'stacked_mixing', 'GQPE', 'LRPE',
+           'DenseTokenMixer', 'gated_token_mix', 'PosSGU', 'PosMLPBlock', 'PosMLPStage',
+           'Downsample', 'ConvStem', 'build_stages', 'PosMLPClassifier', 'checkpoint_filter_fn',
+           'posmlp_t', 'posmlp_s', 'posmlp_b']
