@@ -10,8 +10,8 @@ the token mixing:
 
 - ``_GeluGatedTokenMix`` (GELU, token mixing, gate) holds the mixing products: one batched
   product per region of same-shaped windows;
-- ``_QuadraticSoftmax`` (GQPE's scores and softmax, element-wise by design) and
-  ``_GatherRows`` (tokens into and out of window order) do no multiply-adds.
+- ``_QuadraticSoftmax`` (GQPE's scores and softmax, element-wise by design) does no
+  multiply-add.
 
 :func:`register_flop_handles` adds a handle for each of them to mmengine's default handle
 tables, the ones every ``FlopAnalyzer`` / ``ActivationAnalyzer`` starts from. ``import
@@ -34,7 +34,7 @@ from mmengine.analysis.complexity_analysis import (_DEFAULT_SUPPORTED_ACT_OPS,
 from mmengine.analysis.jit_handles import get_shape
 from mmengine.logging import print_log
 
-from ..models import posmlp, windows
+from ..models import posmlp
 
 __all__ = ['register_flop_handles', 'POSMLP_FLOP_HANDLES', 'POSMLP_ACTIVATION_HANDLES']
 
@@ -75,7 +75,7 @@ def _gated_token_mix_flops(inputs: List[Any], outputs: List[Any]) -> int:
 
 
 def _no_flops(inputs: List[Any], outputs: List[Any]) -> int:
-    """No multiply-adds: element-wise work (GQPE's scores and softmax) or a gather of rows."""
+    """No multiply-adds: element-wise work (GQPE's scores and softmax)."""
     return 0
 
 
@@ -87,7 +87,6 @@ def _output_size(inputs: List[Any], outputs: List[Any]) -> int:
 POSMLP_FLOP_HANDLES: Dict[str, Callable] = {
     'prim::PythonOp._GeluGatedTokenMix': _python_op(posmlp._GeluGatedTokenMix, _gated_token_mix_flops),
     'prim::PythonOp._QuadraticSoftmax': _python_op(posmlp._QuadraticSoftmax, _no_flops),
-    'prim::PythonOp._GatherRows': _python_op(windows._GatherRows, _no_flops),
 }
 
 # mmengine counts the outputs of convolutions and matrix products as activations

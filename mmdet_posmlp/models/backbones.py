@@ -74,7 +74,6 @@ class HireMLP(FamilyBackbone):
                          proj_drop_rate=proj_drop_rate)
 
 
-
 @MODELS.register_module()
 class ViP(FamilyBackbone):
     """ViP as an MMDetection backbone: the stage maps (strides 7 and 14) as NCHW.
@@ -116,7 +115,6 @@ class ViP(FamilyBackbone):
                          with_cp, pretrained, init_cfg, drop_path_rate=drop_path_rate)
 
 
-
 @MODELS.register_module()
 class S2MLP(FamilyBackbone):
     """S2-MLP as an MMDetection backbone: block outputs, one stride-16 map, NCHW.
@@ -148,7 +146,6 @@ class S2MLP(FamilyBackbone):
                  pretrained: Optional[str] = None, init_cfg: Optional[dict] = None):
         super().__init__(arch, in_channels, out_indices, False, frozen_stages, norm_eval,
                          with_cp, pretrained, init_cfg, drop_path_rate=drop_path_rate)
-
 
 
 @MODELS.register_module()

@@ -15,27 +15,22 @@ for Vision MLP", ACM MM 2022. This file is the whole architecture, top to bottom
 
 Parameter names follow the reference implementation so its checkpoints load as they are.
 
-Shaped for what a GPU sees (few kernels, aligned GEMMs). A stage gathers its map's tokens once
-into a (T, C) matrix in *window order* (WindowLayout): the windows that the map's edges clip
-are kept, unpadded, in up to four regions of same-shaped windows (nine with `shift`), one
-region after another. Everything token-wise then runs once over the whole matrix: LayerNorm,
-the expansion Linear (one GEMM, K = C, its bias in the GEMM), GELU, the gate, the output
-Linear, drop path and residual. Only the token mixing is per region: one batched product over
-a region's hidden activations, kept channel-major, (rC, T), so that a group's rows are a free
-(channels x windows, tokens) view. The mixing matrices of all the blocks of a stage are computed
-together, once per forward (stacked_mixing), and index tensors once per map size.
+Shaped for what a GPU sees (few kernels, aligned GEMMs). A stage keeps its map's tokens as
+one (T, C) matrix in window order, clipped windows kept unpadded in regions of same-shaped
+windows (windows.py); everything token-wise runs once over the matrix, and only the token
+mixing per region: one batched product over a region's hidden activations, kept channel-major,
+(rC, T), whose elementwise steps run as Triton kernels on CUDA (posmlp_kernels.py). The mixing
+matrices of all the blocks of a stage are computed together, once per forward
+(stacked_mixing).
 
-Channel groups are interleaved in the reference (channel c is in group c % groups); the rows
-of the expansion Linear are gathered so that each group is contiguous, and the columns of the
-output Linear the same way, which leaves the function unchanged while the stored parameters
-keep the reference layout.
+Channel groups are interleaved in the reference (channel c in group c % groups); here they are
+contiguous, and state dicts keep the reference's layout (PosMLPBlock).
 
-There is one forward, for training and evaluation alike, on any device and under autocast.
-Under mixed precision the Linear layers and the mixing products run in the autocast dtype,
-while LayerNorm (statistics by reductions) and GQPE's scores and softmax run in float32
-without any matmul, so TF32 never touches them. What only pays off at deployment (the stem's
-BatchNorm folded, the mixing matrices kept) is the explicit `fuse()` step: each module's own
-(`ConvStem.fuse`, `PosMLPStage.fuse`), walked by timm's `reparameterize_model`.
+One forward, for training and evaluation alike, on any device and under autocast (the GEMMs
+in the autocast dtype; LayerNorm statistics and GQPE's scores and softmax in float32, without
+a matmul that TF32 could touch). What only pays off at deployment is the explicit `fuse()`
+step: each module's own (`ConvStem.fuse`, `PosMLPStage.fuse`), walked by timm's
+`reparameterize_model`.
 """
 import contextlib
 import math
@@ -151,8 +146,11 @@ class _QuadraticSoftmax(torch.autograd.Function):
 
     The flush: far tokens get probabilities near 1e-40 at init; on x86 their products run in
     the subnormal range, an order of magnitude slower (one mixing product took 3.5 s instead of
-    0.14 s), and so would autograd's softmax gradient computed from the unflushed output. The
-    values changed are below 1.1e-19, far under the precision of a row that sums to one."""
+    0.14 s on an Intel Xeon), and so would autograd's softmax gradient computed from the
+    unflushed output. The values changed are below 1.1e-19, far under the precision of a row
+    that sums to one. Against the same forward with autograd's backward, a PosMLP-T training
+    step (AMD EPYC, whose subnormals cost less) takes 1.02x the time and 1.05x the peak memory
+    without this Function (`python benchmarks/autograd_functions.py`, 2026-12-07)."""
 
     @staticmethod
     def forward(ctx, r, Ap, positions, sizes):
@@ -216,7 +214,6 @@ class GQPE(nn.Module):
             return list(_QuadraticSoftmax.apply(r, Ap, p, sizes))
 
 
-
 class LRPE(nn.Module):
     """Learned relative positional encoding: one table entry per relative offset and group."""
 
@@ -233,7 +230,6 @@ class LRPE(nn.Module):
         table = _stack(mixers, 'window_relative_position_bias_table').transpose(1, 2)
         return [table.index_select(2, r.relative).unflatten(2, (-1, r.tokens.numel()))
                 for r in regions]
-
 
 
 class DenseTokenMixer(nn.Module):
@@ -253,7 +249,6 @@ class DenseTokenMixer(nn.Module):
         weight = _stack(mixers, 'token_proj_n_weight').flatten(2)
         return [weight.index_select(2, r.pairs).unflatten(2, (-1, r.tokens.numel()))
                 for r in regions]
-
 
 
 MIXER_CLASSES = {'gqpe': GQPE, 'lrpe': LRPE, 'sgu': DenseTokenMixer}
@@ -314,7 +309,10 @@ class _GeluGatedTokenMix(torch.autograd.Function):
     instead of kept, which saves a quarter of the block's largest activations; on the CPU,
     where GELU's erf costs more than the memory, it is kept. Autograd would keep GELU(h) whole
     and turn the u / v row slices and the region column slices into zero-filled gradients the
-    size of h; here the gradient of h is written into one buffer."""
+    size of h; here the gradient of h is written into one buffer. Measured against the same
+    forward under plain autograd, a PosMLP-T training step (CPU, batch 2, 512x768) takes
+    1.12x the time and 1.13x the peak memory without this Function
+    (`python benchmarks/autograd_functions.py`, 2026-12-07); the Triton kernels need it."""
 
     @staticmethod
     def forward(ctx, h, starts, starts_t, *mixing):
@@ -415,11 +413,9 @@ class PosMLPBlock(nn.Module):
         self.proj_c_s = nn.Linear(hidden // 2, dim)
         self.drop = nn.Dropout(drop)
         self.drop_path = DropPath(drop_path)
-        # The reference interleaves the channel groups of the gate (channel c in group c %
-        # groups); here the hidden channels are in contiguous groups, what the mixing's batched
-        # product wants: the parameters hold the expansion's rows and the output's columns in
-        # that order, and state dicts the reference's, converted when saved and loaded (so
-        # its checkpoints and this project's read the same, and nothing is gathered per step)
+        # The reference interleaves the gate's channel groups (c in group c % groups); the
+        # parameters hold them contiguous, what the batched mixing wants, and state dicts the
+        # reference's layout, converted when saved and loaded (nothing gathered per step)
         half = _group_contiguous_order(hidden // 2, groups)
         self._hidden_order = torch.cat([half, half + hidden // 2])
         self._gate_order = half
@@ -435,9 +431,8 @@ class PosMLPBlock(nn.Module):
     @staticmethod
     def _to_reference_layout(block, state_dict, prefix, local_metadata):
         for key, dim, order in block._layouts(prefix):
-            # keep_vars=True asks for the module's own variables (torch.jit's tracer, behind
-            # mmengine's FLOP counter and the TorchScript ONNX exporter, matches them by
-            # identity): they are given as they are, in the grouped layout
+            # keep_vars=True (torch.jit's tracer matches the module's own variables by
+            # identity): given as they are, in the grouped layout
             if key in state_dict and not isinstance(state_dict[key], nn.Parameter):
                 t = state_dict[key]
                 state_dict[key] = t.index_select(dim, torch.argsort(order).to(t.device))
@@ -453,10 +448,8 @@ class PosMLPBlock(nn.Module):
                 mixing: Sequence[torch.Tensor]) -> torch.Tensor:
         """x: (T, C) the stage's tokens in window order; mixing: this block's matrices and
         biases per region (stacked_mixing)."""
-        # the hidden activations channel-major, (rC, T): the gate's token mixing is then a
-        # batched product over free views of them, and both Linears are single GEMMs
-        # the norm written in the GEMM's dtype (by a kernel on CUDA: autocast would cast it in
-        # a pass of its own)
+        # the norm in the GEMM's dtype (a kernel on CUDA); the hidden activations channel-major,
+        # (rC, T): the token mixing is then a batched product over free views of them
         normed = kernels.layer_norm(x, self.norm, compute_dtype(x))
         h = torch.addmm(self.proj_c_e.bias.unsqueeze(1), self.proj_c_e.weight, normed.t())
         y = self.gate_unit(h, layout, mixing)
@@ -578,9 +571,9 @@ class PosMLPStage(nn.Module):
     def mixing(self, windows: StageWindows, dtype: torch.dtype) -> List[list]:
         """Per grid, per block of that grid, its (P, bias) per region (stacked_mixing)."""
         num_grids = len(windows.grids)
-        # (a shifted stage of depth 1 has no block on the moved grid)
         return [stacked_mixing([b.gate_unit.pos for b in self.encoder[g::num_grids]], layout, dtype)
-                if g < len(self.encoder) else [] for g, layout in enumerate(windows.grids)]
+                if g < len(self.encoder) else []  # depth 1: no block on the moved grid
+                for g, layout in enumerate(windows.grids)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> (B, C, H', W')."""
@@ -660,17 +653,11 @@ class PosMLPClassifier(StagedClassifier):
     Any input size: the windows clip at the right and bottom edges (see ``window_regions``),
     so ``img_size`` is accepted for timm's API and ignored; nothing is sized by it.
 
-    Export: ``torch.jit.script`` is not supported. The blocks take the stage's window layout
-    (``WindowLayout``, a NamedTuple with variable-length tuples of regions and index tensors)
-    and run custom autograd Functions (the gated token mixing, GQPE's softmax, the gathers into
-    window order); TorchScript can type neither, and stops at the blocks' signature with "Can
-    not create tuple with None type". ``torch.compile`` captures the whole model
-    (tests/test_compile.py); mmdet_posmlp.deployment exports through torch.export or the jit tracer.
-    FX (``timm.models.create_feature_extractor``, ``features_only=True, feature_cls='fx'``):
-    ``PosMLPStage`` is registered with timm as a leaf ("notrace") module, because partitioning
-    into windows needs the map's concrete height and width; the graph then holds the stem, one
-    call per stage, the final norm, the pool and the head, so any stage output is a node
-    (``levels.0`` ... ``levels.3``).
+    Export (docs/export.md): ``torch.compile``, torch.export and the jit tracer capture the
+    model; ``torch.jit.script`` cannot type the window layouts (NamedTuples of variable-length
+    tuples) nor the custom autograd Functions, and stops with "Can not create tuple with None
+    type". FX: ``PosMLPStage`` is a timm leaf ("notrace")
+    module, since windows need the map's concrete size; any stage output is a node.
     """
     pool_types = ('', 'avg', 'max')
     # PosMLPStage checkpoints each of its blocks (with_cp, set by set_grad_checkpointing)
@@ -880,8 +867,7 @@ def infer_arch_and_mixer(sd: Dict[str, torch.Tensor], path: str = '<checkpoint>'
 # implementation's, so its ImageNet checkpoints load with `pretrained_cfg_overlay=dict(file=PATH)`.
 
 default_cfgs = generate_default_cfgs({
-    variant: default_cfg(pool_size=(7, 7), first_conv='patch_embed.projs.0',
-                         license='apache-2.0')
+    variant: default_cfg(pool_size=(7, 7), first_conv='patch_embed.projs.0', license='apache-2.0')
     for variant in ('posmlp_t.in1k', 'posmlp_s.in1k', 'posmlp_b.untrained')})
 
 
