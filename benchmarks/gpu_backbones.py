@@ -56,6 +56,7 @@ if REPO not in sys.path:
 import timm  # noqa: E402
 
 import mmdet_posmlp  # noqa: E402,F401  (registers posmlp_t with timm)
+from benchmarks.gpu_timing import CPU_NOTE, Timer, fmt, save_report  # noqa: E402
 
 DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16}
 LABELS = {'posmlp_t': 'PosMLP-T', 'posmlp_t_pytorch': 'PosMLP-T, PyTorch path (no Triton kernels)',
@@ -135,32 +136,9 @@ def train_step(run, opt, scaler, x: torch.Tensor, dtype: torch.dtype):
     return step
 
 
-class Timer:
-    """CUDA events on a GPU (synchronised at the end), perf_counter on the CPU."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == 'cuda'
-
-    def sync(self):
-        if self.cuda:
-            torch.cuda.synchronize()
-
-    def __enter__(self):
-        self.sync()
-        if self.cuda:
-            self.start, self.end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-            self.start.record()
-        else:
-            self.t = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        if self.cuda:
-            self.end.record()
-            self.end.synchronize()
-            self.seconds = self.start.elapsed_time(self.end) / 1000.0
-        else:
-            self.seconds = time.perf_counter() - self.t
+def sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
 
 
 def reset_memory(device: torch.device) -> None:
@@ -192,10 +170,10 @@ def measure_train(name: str, dtype_name: str, batch: int, args, compiled: bool =
     reset_memory(device)
     warmup = args.warmup
     if compiled:  # the first step compiles forward and backward: wall time, on its own
-        timer.sync()
+        sync(device)
         start = time.perf_counter()
         loss = step()
-        timer.sync()
+        sync(device)
         result['compile_s'] = time.perf_counter() - start
         warmup = max(warmup - 1, 0)
     for _ in range(warmup):
@@ -324,10 +302,6 @@ def environment(args) -> Dict:
     return env
 
 
-def _fmt(value, spec: str) -> str:
-    return '' if value is None else format(value, spec)
-
-
 def ratios(rows: List[Dict]) -> None:
     """Each row's img/s and peak memory over Swin-T's in the same (mode, dtype, batch); PosMLP-T
     fused inference against Swin-T's (plain) inference."""
@@ -342,6 +316,7 @@ def ratios(rows: List[Dict]) -> None:
 
 
 def render(env: Dict, rows: List[Dict], complete: bool) -> str:
+    ratios(rows)
     cpu = env['device'] != 'cuda'
     title = ('# CPU code-path test of benchmarks/gpu_backbones.py: NOT a GPU measurement '
              '(figures meaningless)' if cpu else
@@ -372,8 +347,8 @@ def render(env: Dict, rows: List[Dict], complete: bool) -> str:
             note += ('; ' if note else '') + f"GradScaler scale {r['final_scale']:g}"
         lines.append(
             f"| {LABELS.get(r['model'], r['model'])} | {r['mode']} | {r['dtype']} | {r['batch']} "
-            f"| {_fmt(r.get('img_s'), '.2f')} | {_fmt(r.get('img_s_ratio'), '.2f')} "
-            f"| {_fmt(r.get('peak_mb'), '.0f')} | {_fmt(r.get('peak_ratio'), '.2f')} | {note} |")
+            f"| {fmt(r.get('img_s'), '.2f')} | {fmt(r.get('img_s_ratio'), '.2f')} "
+            f"| {fmt(r.get('peak_mb'), '.0f')} | {fmt(r.get('peak_ratio'), '.2f')} | {note} |")
     compiled = [r for r in rows if 'compiled' in r['mode']]
     if compiled:
         lines += ['', '## Compile time (torch.compile, default mode)', '',
@@ -381,24 +356,10 @@ def render(env: Dict, rows: List[Dict], complete: bool) -> str:
                   '| --- | --- | ---: | ---: | --- |']
         for r in compiled:
             lines.append(f"| {LABELS.get(r['model'], r['model'])} | {r['dtype']} | {r['batch']} "
-                         f"| {_fmt(r.get('compile_s'), '.1f')} | {r.get('error') or ''} |")
+                         f"| {fmt(r.get('compile_s'), '.1f')} | {r.get('error') or ''} |")
     if cpu:
-        lines += ['', 'CPU run: only checks that every code path runs; no figure above is a '
-                      'GPU measurement.']
+        lines += ['', CPU_NOTE]
     return '\n'.join(lines) + '\n'
-
-
-def save(out_dir: str, stem: str, env: Dict, rows: List[Dict], complete: bool) -> str:
-    ratios(rows)
-    md = render(env, rows, complete)
-    os.makedirs(out_dir, exist_ok=True)
-    for ext, text in (('md', md), ('json', json.dumps(dict(environment=env, complete=complete,
-                                                            rows=rows), indent=1))):
-        path = os.path.join(out_dir, f'{stem}.{ext}')
-        with open(path + '.tmp', 'w') as f:
-            f.write(text)
-        os.replace(path + '.tmp', path)
-    return md
 
 
 # ------------------------------------------------------------------ main
@@ -494,15 +455,15 @@ def main(argv=None) -> int:
             continue
         try:
             row.update(run_job(job, args))
-            log(f"    {row['img_s']:.2f} img/s, peak {_fmt(row.get('peak_mb'), '.0f') or 'n/a'} MB"
+            log(f"    {row['img_s']:.2f} img/s, peak {fmt(row.get('peak_mb'), '.0f') or 'n/a'} MB"
                 + (f", compile {row['compile_s']:.1f} s" if row.get('compile_s') else ''))
         except Exception as e:  # recorded in the table; the next measurement runs
             row['error'] = describe(e)
             log(f"    FAILED: {row['error']}")
         rows.append(row)
         reset_memory(torch.device(args.device))
-        save(out_dir, stem, env, rows, complete=False)
-    md = save(out_dir, stem, env, rows, complete=True)
+        save_report(out_dir, stem, env, rows, False, render)
+    md = save_report(out_dir, stem, env, rows, True, render)
     print(md, flush=True)
     log(f'done: {out_dir}/{stem}.md and .json')
     return 0

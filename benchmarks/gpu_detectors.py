@@ -29,7 +29,6 @@ it measured) and prints the table.
 import argparse
 import datetime
 import gc
-import json
 import os
 import platform
 import statistics
@@ -45,6 +44,7 @@ REPO = os.path.dirname(HERE)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from benchmarks.gpu_timing import CPU_NOTE, Timer, fmt, save_report  # noqa: E402
 from benchmarks.benchmark_detectors import (LABELS, SAME_OPTIMIZER, build_detector,  # noqa: E402
                                             synthetic_batch)
 
@@ -56,28 +56,6 @@ _T0 = time.time()
 def log(msg: str) -> None:
     now = datetime.datetime.now().strftime('%H:%M:%S')
     print(f'[gpu_detectors {now} +{time.time() - _T0:6.1f}s] {msg}', flush=True)
-
-
-class Timer:
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == 'cuda'
-
-    def __enter__(self):
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.start, self.end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-            self.start.record()
-        else:
-            self.t = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        if self.cuda:
-            self.end.record()
-            self.end.synchronize()
-            self.seconds = self.start.elapsed_time(self.end) / 1000
-        else:
-            self.seconds = time.perf_counter() - self.t
 
 
 def allocated(device: torch.device) -> int:
@@ -247,11 +225,8 @@ def ratios(rows: List[Dict]) -> None:
                            and b.get('peak_mb') else None)
 
 
-def _fmt(value, spec: str) -> str:
-    return '' if value is None else format(value, spec)
-
-
 def render(env: Dict, rows: List[Dict], complete: bool) -> str:
+    ratios(rows)
     cpu = env['device'] != 'cuda'
     title = ('# CPU code-path test of benchmarks/gpu_detectors.py: NOT a GPU measurement'
              if cpu else f"# GPU detectors: PosMLP-T vs Swin-T (mmdet's configs), {env['gpu']}")
@@ -277,26 +252,12 @@ def render(env: Dict, rows: List[Dict], complete: bool) -> str:
         note = r.get('error') or (f"{r['detections']} detections" if 'detections' in r else '')
         lines.append(
             f"| {LABELS.get(r['name'], r['name'])} | {r['mode']} | {r['dtype']} | {r['batch']} "
-            f"| {_fmt(r.get('img_s'), '.2f')} | {_fmt(r.get('img_s_ratio'), '.2f')} "
-            f"| {_fmt(r.get('peak_mb'), '.0f')} | {_fmt(r.get('peak_ratio'), '.2f')} | {finite} "
+            f"| {fmt(r.get('img_s'), '.2f')} | {fmt(r.get('img_s_ratio'), '.2f')} "
+            f"| {fmt(r.get('peak_mb'), '.0f')} | {fmt(r.get('peak_ratio'), '.2f')} | {finite} "
             f"| {scale} | {note} |")
     if cpu:
-        lines += ['', 'CPU run: only checks that every code path runs; no figure above is a GPU '
-                      'measurement.']
+        lines += ['', CPU_NOTE]
     return '\n'.join(lines) + '\n'
-
-
-def save(out_dir: str, stem: str, env: Dict, rows: List[Dict], complete: bool) -> str:
-    ratios(rows)
-    md = render(env, rows, complete)
-    os.makedirs(out_dir, exist_ok=True)
-    for ext, text in (('md', md), ('json', json.dumps(dict(environment=env, complete=complete,
-                                                            rows=rows), indent=1))):
-        path = os.path.join(out_dir, f'{stem}.{ext}')
-        with open(path + '.tmp', 'w') as f:
-            f.write(text)
-        os.replace(path + '.tmp', path)
-    return md
 
 
 def environment(args) -> Dict:
@@ -370,15 +331,15 @@ def main(argv=None) -> int:
                      else measure_predict(det, dtype, args, device))
             for r in group:
                 log(f"    {r['name']} {r['mode']}: {r['img_s']:.2f} img/s, peak "
-                    f"{_fmt(r.get('peak_mb'), '.0f') or 'n/a'} MB")
+                    f"{fmt(r.get('peak_mb'), '.0f') or 'n/a'} MB")
             rows += group
         except Exception as e:  # recorded in the table; the next group runs
             first = (str(e).strip().splitlines() or [''])[0][:240]
             log(f'    FAILED: {type(e).__name__}: {first}')
             rows += [dict(detector=det, name=n, mode=mode, dtype=dtype, batch=batch,
                           error=f'{type(e).__name__}: {first}') for n in PAIRS[det]]
-        save(out_dir, stem, env, rows, complete=False)
-    md = save(out_dir, stem, env, rows, complete=True)
+        save_report(out_dir, stem, env, rows, False, render)
+    md = save_report(out_dir, stem, env, rows, True, render)
     print(md, flush=True)
     log(f'done: {out_dir}/{stem}.md and .json')
     bad = [r for r in rows if r.get('error') or r.get('losses_finite') is False]

@@ -51,27 +51,22 @@ def test_mmcv_cuda_ops_match_their_cpu_kernels():
         y.square().sum().backward()
         outs.append((y.detach().cpu(), x.grad.cpu()))
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
-    # the focal loss has no CPU kernel in mmcv: against its formula in PyTorch, float64
+    # the focal loss has no CPU kernel in mmcv: against mmdet's PyTorch formula, in float64
+    from mmdet.models.losses.focal_loss import py_sigmoid_focal_loss
     logits = torch.randn(500, 80, generator=g)
     labels = torch.randint(0, 81, (500,), generator=g)  # 80: background
-    x = logits.cuda().requires_grad_()
-    loss = sigmoid_focal_loss(x, labels.cuda(), 2.0, 0.25, None, 'sum')
-    loss.backward()
-    x64 = logits.double().requires_grad_()
-    want = focal_loss_reference(x64, labels, 2.0, 0.25)
-    want.backward()
-    torch.testing.assert_close(loss.detach().cpu().double(), want.detach(), rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(x.grad.cpu().double(), x64.grad, rtol=1e-4, atol=1e-6)
-
-
-def focal_loss_reference(logits, labels, gamma, alpha):
-    """Sigmoid focal loss (sum) with class-index labels, the last index being background."""
-    target = torch.nn.functional.one_hot(labels, logits.shape[1] + 1)[:, :-1].to(logits)
-    p = logits.sigmoid()
-    ce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction='none')
-    p_t = p * target + (1 - p) * (1 - target)
-    weight = alpha * target + (1 - alpha) * (1 - target)
-    return (ce * (1 - p_t) ** gamma * weight).sum()
+    grads = []
+    for device, dtype in (('cuda', torch.float32), ('cpu', torch.float64)):
+        x = logits.to(device, dtype).requires_grad_()
+        if device == 'cuda':
+            loss = sigmoid_focal_loss(x, labels.cuda(), 2.0, 0.25, None, 'sum')
+        else:
+            one_hot = torch.nn.functional.one_hot(labels, 81)[:, :80].to(dtype)
+            loss = py_sigmoid_focal_loss(x, one_hot, None, 2.0, 0.25, 'sum')
+        loss.backward()
+        grads.append((loss.detach().cpu().double(), x.grad.cpu().double()))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])

@@ -160,13 +160,13 @@ def test_report(tmp_path):
     assert run['s_per_iter'] == pytest.approx(0.5)  # records after iteration 10 only
     assert run['val_map50'] == [(1, 0.30), (2, 0.60)]
     assert (run['val_bbox_mAP'], run['val_bbox_mAP_50']) == (0.3, 0.6)
-    assert set(comparison.finished_runs(root)) == {
+    assert set(comparison.finished_runs(root, archive=None)) == {
         Run('posmlp_t', lo), Run('posmlp_t', mid), Run('posmlp_t', hi), Run('posmlp_t', mid, 1),
         Run('resnet50', lo), Run('resnet50', 1.25e-3, 0, 'sgd')}
 
     md = str(tmp_path / 'docs' / 'cmp.md')
     png = str(tmp_path / 'docs' / 'cmp.png')
-    comparison.write_report(root, md, png)
+    comparison.write_report(root, md, png, archive=None)
     text = open(md).read()
     best = text.split('## Learning-rate sweep')[0]
     rows = {line.split(' | ')[0].strip('| '): line for line in best.splitlines()
@@ -187,3 +187,22 @@ def test_report(tmp_path):
            'resumed (2 sessions) |' in every
     assert '| ResNet-50 | 1.25e-3 (sgd) | 0 |' in every
     assert open(png, 'rb').read(8) == b'\x89PNG\r\n\x1a\n' and osp.getsize(png) > 10_000
+
+
+def test_archive_keeps_a_finished_run_without_its_work_dir(tmp_path):
+    """A finished run's figures copied to the archive (no checkpoint) give the same report
+    figures once work_dirs/ is gone, and the runner skips the run."""
+    root, archive = str(tmp_path / 'compare'), str(tmp_path / 'archive')
+    run = Run('posmlp_t', 3e-4)
+    wd = _fake_run(root, run, 0.30, 0.60, [5.0, 0.4, 0.6], resumed=True)
+    open(osp.join(wd, 'epoch_2.pth'), 'wb').write(b'not kept')
+    kept = comparison.archive_run(run, root, archive)
+    assert sorted(os.listdir(kept)) == ['model_info.json', 'test_metrics.json', 'vis_data']
+    before = comparison.finished_runs(root, archive=None)[run]
+    import shutil
+    shutil.rmtree(root)
+    after = comparison.finished_runs(root, archive)[run]
+    assert after['sessions'] == before['sessions'] == 2  # resumed once
+    for key in ('loss', 'val_map50', 'val_bbox_mAP', 's_per_iter', 'model_info'):
+        assert after[key] == before[key], key
+    assert after['test_metrics'] == dict(before['test_metrics'], training_sessions=2)

@@ -10,12 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmengine.config import DictAction
-
 # this checkout's mmdet_posmlp, used where site-packages has none (which would come first)
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from mmdet_posmlp.engine.runner import LAUNCHERS, SETUP_ERRORS, build_test_runner, set_local_rank
+from mmdet_posmlp.engine.runner import (SETUP_ERRORS, add_launch_arguments, build_test_runner,
+                                        set_local_rank)
 
 
 def parse_args():
@@ -34,20 +33,11 @@ def parse_args():
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override some settings in the used config, the key-value pair in xxx=yyy format '
-        'will be merged into config file. If the value to be overwritten is a list, it should '
-        'be like key="[a,b]" or key=a,b It also allows nested list/tuple values, e.g. '
-        'key="[(a,b),(c,d)]" Note that the quotation marks are necessary and that no white '
-        'space is allowed. Dataset paths: override test_dataloader.dataset.data_root and '
-        'test_evaluator.ann_file, not data_root (already substituted when the config is read).')
-    parser.add_argument(
         '--no-fuse', action='store_true',
         help="test the backbone as trained, without its deployment step (fuse(): the stem's "
         'BatchNorm folded, the mixing matrices kept per map size; the same outputs up to '
         'rounding)')
-    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_launch_arguments(parser, 'test_dataloader.dataset.data_root and test_evaluator.ann_file')
     args = parser.parse_args()
     set_local_rank(args.local_rank)
     return args

@@ -8,12 +8,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmengine.config import DictAction
-
 # this checkout's mmdet_posmlp, used where site-packages has none (which would come first)
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from mmdet_posmlp.engine.runner import LAUNCHERS, SETUP_ERRORS, build_train_runner, set_local_rank
+from mmdet_posmlp.engine.runner import (SETUP_ERRORS, add_launch_arguments, build_train_runner,
+                                        set_local_rank)
 
 
 def parse_args():
@@ -29,17 +28,7 @@ def parse_args():
         '--resume', nargs='?', type=str, const='auto',
         help='If specify checkpoint path, resume from it, while if not specify, try to auto '
         'resume from the latest checkpoint in the work directory.')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override some settings in the used config, the key-value pair in xxx=yyy format '
-        'will be merged into config file. If the value to be overwritten is a list, it should '
-        'be like key="[a,b]" or key=a,b It also allows nested list/tuple values, e.g. '
-        'key="[(a,b),(c,d)]" Note that the quotation marks are necessary and that no white '
-        'space is allowed. Dataset paths: override train_dataloader.dataset.data_root etc., '
-        'not data_root (already substituted when the config is read).')
-    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
-    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_launch_arguments(parser, 'train_dataloader.dataset.data_root etc.')
     args = parser.parse_args()
     set_local_rank(args.local_rank)
     return args

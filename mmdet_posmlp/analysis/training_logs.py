@@ -66,6 +66,11 @@ def _map_keys(val: List[dict]) -> List[str]:
     return sorted({k for r in val for k in r if k.split('/')[-1] in MAP_KEYS})
 
 
+def _label(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+
+
 def plot_training_curves(work_dir: str, out: Optional[str] = None, title: Optional[str] = None,
                          dpi: int = 100) -> str:
     """Write a PNG with the loss curve(s) per iteration and the val mAP per epoch.
@@ -93,10 +98,7 @@ def plot_training_curves(work_dir: str, out: Optional[str] = None, title: Option
     else:
         ax_loss.text(0.5, 0.5, 'no training records', ha='center', va='center',
                      transform=ax_loss.transAxes)
-    ax_loss.set_xlabel('iteration')
-    ax_loss.set_ylabel('loss')
-    ax_loss.set_title('training loss')
-    ax_loss.grid(alpha=0.3)
+    _label(ax_loss, 'iteration', 'loss', 'training loss')
 
     map_keys = _map_keys(val)
     for key in map_keys:
@@ -111,10 +113,7 @@ def plot_training_curves(work_dir: str, out: Optional[str] = None, title: Option
     else:
         ax_map.text(0.5, 0.5, 'no validation mAP yet', ha='center', va='center',
                     transform=ax_map.transAxes)
-    ax_map.set_xlabel('epoch')
-    ax_map.set_ylabel('mAP')
-    ax_map.set_title('validation mAP')
-    ax_map.grid(alpha=0.3)
+    _label(ax_map, 'epoch', 'mAP', 'validation mAP')
 
     fig.suptitle(title or osp.basename(osp.normpath(work_dir)))
     fig.tight_layout()
@@ -150,10 +149,7 @@ def plot_comparison(work_dirs: List[str], out: str, labels: Optional[List[str]] 
     ax_map.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax, xlabel, ylabel, name in ((ax_loss, 'iteration', 'loss', 'training loss'),
                                      (ax_map, 'epoch', 'mAP', 'validation mAP')):
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_title(name)
-        ax.grid(alpha=0.3)
+        _label(ax, xlabel, ylabel, name)
         ax.legend(fontsize='small')
     fig.suptitle(title or ' vs '.join(labels))
     fig.tight_layout()

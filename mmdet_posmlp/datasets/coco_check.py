@@ -34,6 +34,18 @@ def _entry(kind: str, i: int, item) -> str:
     return f'{kind}[{i}]' + (f' (id {ident})' if ident is not None else '')
 
 
+def _objects(coco: dict, kind: str, fields, problems: list):
+    """(where, entry) of every entry of coco[kind] that is an object; what is not one, and the
+    fields an object lacks, go to `problems`."""
+    for i, item in enumerate(coco[kind]):
+        where = _entry(kind, i, item)
+        if not isinstance(item, dict):
+            problems.append(f'{where}: must be an object')
+            continue
+        problems += [f"{where}: missing '{field}'" for field in fields if field not in item]
+        yield where, item
+
+
 def _check_segmentation(seg) -> str:
     if isinstance(seg, dict):  # RLE
         return '' if 'counts' in seg and 'size' in seg else 'RLE segmentation needs counts and size'
@@ -81,14 +93,7 @@ def check_coco_annotations(path: str, max_problems: int = 10) -> dict:
         fail(problems)
 
     image_ids, category_ids = set(), set()
-    for i, img in enumerate(coco['images']):
-        where = _entry('images', i, img)
-        if not isinstance(img, dict):
-            problems.append(f'{where}: must be an object')
-            continue
-        for field in ('id', 'file_name', 'width', 'height'):
-            if field not in img:
-                problems.append(f"{where}: missing '{field}'")
+    for where, img in _objects(coco, 'images', ('id', 'file_name', 'width', 'height'), problems):
         if img.get('id') in image_ids:
             problems.append(f"{where}: duplicate image id {img['id']}")
         image_ids.add(img.get('id'))
@@ -103,14 +108,8 @@ def check_coco_annotations(path: str, max_problems: int = 10) -> dict:
         if cat['id'] in category_ids:
             problems.append(f"{where}: duplicate category id {cat['id']}")
         category_ids.add(cat['id'])
-    for i, ann in enumerate(coco['annotations']):
-        where = _entry('annotations', i, ann)
-        if not isinstance(ann, dict):
-            problems.append(f'{where}: must be an object')
-            continue
-        for field in ('id', 'image_id', 'category_id', 'bbox'):
-            if field not in ann:
-                problems.append(f"{where}: missing '{field}'")
+    for where, ann in _objects(coco, 'annotations', ('id', 'image_id', 'category_id', 'bbox'),
+                               problems):
         if 'image_id' in ann and ann['image_id'] not in image_ids:
             problems.append(f"{where}: image_id {ann['image_id']!r} is not in 'images'")
         if 'category_id' in ann and ann['category_id'] not in category_ids:

@@ -10,13 +10,14 @@ plus four things they lack:
 - distributed runs (``--launcher pytorch|slurm|mpi``) work on CPU-only machines
   (:func:`setup_cpu_distributed`): gloo instead of nccl, DDP without device ids.
 """
+import argparse
 import datetime
 import os
 import os.path as osp
 import subprocess
 from typing import Optional, Sequence
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
@@ -308,6 +309,22 @@ def build_test_runner(config: str,
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
     return runner
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser, dataset_keys: str) -> None:
+    """The options tools/train.py and tools/test.py share with mmdet's: --cfg-options (the
+    dataset keys to override named in its help), --launcher and --local-rank."""
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override some settings in the used config, the key-value pair in xxx=yyy format '
+        'will be merged into config file. If the value to be overwritten is a list, it should '
+        'be like key="[a,b]" or key=a,b It also allows nested list/tuple values, e.g. '
+        'key="[(a,b),(c,d)]" Note that the quotation marks are necessary and that no white '
+        f'space is allowed. Dataset paths: override {dataset_keys}, not data_root (already '
+        'substituted when the config is read).')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
 def set_local_rank(local_rank: int) -> None:

@@ -33,8 +33,24 @@ from .vip import checkpoint_filter_fn as vip_checkpoint_filter
 __all__ = ['PosMLP', 'HireMLP', 'ViP', 'S2MLP', 'CycleMLP']
 
 
+class PyramidFamilyBackbone(FamilyBackbone):
+    """The arguments of the families with four stages of maps at strides 4-32, output norms and
+    dropout inside the blocks (Hire-MLP, CycleMLP); ``arch`` defaults to the class's
+    ``default_arch``."""
+    default_arch: str
+
+    def __init__(self, arch: Union[str, dict, None] = None, in_channels: int = 3,
+                 out_indices: Sequence[int] = (0, 1, 2, 3), out_norm: bool = True,
+                 drop_path_rate: float = 0.1, proj_drop_rate: float = 0.,
+                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
+                 pretrained: Optional[str] = None, init_cfg: Optional[dict] = None):
+        super().__init__(self.default_arch if arch is None else arch, in_channels, out_indices,
+                         out_norm, frozen_stages, norm_eval, with_cp, pretrained, init_cfg,
+                         drop_path_rate=drop_path_rate, proj_drop_rate=proj_drop_rate)
+
+
 @MODELS.register_module()
-class HireMLP(FamilyBackbone):
+class HireMLP(PyramidFamilyBackbone):
     """Hire-MLP as an MMDetection backbone: stage maps at strides 4, 8, 16, 32 for an FPN.
 
     ``HireMLPClassifier`` (hire_mlp.py) without head and final norm, pruned after the last stage returned;
@@ -43,7 +59,7 @@ class HireMLP(FamilyBackbone):
     ``network.{2i}`` with the downsample ``network.{2i-1}`` that leads into it.
 
     Args:
-        arch (str | dict): 'tiny' | 'small' | 'base' | 'large', or a dict of embed_dims,
+        arch (str | dict): 'tiny' (default) | 'small' | 'base' | 'large', or a dict of embed_dims,
             depths, pixel, step_stride, step_dilation, mlp_ratio.
         in_channels (int): Image channels.
         out_indices (Sequence[int]): Stages returned (0-3).
@@ -64,14 +80,7 @@ class HireMLP(FamilyBackbone):
     checkpoint_filter = staticmethod(hire_mlp_checkpoint_filter)
     out_norm_layer = nn.BatchNorm2d
 
-    def __init__(self, arch: Union[str, dict] = 'tiny', in_channels: int = 3,
-                 out_indices: Sequence[int] = (0, 1, 2, 3), out_norm: bool = True,
-                 drop_path_rate: float = 0.1, proj_drop_rate: float = 0.,
-                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
-                 pretrained: Optional[str] = None, init_cfg: Optional[dict] = None):
-        super().__init__(arch, in_channels, out_indices, out_norm, frozen_stages, norm_eval,
-                         with_cp, pretrained, init_cfg, drop_path_rate=drop_path_rate,
-                         proj_drop_rate=proj_drop_rate)
+    default_arch = 'tiny'
 
 
 @MODELS.register_module()
@@ -149,7 +158,7 @@ class S2MLP(FamilyBackbone):
 
 
 @MODELS.register_module()
-class CycleMLP(FamilyBackbone):
+class CycleMLP(PyramidFamilyBackbone):
     """CycleMLP as an MMDetection backbone: stage maps at strides 4, 8, 16, 32 for an FPN.
 
     ``CycleMLPClassifier`` (cycle_mlp.py) without head and final norm, pruned after the last
@@ -159,7 +168,7 @@ class CycleMLP(FamilyBackbone):
     ``network.{2i-1}`` that leads into it.
 
     Args:
-        arch (str | dict): 'b1' ... 'b5', or a dict of embed_dims, depths, mlp_ratios.
+        arch (str | dict): 'b1' ... 'b5' (default 'b2'), or a dict of embed_dims, depths, mlp_ratios.
         in_channels (int): Image channels.
         out_indices (Sequence[int]): Stages returned (0-3).
         out_norm (bool): A new LayerNorm over channels ``norm{i}`` (timm's LayerNorm2d, an
@@ -177,14 +186,7 @@ class CycleMLP(FamilyBackbone):
     checkpoint_filter = staticmethod(cycle_mlp_checkpoint_filter)
     out_norm_layer = LayerNorm2d
 
-    def __init__(self, arch: Union[str, dict] = 'b2', in_channels: int = 3,
-                 out_indices: Sequence[int] = (0, 1, 2, 3), out_norm: bool = True,
-                 drop_path_rate: float = 0.1, proj_drop_rate: float = 0.,
-                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
-                 pretrained: Optional[str] = None, init_cfg: Optional[dict] = None):
-        super().__init__(arch, in_channels, out_indices, out_norm, frozen_stages, norm_eval,
-                         with_cp, pretrained, init_cfg, drop_path_rate=drop_path_rate,
-                         proj_drop_rate=proj_drop_rate)
+    default_arch = 'b2'
 
 
 @MODELS.register_module()

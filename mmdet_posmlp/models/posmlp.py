@@ -46,7 +46,7 @@ from timm.models import generate_default_cfgs, register_model, reparameterize_mo
 
 from . import posmlp_kernels as kernels
 from .windows import (RegionIndex, StageWindows, WindowLayout, chunk_layouts, from_windows,
-                      gather_rows, region_index, stage_windows, to_windows)
+                      gather_rows, stage_windows, to_windows)
 from .common import (CheckpointError, StagedClassifier, build_classifier, default_cfg,
                      drop_path_rates, init_trunc_normal, per_stage,
                      unwrap_state_dict)

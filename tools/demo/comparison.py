@@ -42,6 +42,7 @@ import json
 import os
 import os.path as osp
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -55,6 +56,8 @@ if ROOT not in sys.path:  # this checkout's mmdet_posmlp where site-packages has
 from mmdet_posmlp.analysis import training_logs  # noqa: E402
 
 DEFAULT_WORK_ROOT = osp.join('work_dirs', 'compare')
+# the finished runs' figures, kept by git (archive_run)
+DEFAULT_ARCHIVE = osp.join('benchmarks', 'results', 'compare_runs')
 # A step (model check, training, test) that fails within QUICK_FAIL_S is tried again after
 # QUICK_FAIL_WAIT_S, up to QUICK_FAIL_ATTEMPTS times in all.
 QUICK_FAIL_S, QUICK_FAIL_WAIT_S, QUICK_FAIL_ATTEMPTS = 180, 60, 5
@@ -389,9 +392,10 @@ def run_one(run: Run, work_root: str, python: str, first_pass: bool = True) -> s
     backbone = run.backbone
     work_dir = work_dir_of(run, work_root)
     metrics_path = osp.join(ROOT, work_dir, 'test_metrics.json')
-    if osp.exists(metrics_path):
-        log(f'{run.describe()}: finished before ({metrics_path}), skipped')
-        return 'skipped'
+    for done in (metrics_path, osp.join(ROOT, DEFAULT_ARCHIVE, run.key, 'test_metrics.json')):
+        if osp.exists(done):
+            log(f'{run.describe()}: finished before ({done}), skipped')
+            return 'skipped'
     if not osp.exists(osp.join(ROOT, backbone.config)):
         log(f'{run.describe()}: no config {backbone.config}')
         return 'unbuildable'
@@ -436,25 +440,51 @@ def run_one(run: Run, work_root: str, python: str, first_pass: bool = True) -> s
     with open(metrics_path, 'w', encoding='utf-8') as f:
         json.dump(metrics, f, indent=1)
     log(f'{run.describe()}: test bbox mAP {metrics["bbox_mAP"]:.3f}, '
-        f'mAP@0.5 {metrics["bbox_mAP_50"]:.3f}')
+        f'mAP@0.5 {metrics["bbox_mAP_50"]:.3f}; figures kept in {archive_run(run, work_root)}')
     return 'done'
 
 
-def finished_runs(work_root: str = DEFAULT_WORK_ROOT) -> Dict[Run, dict]:
-    """Every tested run under work_root: its report figures (collect_run)."""
+def archive_run(run: Run, work_root: str = DEFAULT_WORK_ROOT,
+                archive: str = DEFAULT_ARCHIVE) -> str:
+    """A finished run's figures (model_info.json, test_metrics.json, the training scalars;
+    kilobytes, no checkpoint) copied to `archive`, which git keeps: the report and the plan read
+    them where work_dirs/ is gone (a new machine, a new session)."""
+    src, dst = work_dir_of(run, work_root), osp.join(archive, run.key)
+    os.makedirs(osp.join(dst, 'vis_data'), exist_ok=True)
+    shutil.copy(osp.join(src, 'model_info.json'), osp.join(dst, 'model_info.json'))
+    # one scalars file: a resumed run's folders merged, later records winning; how many
+    # sessions trained it goes with the test figures
+    files = training_logs.find_scalar_files(src)
+    with open(osp.join(src, 'test_metrics.json'), encoding='utf-8') as f:
+        metrics = dict(json.load(f), training_sessions=len(files))
+    with open(osp.join(dst, 'test_metrics.json'), 'w', encoding='utf-8') as f:
+        json.dump(metrics, f, indent=1)
+    train, val = training_logs.load_scalars(files)
+    with open(osp.join(dst, 'vis_data', 'scalars.json'), 'w', encoding='utf-8') as f:
+        for record in sorted(train + val, key=lambda r: r['step']):
+            f.write(json.dumps(record) + '\n')
+    return dst
+
+
+def finished_runs(work_root: str = DEFAULT_WORK_ROOT,
+                  archive: Optional[str] = DEFAULT_ARCHIVE) -> Dict[Run, dict]:
+    """Every tested run under work_root, and those only in `archive`: their report figures
+    (collect_run)."""
     results = {}
-    for d in sorted(glob.glob(osp.join(work_root, '*_seed*'))):
-        run = parse_key(osp.basename(d))
-        if run is None:
-            continue
-        figures = collect_run(d)
-        if figures is not None and 'test_metrics' in figures:
-            results[run] = figures
+    for root in ([archive] if archive else []) + [work_root]:  # work_root's win
+        for d in sorted(glob.glob(osp.join(root, '*_seed*'))):
+            run = parse_key(osp.basename(d))
+            if run is None:
+                continue
+            figures = collect_run(d)
+            if figures is not None and 'test_metrics' in figures:
+                results[run] = figures
     return results
 
 
 def run_plan(runs: Optional[Sequence[Run]] = None, work_root: str = DEFAULT_WORK_ROOT,
-             python: str = sys.executable, code: str = 'worktree') -> Dict[str, List[Run]]:
+             python: str = sys.executable, code: str = 'worktree',
+             archive: str = DEFAULT_ARCHIVE) -> Dict[str, List[Run]]:
     """The given runs in order, or the plan (next_runs, decided anew after every run), one at
     a time. A run whose config does not build is tried once more at the end."""
     data = osp.join(ROOT, 'data', 'demo_shapes')
@@ -472,7 +502,7 @@ def run_plan(runs: Optional[Sequence[Run]] = None, work_root: str = DEFAULT_WORK
                 break
             run = queue.pop(0)
         else:
-            pending = next_runs(finished_runs(work_root),
+            pending = next_runs(finished_runs(work_root, archive),
                                 results['failed'] + results['unbuildable'] + deferred)
             if not pending:
                 break
@@ -535,6 +565,7 @@ def collect_run(work_dir: str, skip_time_iters: int = 10) -> Optional[dict]:
         if osp.exists(path):
             with open(path, encoding='utf-8') as f:
                 run[fname[:-5]] = json.load(f)
+    run['sessions'] = run.get('test_metrics', {}).get('training_sessions', run['sessions'])
     return run
 
 
@@ -555,11 +586,15 @@ def _test_cell(figures: dict) -> str:
     return f'{_test(figures, "bbox_mAP"):.3f} / {_test(figures, "bbox_mAP_50"):.3f}'
 
 
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+    return '\n'.join(lines + ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows])
+
+
 def format_sweep(results: Dict[Run, dict]) -> str:
     """Per backbone, seed 0 of each lr: validation bbox mAP (what chooses) / test mAP@0.5."""
     lrs = sorted({r.lr for r in results if not r.variant and r.seed == 0})
-    lines = ['| backbone | ' + ' | '.join(format_lr(lr) for lr in lrs) + ' | best |',
-             '|---|' + '---|' * (len(lrs) + 1)]
+    rows = []
     for name, backbone in BACKBONES.items():
         swept = seed0_runs(name, results)
         if not swept:
@@ -568,11 +603,10 @@ def format_sweep(results: Dict[Run, dict]) -> str:
         cells = []
         for lr in lrs:
             f = swept.get(lr)
-            cell = '' if f is None else \
-                f'{f["val_bbox_mAP"]:.3f} / {_test(f, "bbox_mAP_50"):.3f}'
+            cell = '' if f is None else f'{f["val_bbox_mAP"]:.3f} / {_test(f, "bbox_mAP_50"):.3f}'
             cells.append(f'**{cell}**' if f is not None and lr == best else cell)
-        lines.append(f'| {backbone.label} | ' + ' | '.join(cells) + f' | {format_lr(best)} |')
-    return '\n'.join(lines)
+        rows.append([backbone.label, *cells, format_lr(best)])
+    return markdown_table(['backbone', *(format_lr(lr) for lr in lrs), 'best'], rows)
 
 
 def best_runs(results: Dict[Run, dict]) -> Dict[str, Tuple[float, List[Tuple[Run, dict]]]]:
@@ -591,55 +625,54 @@ def best_runs(results: Dict[Run, dict]) -> Dict[str, Tuple[float, List[Tuple[Run
 
 
 def format_table(results: Dict[Run, dict]) -> str:
-    lines = ['| backbone | norm (from scratch, 2 images a batch) | lr | seeds | test bbox mAP mean '
-             '[min-max] | test mAP@0.5 mean [min-max] | s/iteration mean (fastest 10) '
-             '| params backbone / detector |', '|---|---|---|---|---|---|---|---|']
+    rows = []
     for name, (lr, runs) in best_runs(results).items():
         b = BACKBONES[name]
         figures = [f for _, f in runs]
         info = next((f['model_info'] for f in figures if 'model_info' in f), None)
         times = [f['s_per_iter'] for f in figures if f['s_per_iter'] is not None]
         fastest = [f['s_per_iter_min'] for f in figures if f['s_per_iter_min'] is not None]
-        speed = f'{sum(times) / len(times):.2f} ({min(fastest):.2f})' if times else '-'
-        params = (f'{info["backbone_params"] / 1e6:.1f}M / {info["detector_params"] / 1e6:.1f}M'
-                  if info else '-')
-        lines.append(
-            f'| {b.label} | {b.norm} | {format_lr(lr)} | {", ".join(str(r.seed) for r, _ in runs)} '
-            f'| {_mean_range([_test(f, "bbox_mAP") for f in figures])} '
-            f'| {_mean_range([_test(f, "bbox_mAP_50") for f in figures])} | {speed} | {params} |')
-    return '\n'.join(lines)
+        rows.append([
+            b.label, b.norm, format_lr(lr), ', '.join(str(r.seed) for r, _ in runs),
+            _mean_range([_test(f, 'bbox_mAP') for f in figures]),
+            _mean_range([_test(f, 'bbox_mAP_50') for f in figures]),
+            f'{sum(times) / len(times):.2f} ({min(fastest):.2f})' if times else '-',
+            f'{info["backbone_params"] / 1e6:.1f}M / {info["detector_params"] / 1e6:.1f}M'
+            if info else '-'])
+    return markdown_table(
+        ['backbone', 'norm (from scratch, 2 images a batch)', 'lr', 'seeds',
+         'test bbox mAP mean [min-max]', 'test mAP@0.5 mean [min-max]',
+         's/iteration mean (fastest 10)', 'params backbone / detector'], rows)
 
 
 def format_variants(results: Dict[Run, dict]) -> str:
-    lines = ['| backbone | lr | variant | what differs | test bbox mAP / mAP@0.5 | the same '
-             'without the variant |', '|---|---|---|---|---|---|']
+    rows = []
     for run, f in results.items():
-        if not run.variant:
-            continue
-        plain = results.get(Run(run.name, run.lr, run.seed))
-        lines.append(f'| {run.backbone.label} | {format_lr(run.lr)} | {run.variant} '
-                     f'| {VARIANTS[run.variant].why} | {_test_cell(f)} '
-                     f'| {"not run" if plain is None else _test_cell(plain)} |')
-    return '\n'.join(lines)
+        if run.variant:
+            plain = results.get(Run(run.name, run.lr, run.seed))
+            rows.append([run.backbone.label, format_lr(run.lr), run.variant,
+                         VARIANTS[run.variant].why, _test_cell(f),
+                         'not run' if plain is None else _test_cell(plain)])
+    return markdown_table(['backbone', 'lr', 'variant', 'what differs', 'test bbox mAP / mAP@0.5',
+                           'the same without the variant'], rows)
 
 
 def format_runs(results: Dict[Run, dict]) -> str:
-    lines = ['| backbone | lr | seed | val mAP@0.5 after each epoch | test mAP / mAP@0.5 '
-             '| first / last logged loss | training | code |', '|---|---|---|---|---|---|---|---|']
     order = list(BACKBONES)
+    rows = []
     for run, f in sorted(results.items(), key=lambda rf: (order.index(rf[0].name), rf[0].variant,
                                                            rf[0].lr, rf[0].seed)):
-        curve = ', '.join(f'{v:.3f}' for _, v in f['val_map50'])
-        loss = f'{f["loss"][0][1]:.3f} / {f["loss"][-1][1]:.3f}' if f['loss'] else '-'
         sessions = f.get('sessions', 1)
-        how = 'in one go' if sessions <= 1 else f'stopped and resumed ({sessions} sessions)'
         code = f['test_metrics'].get('code_commit', '-')
-        code = code[:12] if code != 'working tree' else code
-        lr = format_lr(run.lr) + (f' ({run.variant})' if run.variant else '')
-        lines.append(f'| {run.backbone.label} | {lr} | {run.seed} | {curve} '
-                     f'| {_test_cell(f)} | {loss} '
-                     f'| {how} | {code} |')
-    return '\n'.join(lines)
+        rows.append([
+            run.backbone.label, format_lr(run.lr) + (f' ({run.variant})' if run.variant else ''),
+            run.seed, ', '.join(f'{v:.3f}' for _, v in f['val_map50']), _test_cell(f),
+            f'{f["loss"][0][1]:.3f} / {f["loss"][-1][1]:.3f}' if f['loss'] else '-',
+            'in one go' if sessions <= 1 else f'stopped and resumed ({sessions} sessions)',
+            code[:12] if code != 'working tree' else code])
+    return markdown_table(['backbone', 'lr', 'seed', 'val mAP@0.5 after each epoch',
+                           'test mAP / mAP@0.5', 'first / last logged loss', 'training', 'code'],
+                          rows)
 
 
 def plot(results: Dict[Run, dict], out: str, smooth: int = 5) -> str:
@@ -708,8 +741,9 @@ def plot(results: Dict[Run, dict], out: str, smooth: int = 5) -> str:
 
 
 def write_report(work_root: str = DEFAULT_WORK_ROOT, md: str = 'docs/demo_comparison.md',
-                 png: str = 'docs/demo_comparison.png') -> str:
-    results = finished_runs(work_root)
+                 png: str = 'docs/demo_comparison.png',
+                 archive: Optional[str] = DEFAULT_ARCHIVE) -> str:
+    results = finished_runs(work_root, archive)
     pending = next_runs(results)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     parts = [

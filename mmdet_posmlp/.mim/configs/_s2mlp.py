@@ -1,6 +1,7 @@
 # The S2-MLP-deep backbone and its necks, shared by retinanet_s2mlp_deep_1x.py and
 # mask_rcnn_s2mlp_deep_1x.py, read there as {{_base_.s2mlp_deep}} and {{_base_.s2mlp_neck_...}}
-# (mmengine refuses a key that two bases of one config define).
+# (mmengine refuses a key that two bases of one config define), and their forms for the shapes
+# demo (demo/retinanet_s2mlp_deep_demo.py).
 s2mlp_deep = dict(
     _delete_=True,
     type='S2MLP',
@@ -24,3 +25,6 @@ s2mlp_neck_p3_p7 = dict(
 # strides for Mask R-CNN, so the RPN anchors and the RoI extractors (featmap_strides 4..32,
 # finest_scale 56) are mmdet's unchanged.
 s2mlp_neck_p2_p6 = dict(s2mlp_neck_p3_p7, scale_factors=(4.0, 2.0, 1.0, 0.5))
+# The demo: from scratch without stochastic depth (as the PosMLP demo); P3-P5 at 128 channels.
+s2mlp_deep_scratch = dict(s2mlp_deep, drop_path_rate=0.0, init_cfg=None)
+s2mlp_neck_demo = dict(s2mlp_neck_p3_p7, out_channels=128, num_outs=3)

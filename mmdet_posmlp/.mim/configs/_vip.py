@@ -1,6 +1,7 @@
 # The ViP-Small/7 backbone and its neck, shared by retinanet_vip_s7_1x.py and
 # mask_rcnn_vip_s7_1x.py, read there as {{_base_.vip_s7}} and {{_base_.vip_neck}} (mmengine
-# refuses a key that two bases of one config define).
+# refuses a key that two bases of one config define), and their forms for the shapes demo
+# (demo/retinanet_vip_s7_demo.py).
 vip_s7 = dict(
     _delete_=True,
     type='ViP',
@@ -20,3 +21,7 @@ vip_neck = dict(
     out_channels=256,
     scale_factors=(2.0, 1.0, 0.5, 0.25),
     num_outs=5)
+# The demo: from scratch without stochastic depth (as the PosMLP demo); the pyramid cut to the
+# demo's three levels (strides 7, 14, 28) at its 128 channels.
+vip_s7_scratch = dict(vip_s7, drop_path_rate=0.0, init_cfg=None)
+vip_neck_demo = dict(vip_neck, out_channels=128, scale_factors=(2.0, 1.0, 0.5), num_outs=3)

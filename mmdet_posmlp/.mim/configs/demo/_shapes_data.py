@@ -29,27 +29,18 @@ shapes_test_pipeline = [
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
+shapes_loader = dict(num_workers=0, persistent_workers=False)
+shapes_dataset = dict(data_root=shapes_root, metainfo=shapes_metainfo)
 shapes_train_dataloader = dict(
+    shapes_loader,
     batch_size=2,  # from scratch, more steps learn more than bigger batches in the same time
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        data_root=shapes_root,
-        metainfo=shapes_metainfo,
-        ann_file='annotations/instances_train.json',
-        data_prefix=dict(img='train/'),
-        filter_cfg=dict(filter_empty_gt=False, min_size=0),
-        pipeline=shapes_train_pipeline))
+    dataset=dict(shapes_dataset, ann_file='annotations/instances_train.json',
+                 data_prefix=dict(img='train/'), filter_cfg=dict(filter_empty_gt=False, min_size=0),
+                 pipeline=shapes_train_pipeline))
 shapes_val_dataloader = dict(
-    batch_size=4,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        data_root=shapes_root,
-        metainfo=shapes_metainfo,
-        ann_file='annotations/instances_val.json',
-        data_prefix=dict(img='val/'),
-        pipeline=shapes_test_pipeline))
+    shapes_loader, batch_size=4,
+    dataset=dict(shapes_dataset, ann_file='annotations/instances_val.json',
+                 data_prefix=dict(img='val/'), pipeline=shapes_test_pipeline))
 shapes_val_evaluator = dict(ann_file=shapes_root + 'annotations/instances_val.json')
 
 # From scratch, a few epochs: AdamW at 10x the fine-tuning rate, short warmup, cosine decay.

@@ -9,19 +9,5 @@
 # scale factors (2, 1, 0.5) give strides 8, 16, 32, exactly the P3-P5 of the demo FPN, at the
 # demo's 128 channels, so the head (anchors included) is the demo's unchanged. Norm: LayerNorm
 # in the backbone (as published) and in the neck (LN2d). drop_path 0 as the PosMLP demo.
-_base_ = './retinanet_posmlp_t_demo.py'
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='S2MLP',
-        arch='deep',
-        out_indices=(-1,),
-        drop_path_rate=0.0,
-        init_cfg=None),
-    neck=dict(
-        _delete_=True,
-        type='SimpleFeaturePyramid',
-        in_channels=384,
-        out_channels=128,
-        scale_factors=(2.0, 1.0, 0.5),
-        num_outs=3))
+_base_ = ['./retinanet_posmlp_t_demo.py', '../_s2mlp.py']
+model = dict(backbone={{_base_.s2mlp_deep_scratch}}, neck={{_base_.s2mlp_neck_demo}})

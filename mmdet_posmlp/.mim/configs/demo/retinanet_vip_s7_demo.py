@@ -12,20 +12,8 @@
 # octave_base_scale 16/7 so that they keep the demo's sizes in pixels (16 px at the finest level,
 # as octave_base_scale 2 at stride 8). Norm: LayerNorm in the backbone (as published) and in the
 # neck (LN2d). drop_path 0 as the PosMLP demo.
-_base_ = './retinanet_posmlp_t_demo.py'
+_base_ = ['./retinanet_posmlp_t_demo.py', '../_vip.py']
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='ViP',
-        arch='s7',
-        out_indices=(3,),
-        drop_path_rate=0.0,
-        init_cfg=None),
-    neck=dict(
-        _delete_=True,
-        type='SimpleFeaturePyramid',
-        in_channels=384,
-        out_channels=128,
-        scale_factors=(2.0, 1.0, 0.5),
-        num_outs=3),
+    backbone={{_base_.vip_s7_scratch}},
+    neck={{_base_.vip_neck_demo}},
     bbox_head=dict(anchor_generator=dict(octave_base_scale=16 / 7, strides=[7, 14, 28])))
