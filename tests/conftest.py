@@ -95,6 +95,9 @@ FAMILY_ARCHS = {
                 transitions=(True, False, False, False), mlp_ratios=3., patch_size=7),
     'cycle_mlp': dict(embed_dims=(16, 24, 32, 40), depths=(1, 2, 1, 1), mlp_ratios=(2, 2, 4, 4)),
     'hire_mlp': dict(),
+    # (no stochastic depth: the other families' default, PosMLP's is 0.1)
+    'posmlp': dict(embed_dims=(16, 32, 64, 128), depths=(1, 1, 2, 1), windows=(4, 4, 4, 2),
+                   groups=(2, 4, 8, 8), mlp_ratios=(4, 4, 4, 2), drop_path_rate=0.0),
 }
 
 
@@ -105,7 +108,7 @@ def family_classifier(family: str, dtype=torch.float32, seed: int = 0,
     import importlib
     module = importlib.import_module(f'mmdet_posmlp.models.{family}')
     cls = {'s2mlp': 'S2MLPClassifier', 'vip': 'ViPClassifier', 'cycle_mlp': 'CycleMLPClassifier',
-           'hire_mlp': 'HireMLPClassifier'}[family]
+           'hire_mlp': 'HireMLPClassifier', 'posmlp': 'PosMLPClassifier'}[family]
     torch.manual_seed(seed)
     model = getattr(module, cls)(**{**FAMILY_ARCHS[family], **kwargs})
     return randomize_(model, seed=seed).to(dtype).eval()

@@ -57,11 +57,6 @@ def _map_size(n: int, stage: int) -> int:
 
 # ---- registration and default cfg (timm: test_model_default_cfgs) ---------------------------
 
-def test_registered_from_the_family_file():
-    assert sorted(timm.list_models('posmlp*')) == sorted(NAMES)
-    assert type(fresh('posmlp_t')).__module__ == 'mmdet_posmlp.models.posmlp'
-
-
 @pytest.mark.parametrize('name', NAMES)
 def test_default_cfg_and_head_hidden_size(name):
     model = fresh(name).eval()
@@ -226,42 +221,6 @@ def test_forward_intermediates(tiny):
         tiny.forward_intermediates(x, indices=5)
 
 
-def test_prune_intermediate_layers(tiny):
-    x = torch.randn(1, 3, 64, 64)
-    names = set(tiny.state_dict())
-    with torch.no_grad():
-        inter = tiny.forward_intermediates(x, intermediates_only=True)
-        logits = tiny(x)
-
-        model = copy.deepcopy(tiny)
-        assert model.prune_intermediate_layers([0, 1]) == [0, 1]
-        assert len(model.levels) == 2 and isinstance(model.norm, nn.Identity)
-        assert model.num_classes == 0 and isinstance(model.get_classifier(), nn.Identity)
-        assert model.num_features == model.head_hidden_size == 192
-        assert set(model.state_dict()) < names  # the kept parameters keep their names
-        got = model.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
-        assert torch.equal(got[0], inter[0]) and torch.equal(got[1], inter[1])
-        assert torch.equal(model(x), inter[1])  # no norm, no pooling: the stage-1 map
-        # negative indices now count from the last stage kept, as in timm
-        assert torch.equal(model.forward_intermediates(x, indices=[-1], intermediates_only=True)[0],
-                           inter[1])
-
-        full = copy.deepcopy(tiny)
-        assert full.prune_intermediate_layers(indices=1, prune_norm=False, prune_head=False) == [3]
-        assert len(full.levels) == 4 and isinstance(full.norm, nn.LayerNorm)
-        assert full.num_classes == 1000 and torch.equal(full(x), logits)
-        assert full.prune_intermediate_layers(indices=2, prune_norm=True) == [2, 3]
-        assert isinstance(full.norm, nn.Identity) and full.num_classes == 0
-        assert torch.equal(full(x), inter[3])
-
-        # dropping the last stage drops the norm and head even when asked to keep them
-        cut = copy.deepcopy(tiny)
-        assert cut.prune_intermediate_layers([2], prune_norm=False, prune_head=False) == [2]
-        assert cut.num_features == 384 and cut.num_classes == 0
-        assert isinstance(cut.norm, nn.Identity)
-        assert torch.equal(cut(x), inter[2])
-
-
 # ---- grad checkpointing ---------------------------------------------------------------------
 
 def grad_checkpointing_check(model, x, block, index):
@@ -327,12 +286,12 @@ def group_matcher_check(model, stages: str):
         assert set(groups[len(groups) - 1]) >= {'head.weight', 'head.bias'}
 
 
-def test_group_matcher_covers_every_parameter_stem_to_head():
+def test_group_matcher_of_the_published_arch():
+    """The sweep checks every family's small model; here posmlp_t: a stage's downsampling
+    joins its first block, the final norm the last block; coarse: stem, stages, head."""
     model = fresh('posmlp_t')
-    group_matcher_check(model, 'levels')
     fine = group_parameters(model, model.group_matcher())
     assert len(fine) == 1 + sum(ARCH_SETTINGS['tiny']['depths']) + 1  # stem, blocks, head
-    # a stage's downsampling joins its first block; the final norm joins the last block
     by_name = {n: gid for gid, g in fine.items() for n in g}
     assert by_name['levels.1.pool.conv.weight'] == by_name['levels.1.encoder.0.norm.weight']
     assert by_name['norm.weight'] == by_name['levels.3.encoder.1.norm.weight']
@@ -476,7 +435,7 @@ def test_fx_feature_extraction(tiny):
         assert p.grad is not None, n
 
 
-# ==== every family: the checks above, on S2-MLP, ViP, CycleMLP and Hire-MLP ====================
+# ==== every family: timm's checks, on S2-MLP, ViP, CycleMLP, Hire-MLP and PosMLP =================
 # (each family's own file keeps its formula, official counts and checkpoints, and its quirks)
 
 from conftest import family_classifier, hire_tiny  # noqa: E402
@@ -492,16 +451,25 @@ class Family:
     small model with its maps at one input size, where its stages are, and its layout."""
 
     def __init__(self, name, variants, cfg_variant, num_features, feature_info, size, maps,
-                 stages, hooked, fine_groups, nhwc=True, isotropic=False, dtype=torch.float32):
+                 stages, hooked, fine_groups, nhwc=True, isotropic=False, dtype=torch.float32,
+                 positional=(), dropouts=('drop_rate', 'proj_drop_rate'), transitions=True):
         self.name, self.variants, self.cfg_variant = name, variants, cfg_variant
         self.num_features, self.feature_info = num_features, feature_info
         self.size, self.maps, self.stages = size, maps, stages
         self.hooked = hooked  # (a block, the index of the map it is in) for grad checkpointing
         self.fine_groups = fine_groups  # group_matcher's fine groups of small()
         self.nhwc, self.isotropic, self.dtype = nhwc, isotropic, dtype
+        self.positional = positional  # the parameters exempt from weight decay, by last name
+        self.dropouts = dropouts  # the classifier's dropout arguments
+        # downsamples between the stages as modules of their own in the container (PosMLP's
+        # are inside its stages)
+        self.transitions = transitions and not isotropic
 
     def small(self):
         return hire_tiny() if self.name == 'hire_mlp' else family_classifier(self.name, self.dtype)
+
+    def no_weight_decay(self, model):
+        return {n for n, _ in model.named_parameters() if n.rsplit('.', 1)[-1] in self.positional}
 
     def features(self, model, stage_map):
         """forward_features's layout of a stage map: NHWC or not, and an isotropic model's norm
@@ -531,6 +499,12 @@ FAMILIES = {f.name: f for f in [
            'hire_mlp_tiny', 512, _stages((64, 128, 320, 512)), (70, 45),
            [(64, 17, 11), (128, 9, 6), (320, 5, 3), (512, 3, 2)], 'network',
            ('network.4.0.attn', 2), 1 + 10 + 3 + 1, nhwc=False),
+    # a stage's downsampling joins its first block's group: stem, 5 blocks, head
+    Family('posmlp', ['posmlp_b', 'posmlp_s', 'posmlp_t'], 'posmlp_t', 768,
+           [(c, 4 * 2 ** i, f'levels.{i}') for i, c in enumerate((96, 192, 384, 768))], (70, 45),
+           [(16, 18, 12), (32, 9, 6), (64, 5, 3), (128, 3, 2)], 'levels',
+           ('levels.2.encoder.0', 2), 1 + 5 + 1, nhwc=False, positional=POSITIONAL,
+           dropouts=('drop_rate',), transitions=False),
 ]}
 
 
@@ -554,15 +528,15 @@ def test_family_registration_and_default_cfg(family):
         spec.feature_info
     for f in model.feature_info:
         model.get_submodule(f['module'])
-    assert model.no_weight_decay() == set()
+    assert model.no_weight_decay() == spec.no_weight_decay(model)
 
 
 @pytest.mark.parametrize('family,size', [('s2mlp', (33, 47)), ('vip', (33, 47)),
                                          ('cycle_mlp', (61, 45)), ('hire_mlp', (224, 224)),
-                                         ('hire_mlp', (160, 96))])
+                                         ('hire_mlp', (160, 96)), ('posmlp', (61, 45))])
 def test_family_every_parameter_gets_a_finite_nonzero_gradient(family, size):
-    model = family_classifier(family, num_classes=5, drop_path_rate=0.1, proj_drop_rate=0.1,
-                              drop_rate=0.1).train()
+    dropouts = {name: 0.1 for name in FAMILIES[family].dropouts}
+    model = family_classifier(family, num_classes=5, drop_path_rate=0.1, **dropouts).train()
     out = model(torch.randn(2, 3, *size))
     assert out.shape == (2, 5) and torch.isfinite(out).all()
     loss = out.logsumexp(1).sum()
@@ -574,7 +548,7 @@ def test_family_every_parameter_gets_a_finite_nonzero_gradient(family, size):
         assert p.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize('variant', ['s2mlp_deep', 'vip_s7', 'cycle_mlp_b1'])
+@pytest.mark.parametrize('variant', ['s2mlp_deep', 'vip_s7', 'cycle_mlp_b1', 'posmlp_t'])
 def test_family_full_size_forward_224(variant):
     model = timm.create_model(variant).eval()
     with torch.no_grad():
@@ -633,7 +607,8 @@ def test_family_forward_intermediates(family):
 
 
 @pytest.mark.parametrize('family,size', [('s2mlp', (16, 16)), ('vip', (56, 56)),
-                                         ('cycle_mlp', (64, 64)), ('hire_mlp', (64, 64))])
+                                         ('cycle_mlp', (64, 64)), ('hire_mlp', (64, 64)),
+                                         ('posmlp', (64, 64))])
 def test_family_prune_intermediate_layers(family, size):
     spec = FAMILIES[family]
     model = spec.small()
@@ -645,8 +620,9 @@ def test_family_prune_intermediate_layers(family, size):
 
         pruned = copy.deepcopy(model)
         assert pruned.prune_intermediate_layers([0, 1]) == [0, 1]
+        assert set(pruned.state_dict()) < set(model.state_dict())  # kept names kept
         # the stages after stage 1 are gone (ViP, CycleMLP, Hire-MLP: their downsamples too)
-        assert len(pruned.get_submodule(spec.stages)) == (2 if spec.isotropic else 3)
+        assert len(pruned.get_submodule(spec.stages)) == (3 if spec.transitions else 2)
         assert pruned.num_classes == 0 and isinstance(pruned.head, nn.Identity)
         assert pruned.get_classifier() is pruned.head and pruned.num_features == spec.maps[1][0]
         # an isotropic model's norm fits every block: it stays
@@ -664,8 +640,9 @@ def test_family_prune_intermediate_layers(family, size):
         assert len(full.get_submodule(spec.stages)) == len(model.get_submodule(spec.stages))
         assert type(full.norm) is norm_type and full.num_classes == model.num_classes
         assert torch.equal(full(x), logits)
-        full.prune_intermediate_layers(1, prune_norm=True, prune_head=True)
+        assert full.prune_intermediate_layers(2, prune_norm=True) == [n - 2, n - 1]
         assert isinstance(full.norm, nn.Identity) and full.num_classes == 0
+        assert torch.equal(full(x), spec.features(full, want[n - 1]))  # the last map as it is
 
         # dropping the last stage drops the norm and head sized for it even when asked to keep
         # them; an isotropic model keeps both
@@ -677,12 +654,14 @@ def test_family_prune_intermediate_layers(family, size):
         else:
             assert isinstance(cut.norm, nn.Identity) and cut.num_classes == 0
             assert cut.num_features == spec.maps[n - 2][0]
+            assert torch.equal(cut(x), spec.features(cut, want[n - 2]))  # that map, as it is
         last = cut.forward_intermediates(x, indices=1, intermediates_only=True)
         assert len(last) == 1 and torch.equal(last[0], want[n - 2])
 
 
 @pytest.mark.parametrize('family,size', [('s2mlp', (16, 16)), ('vip', (56, 56)),
-                                         ('cycle_mlp', (48, 40)), ('hire_mlp', (48, 40))])
+                                         ('cycle_mlp', (48, 40)), ('hire_mlp', (48, 40)),
+                                         ('posmlp', (64, 96))])
 def test_family_reset_classifier(family, size):
     spec = FAMILIES[family]
     model = copy.deepcopy(spec.small()).float()  # a new head is float32, as in every timm model
@@ -709,7 +688,8 @@ def test_family_reset_classifier(family, size):
 
 
 @pytest.mark.parametrize('family,size', [('s2mlp', (21, 13)), ('vip', (33, 47)),
-                                         ('cycle_mlp', (40, 56)), ('hire_mlp', (40, 56))])
+                                         ('cycle_mlp', (40, 56)), ('hire_mlp', (40, 56)),
+                                         ('posmlp', (64, 80))])
 def test_family_grad_checkpointing_same_results_and_recomputes(family, size):
     model = family_classifier(family, num_classes=4, seed=5).train()
     grad_checkpointing_check(model, torch.randn(2, 3, *size), *FAMILIES[family].hooked)
@@ -730,7 +710,8 @@ def test_family_group_matcher_covers_every_parameter_stem_to_head(family):
 
 
 @pytest.mark.parametrize('family,size', [('s2mlp', (21, 13)), ('vip', (33, 47)),
-                                         ('cycle_mlp', (33, 47)), ('hire_mlp', (50, 70))])
+                                         ('cycle_mlp', (33, 47)), ('hire_mlp', (50, 70)),
+                                         ('posmlp', (64, 80))])
 def test_family_fx_feature_graph_is_forward_intermediates(family, size):
     from timm.models import FeatureGraphNet
     spec = FAMILIES[family]
