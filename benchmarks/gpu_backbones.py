@@ -42,7 +42,6 @@ import platform
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Dict, List, Optional
 
@@ -56,7 +55,7 @@ if REPO not in sys.path:
 import timm  # noqa: E402
 
 import mmdet_posmlp  # noqa: E402,F401  (registers posmlp_t with timm)
-from benchmarks.gpu_timing import CPU_NOTE, Timer, fmt, save_report  # noqa: E402
+from benchmarks.gpu_timing import CPU_NOTE, Timer, fmt, report_place, save_report  # noqa: E402
 
 DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16}
 LABELS = {'posmlp_t': 'PosMLP-T', 'posmlp_t_pytorch': 'PosMLP-T, PyTorch path (no Triton kernels)',
@@ -435,10 +434,7 @@ def main(argv=None) -> int:
         print('gpu_backbones: no CUDA device here (torch.cuda.is_available() is False); '
               'use --device cpu to test the code paths only', file=sys.stderr)
         return 2
-    cpu = args.device == 'cpu'
-    stem = 'backbones_cpu_codepath' if cpu else 'backbones'
-    out_dir = args.out_dir or (tempfile.mkdtemp(prefix='gpu_backbones_cpu_') if cpu else
-                               os.path.join(REPO, 'benchmarks', 'results', 'gpu'))
+    stem, out_dir = report_place('backbones', args.device, args.out_dir)
     env = environment(args)
     log(f"{env['gpu'] or 'CPU (code-path test only)'} | torch {env['torch']} | CUDA {env['cuda']} "
         f"| timm {env['timm']} | writing {out_dir}/{stem}.md/.json")

@@ -33,7 +33,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from typing import Dict, List
 
@@ -44,7 +43,7 @@ REPO = os.path.dirname(HERE)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from benchmarks.gpu_timing import CPU_NOTE, Timer, fmt, save_report  # noqa: E402
+from benchmarks.gpu_timing import CPU_NOTE, Timer, fmt, report_place, save_report  # noqa: E402
 from benchmarks.benchmark_detectors import (LABELS, SAME_OPTIMIZER, build_detector,  # noqa: E402
                                             synthetic_batch)
 
@@ -308,10 +307,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     device = torch.device(args.device)
-    cpu = device.type == 'cpu'
-    stem = 'detectors_cpu_codepath' if cpu else 'detectors'
-    out_dir = args.out_dir or (tempfile.mkdtemp(prefix='gpu_detectors_cpu_') if cpu else
-                               os.path.join(REPO, 'benchmarks', 'results', 'gpu'))
+    stem, out_dir = report_place('detectors', device.type, args.out_dir)
     env = environment(args)
     log(f"{env['gpu'] or 'CPU (code-path test only)'} | torch {env['torch']} | mmcv {env['mmcv']} "
         f"| kernels {env['kernels']} | writing {out_dir}/{stem}.md/.json")

@@ -2,8 +2,9 @@
 CUDA events, and reports written so that a run cut short keeps what it measured."""
 import json
 import os
+import tempfile
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional, Tuple
 
 
 class Timer:
@@ -59,3 +60,12 @@ def save_report(out_dir: str, stem: str, env: Dict, rows: List[Dict], complete: 
     markdown = render(env, rows, complete)
     write_report(out_dir, stem, markdown, env, rows, complete)
     return markdown
+
+
+def report_place(kind: str, device_type: str, out_dir: Optional[str]) -> Tuple[str, str]:
+    """(file stem, folder) of a benchmark's report: benchmarks/results/gpu/<kind>.md on a GPU;
+    on a CPU (code paths only) <kind>_cpu_codepath.md in a temporary folder, unless given."""
+    if device_type == 'cpu':
+        return f'{kind}_cpu_codepath', out_dir or tempfile.mkdtemp(prefix=f'gpu_{kind}_cpu_')
+    return kind, out_dir or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
+                                         'gpu')
