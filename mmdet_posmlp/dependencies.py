@@ -1,9 +1,8 @@
 """Which optional half of the package this Python can load: the timm classifiers need only torch
 and timm; the MMDetection half (backbones, neck, hooks, configs) needs mmdet, mmengine and mmcv.
 
-``MMDET_AVAILABLE`` says whether mmdet is installed (found, not imported). The package and
-``mmdet_posmlp.models`` import their mmdet modules only when it is true; without it, the names
-those modules would provide raise :func:`missing_mmdet` on access. Imports nothing of mm*.
+``MMDET_AVAILABLE`` says whether mmdet is installed (found, not imported); without it, the names
+of the MMDetection half raise :func:`missing_mmdet` on access. Imports nothing of mm*.
 """
 import importlib.util
 
@@ -37,17 +36,14 @@ def check_mmcv() -> None:
 
 
 def missing_mmdet(module: str, name: str) -> ImportError:
-    """The error for ``module.name``, a name of the MMDetection half, where mmdet is missing.
-
-    Raised by the modules' ``__getattr__``: ``module.name`` and ``from module import name`` both
-    raise it with this message.
-    """
+    """The error that ``module.name`` and ``from module import name`` raise for a name of the
+    MMDetection half where mmdet is missing."""
     return ImportError(
         f'{module}.{name} is an MMDetection component, and mmdet is not installed: install '
         f'mmdet 3.x, mmengine and mmcv (>= 2.0.0rc4, < 2.2.0, with its compiled ops; '
         f'`bash tools/setup_env.sh` installs all three). Without them mmdet_posmlp provides '
-        f'only its timm classifiers (posmlp_t/s/b, hire_mlp_*, vip_*, s2mlp_*, cycle_mlp_*) and their '
-        f'classes (mmdet_posmlp.models.PosMLPClassifier, ...).', name='mmdet')
+        f'only its timm classifiers (posmlp_t/s/b, hire_mlp_*, vip_*, s2mlp_*, cycle_mlp_*) and '
+        f'their classes (mmdet_posmlp.models.PosMLPClassifier, ...).', name='mmdet')
 
 
 def mmdet_names_getattr(module: str):

@@ -1,11 +1,9 @@
 """A detector from a config, the random inputs it is fed, and its tensor mode as a module.
 
-Analysis (FLOPs, speed), deployment (export and its checks), the benchmarks and the tools all
-build a detector, feed it a synthetic image and run backbone, neck and head without
-post-processing; this module is the one place for that, so that they measure and export the
-same thing. It sits beside ``analysis/`` and ``deployment/`` rather than in either, because
-both depend on it and neither on the other. mmengine and mmdet are imported where they are
-used: a bare backbone can be exported and its input made where they are not installed.
+Analysis, deployment, the benchmarks and the tools all build a detector, feed it a synthetic
+image and run backbone, neck and head without post-processing; this one place for that makes them
+measure and export the same thing (beside ``analysis/`` and ``deployment/``, which both depend on
+it). mmengine and mmdet are imported where used: a bare backbone can be exported without them.
 """
 import argparse
 import os
@@ -20,9 +18,8 @@ from .safe_load import check_checkpoint_loadable, mmengine_checkpoint_loading
 
 
 def resolve_config(name) -> str:
-    """The file of ``mmdet::folder/file.py`` (mmdet's installed configs, which mmengine's
-    ``Config.fromfile`` does not read by name), of ``mmdet_posmlp::file.py`` (this package's),
-    or ``name`` itself (a path); raises naming it."""
+    """The file of ``mmdet::folder/file.py`` (which mmengine's ``Config.fromfile`` does not read by
+    name), of ``mmdet_posmlp::file.py``, or ``name`` itself (a path); raises naming it."""
     name = os.fspath(name)
     if name.startswith('mmdet_posmlp::'):
         return config_path(name)
@@ -45,9 +42,8 @@ def load_model_config(config, cfg_options: Optional[dict] = None):
 
 
 def build_detector(config, cfg_options: Optional[dict] = None) -> nn.Module:
-    """Build ``cfg.model`` with mmdet's MODELS, without initialising or loading any weights:
-    pretrained backbone weights (``init_cfg``) are only read by ``init_weights()``, which is
-    not called here."""
+    """Build ``cfg.model`` with mmdet's MODELS, loading no weights: ``init_cfg`` is only read by
+    ``init_weights()``, which is not called here."""
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
     cfg = load_model_config(config, cfg_options)
@@ -57,12 +53,10 @@ def build_detector(config, cfg_options: Optional[dict] = None) -> nn.Module:
 
 def load_detector(config, checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None,
                   log: Optional[Callable[[str], None]] = None) -> nn.Module:
-    """Build ``cfg.model`` (no init_cfg weights are read) and load ``checkpoint`` with the
-    package's safe loading (safe_load.py: torch's weights_only unpickler with the
-    allowlist of mmengine and reference checkpoints; a file with other globals is refused
-    before the model is built). Without a checkpoint the weights are random: enough to check
-    an export, useless for deployment. Returns the model in eval mode on the CPU, with its
-    Config as ``model.cfg``."""
+    """Build ``cfg.model`` (no init_cfg weights are read) and load ``checkpoint`` safely (a file
+    with globals outside safe_load.py's allowlist is refused before the model is built). Without
+    a checkpoint the weights are random: enough to check an export, useless for deployment.
+    Returns the model in eval mode on the CPU, with its Config as ``model.cfg``."""
     from mmengine.runner import load_checkpoint
     log = log or (lambda s: None)
     cfg = load_model_config(config, cfg_options)
@@ -96,9 +90,8 @@ def dummy_images(shape: Sequence[int], batch: int = 1, seed: int = 0,
 
 def dummy_batch(shape: Sequence[int], batch: int = 1, seed: int = 0) -> dict:
     """A data batch as a dataloader gives it (``inputs``: uint8 images of ``shape`` = (H, W),
-    ``data_samples``: their metainfo, unscaled), for ``test_step`` or, through
-    ``model.data_preprocessor(batch, False)``, for the network (normalised, padded to the size
-    divisor), as mmdet's get_flops does with a dataset image."""
+    ``data_samples``: their unscaled metainfo), for ``test_step`` or, through
+    ``model.data_preprocessor(batch, False)``, for the network, as mmdet's get_flops does."""
     from mmdet.structures import DetDataSample
     h, w = int(shape[0]), int(shape[1])
     samples = [DetDataSample(metainfo=dict(img_id=i, img_path='random', img_shape=(h, w),
@@ -109,8 +102,7 @@ def dummy_batch(shape: Sequence[int], batch: int = 1, seed: int = 0) -> dict:
 
 class TensorMode(nn.Module):
     """mmdet's tensor mode as a module: ``forward(inputs)`` is ``detector._forward(inputs,
-    data_samples)``, backbone, neck and head with their raw outputs (no decoding or NMS): a
-    forward of tensors only, which jit traces (FLOP counting) and exporters take."""
+    data_samples)``, the raw head outputs (no decoding or NMS), for jit traces and exporters."""
 
     def __init__(self, detector: nn.Module, data_samples: Optional[List] = None):
         super().__init__()
@@ -121,8 +113,8 @@ class TensorMode(nn.Module):
 
 
 class ShapeAction(argparse.Action):
-    """The tools' ``--shape H W`` (one value: a square), with ``type=int, nargs='+'``: the size
-    of the dummy batch, so here beside it, as mmengine keeps its DictAction beside Config."""
+    """The tools' ``--shape H W`` (one value: a square), with ``type=int, nargs='+'``: the size of
+    the dummy batch, hence here beside it."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         if len(values) > 2:

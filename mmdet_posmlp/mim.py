@@ -1,24 +1,22 @@
 """The detection configs shipped inside the package, and their ``mmdet_posmlp::`` names.
 
-The configs live in ``mmdet_posmlp/.mim/configs/`` (the repository's ``configs`` is a link to
-it), where mim packages such as mmdet keep theirs, so that they are installed with the package
-and can be read from any directory and from other projects::
+The configs live in ``mmdet_posmlp/.mim/configs/`` (the repository's ``configs`` links to it), where
+mim packages such as mmdet keep theirs: installed with the package, readable from anywhere::
 
     import mmdet_posmlp
     cfg = Config.fromfile('mmdet_posmlp::retinanet_posmlp_t_1x.py')
-    # in a config of another project, read by a tool that imported mmdet_posmlp first:
+    # in a config of another project, read by a tool that imported mmdet_posmlp first
+    # (custom_imports runs only after the _base_ files are read):
     _base_ = 'mmdet_posmlp::retinanet_posmlp_t_1x.py'
 
-mmengine 0.10.7 resolves ``package::name`` by itself only partly: ``Config._get_cfg_path``
-accepts packages of its ``MODULE2PACKAGE`` table only (an assert), rejects names without a
-folder (``mmdet::x.py``; its pattern wants ``pkg::folder/file``), and finds the package through
-pkg_resources, which misses editable installs; ``Config.fromfile`` takes no ``::`` names at all.
-:func:`register_config_package` (called on ``import mmdet_posmlp``) therefore
+mmengine 0.10.7 resolves ``package::name`` only partly: ``Config._get_cfg_path`` accepts only
+packages of its ``MODULE2PACKAGE`` table (an assert), rejects names without a folder (its pattern
+wants ``pkg::folder/file``) and finds packages through pkg_resources, which misses editable
+installs; ``Config.fromfile`` takes no ``::`` names. So, on import, :func:`register_config_package`
 
 - adds ``mmdet_posmlp`` to ``mmengine.config.utils.MODULE2PACKAGE``;
-- resolves names that start with ``mmdet_posmlp::`` itself, in ``Config._get_cfg_path`` (for
-  ``_base_``) and in ``Config.fromfile``, from this package's folder; every other name goes to
-  mmengine unchanged;
+- resolves ``mmdet_posmlp::`` names itself, in ``Config._get_cfg_path`` (for ``_base_``) and in
+  ``Config.fromfile``; every other name goes to mmengine unchanged;
 - gives what such a base brings the scope ``mmdet``: mmdet_posmlp registers its modules in
   mmdet's registries (an ``mmdet_posmlp`` scope would not find them).
 """
@@ -29,12 +27,11 @@ from typing import List
 PACKAGE = 'mmdet_posmlp'
 PREFIX = PACKAGE + '::'
 CONFIG_DIR = osp.join(osp.dirname(osp.abspath(__file__)), '.mim', 'configs')
-# The registry scope of the modules our configs name (mmdet's registries hold ours too).
 SCOPE = 'mmdet'
 
 
 def config_names() -> List[str]:
-    """The shipped configs, relative to the config folder ('retinanet_posmlp_t_1x.py', 'demo/...')."""
+    """The shipped configs, relative to the config folder ('retinanet_posmlp_t_1x.py', ...)."""
     names = []
     for root, _dirs, files in os.walk(CONFIG_DIR):
         names += [osp.relpath(osp.join(root, f), CONFIG_DIR) for f in files if f.endswith('.py')]
@@ -73,7 +70,8 @@ def register_config_package() -> None:
             filename = config_path(filename)
         return mmengine_fromfile(filename, *args, **kwargs)
 
-    for wrapper, original in ((_get_cfg_path, mmengine_get_cfg_path), (fromfile, mmengine_fromfile)):
+    for wrapper, original in ((_get_cfg_path, mmengine_get_cfg_path),
+                              (fromfile, mmengine_fromfile)):
         wrapper.__doc__ = (f'{original.__doc__}\n\n        (mmdet_posmlp: names starting with '
                            f"'{PREFIX}' are read from {CONFIG_DIR}.)")
         wrapper.__wrapped__ = original

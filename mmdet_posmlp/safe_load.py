@@ -1,20 +1,15 @@
 """Loading checkpoints with torch's safe (``weights_only``) unpickler: the package's one allowlist.
 
 torch >= 2.6 unpickles with ``weights_only=True`` by default: only tensors, primitive types,
-containers and explicitly allowlisted globals may appear in a checkpoint. mmengine 0.10.7 calls
-``torch.load`` without ``weights_only``, so it gets that default, and the checkpoints that its own
-``CheckpointHook`` writes are refused (``UnpicklingError``): ``meta['message_hub']`` holds the
-training log as mmengine ``HistoryBuffer`` objects, which store numpy arrays. That breaks
-``tools/train.py --resume`` and ``tools/test.py CONFIG CHECKPOINT``.
+containers and allowlisted globals may appear in a checkpoint. mmengine 0.10.7 calls
+``torch.load`` without ``weights_only``, so the checkpoints its own ``CheckpointHook`` writes are
+refused (``UnpicklingError``): ``meta['message_hub']`` holds the training log as ``HistoryBuffer``
+objects, which store numpy arrays. That breaks ``tools/train.py --resume`` and ``tools/test.py``.
 
-We keep safe loading on and allow exactly the globals such checkpoints contain (found by writing
-a checkpoint with a real training run and asking torch which globals it would refuse, see
-:func:`unsafe_globals_in_checkpoint`), plus the one type of the reference PosMLP ImageNet
-checkpoints (their ``args``, an ``argparse.Namespace``). This is the only allowlist of the
-package: the backbones' Pretrained loading (:mod:`mmdet_posmlp.models.mmdet_backbone`, through
-:func:`load_checkpoint_file`) uses it too. Anything else in a pickle, e.g. an arbitrary class or a
-function call smuggled through ``__reduce__``, is still refused. ``weights_only=False`` is never
-used here.
+We keep safe loading on, allowing exactly the globals such checkpoints contain, plus the one type of
+the reference PosMLP ImageNet checkpoints; the backbones' Pretrained loading uses the same list
+(:func:`load_checkpoint_file`). Anything else in a pickle (an arbitrary class, a function call
+smuggled through ``__reduce__``) stays refused. ``weights_only=False`` is never used here.
 """
 import contextlib
 import importlib
@@ -28,9 +23,9 @@ from typing import Iterator, List, Tuple
 import torch
 
 # The globals that a checkpoint written by mmengine 0.10's CheckpointHook references, as torch's
-# unpickler names them, and why each one is there. Found by training a detector for one
-# iteration with tools/train.py and running torch.serialization.get_unsafe_globals_in_checkpoint
-# on the epoch_1.pth it wrote (numpy 2.4, torch 2.14); tests/test_tools.py checks it again.
+# unpickler names them, and why each one is there. Found by training a detector for one iteration
+# with tools/train.py and running torch.serialization.get_unsafe_globals_in_checkpoint on the
+# epoch_1.pth it wrote (numpy 2.4, torch 2.14); tests/test_tools.py checks it again.
 MMENGINE_CHECKPOINT_GLOBALS: Tuple[Tuple[str, str], ...] = (
     # meta/message_hub: log_scalars holds one HistoryBuffer per logged scalar (train/loss, ...)
     ('mmengine.logging.history_buffer.HistoryBuffer',
@@ -42,13 +37,11 @@ MMENGINE_CHECKPOINT_GLOBALS: Tuple[Tuple[str, str], ...] = (
     ('numpy.ndarray', 'numpy arrays in the HistoryBuffers'),
     ('numpy.dtype', 'dtypes of those arrays and scalars'),
     # numpy.dtype('f8', ...) returns an instance of numpy.dtypes.Float64DType, whose state is then
-    # set by BUILD: torch only runs BUILD on instances of allowlisted types. These two classes
-    # never appear as globals in the pickle (get_unsafe_globals_in_checkpoint does not list
-    # them); the first load attempt names them.
+    # set by BUILD: torch only runs BUILD on instances of allowlisted types. These two classes are
+    # not globals of the pickle (get_unsafe_globals_in_checkpoint misses them); loading names them.
     ('numpy.dtypes.Float64DType', 'dtype of HistoryBuffer._log_history and of eta'),
     ('numpy.dtypes.Int64DType', 'dtype of HistoryBuffer._count_history'),
-    # message_hub.runtime_info['eta'] is a numpy.float64 (numpy scalars pickle as
-    # scalar(dtype, raw bytes)).
+    # message_hub.runtime_info['eta'] is a numpy.float64 (pickled as scalar(dtype, raw bytes)).
     ('numpy._core.multiarray.scalar', 'numpy scalars in message_hub.runtime_info (eta)'),
     # HistoryBuffer.__getstate__ saves its statistics methods {'min': HistoryBuffer.min, ...};
     # pickle protocol 2 writes each as getattr(HistoryBuffer, 'min'). We do NOT allow the real
@@ -57,14 +50,13 @@ MMENGINE_CHECKPOINT_GLOBALS: Tuple[Tuple[str, str], ...] = (
     ('builtins.getattr', 'HistoryBuffer statistics methods, getattr(HistoryBuffer, "min"|...)'),
 )
 
-# The globals of the reference implementation's ImageNet training checkpoints (the files the
-# configs' init_cfg and tools/model_converters read): besides tensors and containers they hold
-# only the training command line. argparse.Namespace is a plain attribute container: unpickling
-# one runs no code beyond setting its attributes, which are themselves unpickled safely.
+# The globals of the reference implementation's ImageNet checkpoints (read by the configs'
+# init_cfg and tools/model_converters): besides tensors and containers only the training command
+# line. argparse.Namespace is a plain attribute container: unpickling one runs no code beyond
+# setting its attributes, which are themselves unpickled safely.
 REFERENCE_CHECKPOINT_GLOBALS: Tuple[Tuple[str, str], ...] = (
     ('argparse.Namespace', "'args' of the reference PosMLP training checkpoints (command line)"),
 )
-# The allowlist: every global that any checkpoint this package reads may reference.
 ALLOWED_CHECKPOINT_GLOBALS = MMENGINE_CHECKPOINT_GLOBALS + REFERENCE_CHECKPOINT_GLOBALS
 
 # The same functions under the module names that numpy 1.x writes into pickles.
@@ -79,8 +71,7 @@ _registered = False
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot become a model's weights; the message names the file, keys and
-    shapes at fault."""
+    """A checkpoint that cannot become a model's weights (the message names file, keys, shapes)."""
 
 
 class UnsafeCheckpointError(RuntimeError):
@@ -111,23 +102,18 @@ def _resolve(name: str):
 
 
 def safe_globals_list() -> List:
-    """The allowlist in the form torch's ``add_safe_globals`` / ``safe_globals`` take.
-
-    Each entry is ``(object, 'module.qualname')``, so that the name matched is the one written in
-    the pickle (numpy's ``__module__`` attributes differ from the names its pickles use, and
-    'builtins.getattr' is bound to a restricted function). Entries that the installed versions
-    lack are skipped.
-    """
+    """The allowlist as ``(object, 'module.qualname')`` entries for torch's ``add_safe_globals``
+    / ``safe_globals``, so that the name matched is the one written in the pickle (numpy's
+    ``__module__`` attributes differ from the names its pickles use, and 'builtins.getattr' is
+    bound to a restricted function). Entries that the installed versions lack are skipped."""
     entries = []
     for name, _why in ALLOWED_CHECKPOINT_GLOBALS:
+        alias = _NUMPY1_ALIASES.get(name)
         obj = _resolve(name)
-        if obj is None and name in _NUMPY1_ALIASES:
-            obj = _resolve(_NUMPY1_ALIASES[name])
-        if obj is None:
-            continue
-        entries.append((obj, name))
-        if name in _NUMPY1_ALIASES:
-            entries.append((obj, _NUMPY1_ALIASES[name]))
+        if obj is None and alias:
+            obj = _resolve(alias)
+        if obj is not None:
+            entries += [(obj, n) for n in (name, alias) if n]
     return entries
 
 
@@ -146,11 +132,8 @@ def _torch_has_named_allowlist() -> bool:
 
 
 def allow_mmengine_checkpoints() -> None:
-    """Allowlist the globals of mmengine and reference checkpoints for every later ``torch.load``.
-
-    Idempotent. Safe loading stays on: only the named types are added to torch's allowlist.
-    Does nothing on torch < 2.6, which does not unpickle safely by default.
-    """
+    """Allowlist the globals of mmengine and reference checkpoints for every later ``torch.load``
+    (idempotent; nothing on torch < 2.6, which does not unpickle safely by default)."""
     global _registered
     if _registered or not _torch_has_named_allowlist():
         return
@@ -160,21 +143,18 @@ def allow_mmengine_checkpoints() -> None:
 
 @contextlib.contextmanager
 def mmengine_checkpoint_loading() -> Iterator[None]:
-    """Allow the globals of the allowlist (mmengine and reference checkpoints) inside the block.
+    """Allow the globals of the allowlist inside the block.
 
-    Only the entries not allowed already are added, and removed again on exit: torch's
-    ``safe_globals`` context removes what it was given, so passing the whole list would take
-    away the process-wide registration of :func:`allow_mmengine_checkpoints` after the block.
-    On torch 2.5, whose allowlist takes objects matched by their own ``module.qualname`` only,
-    the entries whose name is that (argparse.Namespace, HistoryBuffer) are allowed; torch < 2.5
-    has no scoped allowlist.
-    """
+    Only the entries not allowed already are added (and removed on exit): torch's ``safe_globals``
+    removes what it was given, so the whole list would undo :func:`allow_mmengine_checkpoints`.
+    torch 2.5 matches objects by their own ``module.qualname`` only, so there only the entries
+    named that (argparse.Namespace, HistoryBuffer) are allowed; torch < 2.5 has no scoped one."""
     if _torch_has_named_allowlist():
         entries = safe_globals_list()
     elif hasattr(torch.serialization, 'safe_globals'):
-        entries = [(obj, name) for obj, name in safe_globals_list()
-                   if f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}" == name]
-        entries = [obj for obj, _ in entries]
+        entries = [obj for obj, name in safe_globals_list()
+                   if name == '{}.{}'.format(getattr(obj, '__module__', ''),
+                                             getattr(obj, '__qualname__', ''))]
     else:
         yield
         return
@@ -184,12 +164,9 @@ def mmengine_checkpoint_loading() -> Iterator[None]:
 
 
 def unsafe_globals_in_checkpoint(path: str) -> List[str]:
-    """Globals in the checkpoint at ``path`` that the weights_only unpickler would refuse.
-
-    Reads only the pickle, not the tensors. Takes the allowlist into account (what is returned
-    is what would still fail). Returns [] on torch versions without the inspection API, and for
-    legacy (non-zip) checkpoints, which torch cannot inspect this way.
-    """
+    """Globals in the checkpoint at ``path`` that the weights_only unpickler would refuse, the
+    allowlist taken into account. Reads only the pickle, not the tensors. Returns [] on torch
+    versions without the inspection API, and for legacy (non-zip) checkpoints."""
     inspect = getattr(torch.serialization, 'get_unsafe_globals_in_checkpoint', None)
     if inspect is None:
         return []
@@ -208,12 +185,8 @@ def unsafe_globals_in_checkpoint(path: str) -> List[str]:
 
 
 def check_checkpoint_loadable(path: str) -> None:
-    """Fail early, before a model is built, when ``path`` is missing or cannot load safely.
-
-    Raises FileNotFoundError for a missing local file and UnsafeCheckpointError when the
-    checkpoint references globals outside the allowlist (naming them). Remote paths
-    (``scheme://``) are left to mmengine.
-    """
+    """Fail before a model is built: FileNotFoundError (missing local file), UnsafeCheckpointError
+    (naming them) for globals outside the allowlist; remote paths (``scheme://``) go to mmengine."""
     if '://' in path:
         return
     if not osp.isfile(osp.expanduser(path)):

@@ -154,7 +154,7 @@ def test_safe_loading_still_refuses_arbitrary_objects(tmp_path):
     torch.save({'state_dict': {}, 'args': _Payload()}, path)
     with pytest.raises(CheckpointError, match='safe loading refuses'):
         load_checkpoint_file(str(path))
-    # one allowlist (engine/safe_load.py, applied on import): the reference checkpoints'
+    # one allowlist (mmdet_posmlp/safe_load.py, applied on import): the reference checkpoints'
     # Namespace loads with plain torch.load too (timm's and mmengine's loaders), nothing more
     ns = tmp_path / 'ns.pth'
     torch.save({'args': argparse.Namespace(a=1)}, ns)

@@ -1,11 +1,8 @@
-"""Inference speed of a detector: median time of repeated ``test_step`` calls, after warmup.
-
-What is timed is ``model.test_step(batch)``: the data preprocessor (normalisation, padding),
-backbone, neck, head and post-processing (NMS, mask pasting), batch size 1. Image decoding and
-the data pipeline are done once, before timing, since they are the loader's work, not the
-model's. Without an image the batch is ``detector_io.dummy_batch``, fed as it is (no resize),
-so ``shape`` is the network's input size up to the preprocessor's padding; an image goes
-through the config's test pipeline (usually a resize to 1333x800), as in mmdet's inference.
+"""Inference speed of a detector: median time of repeated ``model.test_step(batch)`` calls after
+warmup, batch size 1: data preprocessor, backbone, neck, head and post-processing (NMS, mask
+pasting); image decoding and the pipeline run once, before timing. Without an image the batch is
+``detector_io.dummy_batch``, fed unresized, so ``shape`` is the input size up to the preprocessor's
+padding; an image goes through the config's test pipeline (usually resized to 1333x800).
 """
 import statistics
 import time
@@ -19,8 +16,7 @@ from ..detector_io import dummy_batch, load_detector
 
 def make_batch(model: nn.Module, shape: Sequence[int] = (800, 1333),
                image: Optional[str] = None) -> dict:
-    """One test batch: a random image of ``shape`` (H, W), or ``image`` through the config's
-    test pipeline (annotations not loaded)."""
+    """One test batch: a random ``shape`` (H, W) image, or ``image`` through the test pipeline."""
     if image is None:
         return dummy_batch(shape)
     from mmcv.transforms import Compose
@@ -53,8 +49,7 @@ def benchmark_fps(config, checkpoint: Optional[str] = None,
                   shape: Sequence[int] = (800, 1333), image: Optional[str] = None,
                   repeat: int = 10, warmup: int = 2, cfg_options: Optional[dict] = None,
                   threads: Optional[int] = None, fuse: bool = True) -> dict:
-    """Build (and load) the detector from ``config`` and benchmark it on one image; ``fuse``:
-    after the backbone's deployment step, as tools/test.py runs it."""
+    """:func:`benchmark` of ``config``'s detector; ``fuse``: run it fused, as tools/test.py does."""
     if threads:
         torch.set_num_threads(threads)
     model = load_detector(config, checkpoint, cfg_options)

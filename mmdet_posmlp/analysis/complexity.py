@@ -1,11 +1,8 @@
 """Parameters and FLOPs of a detector built from a config, and of its backbone alone.
 
-FLOPs are counted by mmengine's FlopAnalyzer (fvcore's rules), the convention of MMDetection's
-tools/analysis_tools/get_flops.py and of the "MACs" columns in papers: one multiply-add counts
-as one FLOP, convolutions, linear layers, matrix products and normalisations are counted,
-element-wise work (activations, softmax, additions) is not. PosMLP's custom autograd Functions
-are opaque in a jit trace; their handles are in flop_handles.py, registered on ``import
-mmdet_posmlp`` so that mmdet's own get_flops.py counts the same operators.
+FLOPs: mmengine's FlopAnalyzer (fvcore's rules), as mmdet's get_flops.py and papers' "MACs": a
+multiply-add is one FLOP; convolutions, linear layers, matmuls and norms count, element-wise work
+(activations, softmax, additions) does not. flop_handles.py counts PosMLP's autograd Functions.
 """
 import warnings
 from typing import Dict, Sequence, Tuple
@@ -40,11 +37,8 @@ def _flops(module: nn.Module, inputs: Tuple) -> Tuple[int, Dict[str, int]]:
 
 def model_complexity(config, shape: Sequence[int] = (800, 1280), cfg_options=None,
                      with_flops: bool = True) -> dict:
-    """Parameters of a detector and its parts, and FLOPs of detector and backbone at ``shape``.
-
-    ``shape`` is (H, W) of the image before padding; the input actually traced is padded to the
-    detector's size divisor (``input_shape`` in the result).
-    """
+    """Parameters of a detector and its parts, and FLOPs of detector and backbone at ``shape``,
+    (H, W) before padding; the traced input is padded to the size divisor (``input_shape``)."""
     model = build_detector(config, cfg_options).eval()
     result = dict(params=parameter_breakdown(model), shape=tuple(shape))
     if not with_flops:
@@ -66,8 +60,7 @@ def format_complexity(result: dict, config: str = '') -> str:
     if 'input_shape' in result:
         lines.append(f'Input shape: {result["shape"][0]}x{result["shape"][1]} '
                      f'(padded to {result["input_shape"][0]}x{result["input_shape"][1]})')
-    lines.append(f'Parameters, whole detector: {params["total"]:,} '
-                 f'({params["total"] / 1e6:.2f} M)')
+    lines.append(f'Parameters, whole detector: {params["total"]:,} ({params["total"] / 1e6:.2f} M)')
     lines += [f'  {name:<14} {n:>12,} ({n / 1e6:.2f} M)' for name, n in params.items()
               if name != 'total']
     if 'flops' in result:

@@ -1,30 +1,17 @@
-"""FLOP (and activation) counting of PosMLP by mmengine's jit analyzers, mmdet's get_flops included.
+"""FLOP (and activation) counting of PosMLP by mmengine's jit analyzers, mmdet's get_flops too.
 
-mmengine's ``FlopAnalyzer`` (fvcore's rules, used by ``get_model_complexity_info`` and so by
-MMDetection's ``tools/analysis_tools/get_flops.py``) traces the model with ``torch.jit`` and
-counts the operators of its handle table. The Linear layers, norms and convolutions of PosMLP
-are operators it knows (``aten::addmm``, ``aten::linear``, ``aten::layer_norm``, ...); the
-custom autograd Functions of posmlp.py are not: each is one opaque ``prim::PythonOp.<class
-name>`` node of the trace, whose inner products the analyzer never sees. Left alone it misses
-the token mixing:
+mmengine's ``FlopAnalyzer`` (fvcore's rules; behind ``get_model_complexity_info`` and mmdet's
+``tools/analysis_tools/get_flops.py``) counts the operators of its handle table in a ``torch.jit``
+trace. PosMLP's custom autograd Functions are opaque ``prim::PythonOp.<class name>`` nodes not in
+it (``_GeluGatedTokenMix``: the token mixing, a batched product per region of same-shaped windows;
+``_QuadraticSoftmax``, GQPE's scores and softmax: element-wise, no multiply-add).
 
-- ``_GeluGatedTokenMix`` (GELU, token mixing, gate) holds the mixing products: one batched
-  product per region of same-shaped windows;
-- ``_QuadraticSoftmax`` (GQPE's scores and softmax, element-wise by design) does no
-  multiply-add.
-
-:func:`register_flop_handles` adds a handle for each of them to mmengine's default handle
-tables, the ones every ``FlopAnalyzer`` / ``ActivationAnalyzer`` starts from. ``import
-mmdet_posmlp`` calls it, because mmdet's own get_flops.py never calls code of ours: the only
-thing of ours it runs is the import that the config's ``custom_imports`` asks for. Only names
-that the tables lack are added (a handle mmengine or the user set is kept); they are
-``prim::PythonOp`` names of our own classes, so the counts of other models do not change.
-
-The counts follow mmengine's convention: one multiply-add is one FLOP (torch's own
-``FlopCounterMode`` counts two); the handles of the PythonOps count the products inside them,
-computed from their input shapes, and element-wise work (GELU, gating, softmax) is not
-counted, as mmengine counts no activation or softmax. A PythonOp of the same class name that is
-not one of ours is left uncounted, with mmengine's usual warning.
+:func:`register_flop_handles` adds their handles to mmengine's default tables, which every
+``FlopAnalyzer`` / ``ActivationAnalyzer`` starts from; ``import mmdet_posmlp`` calls it, as mmdet's
+get_flops.py runs no code of ours but the config's ``custom_imports``. Only names the tables lack
+are added (a handle mmengine or the user set is kept); a foreign PythonOp of the same name stays
+uncounted, with mmengine's usual warning. The handles count as mmengine does (complexity.py): a
+multiply-add is one FLOP (torch's ``FlopCounterMode`` counts two), element-wise work is not counted.
 """
 import math
 from typing import Any, Callable, Dict, List
@@ -61,12 +48,11 @@ def _python_op(function: type, count: Callable[[List[Any], List[Any]], int]):
 
 
 def _gated_token_mix_flops(inputs: List[Any], outputs: List[Any]) -> int:
-    """_GeluGatedTokenMix(h, starts, starts_t, P_0, bias_0, P_1, bias_1, ...): h is (2C', rows), channel
-    groups contiguous, tokens in window order; region i is its columns starts[i]:starts[i + 1]
-    (T_i tokens, windows of n_i tokens), mixed by P_i (groups, n_i, n_i): baddbmm(bias_i, u as
-    (groups, C'/groups x T_i/n_i, n_i), P_i^T), C' x T_i x n_i multiply-adds. The tensors are
-    the node's inputs (h, starts_t, then the mixing); `starts`, a tuple of ints, is one of its
-    scalar arguments."""
+    """_GeluGatedTokenMix(h, starts, starts_t, P_0, bias_0, P_1, bias_1, ...), as
+    ``posmlp.gated_token_mix``: region i, columns starts[i]:starts[i + 1] of h (2C', rows), is T_i
+    tokens in windows of n_i, mixed by P_i (groups, n_i, n_i): C' x T_i x n_i multiply-adds. The
+    tensors are the node's inputs (h, starts_t, then the mixing); `starts`, a tuple of ints, is its
+    first scalar argument."""
     starts = outputs[0].node().scalar_args()[0]
     gated = _shape(inputs[0])[0] // 2
     sizes = [_shape(P)[-1] for P in inputs[2::2]]
@@ -97,10 +83,7 @@ POSMLP_ACTIVATION_HANDLES: Dict[str, Callable] = {
 
 
 def register_flop_handles() -> None:
-    """Add the handles above to mmengine's default FLOP and activation handle tables, so that
-    every FlopAnalyzer / ActivationAnalyzer created afterwards (get_model_complexity_info,
-    mmdet's get_flops.py) counts PosMLP fully. Keeps handles already in the tables, so it is
-    idempotent and leaves a handle that mmengine or the user set."""
+    """Add the handles above to mmengine's default tables, keeping those there (idempotent)."""
     for table, handles in ((_DEFAULT_SUPPORTED_FLOP_OPS, POSMLP_FLOP_HANDLES),
                            (_DEFAULT_SUPPORTED_ACT_OPS, POSMLP_ACTIVATION_HANDLES)):
         for name, handle in handles.items():

@@ -1,16 +1,10 @@
-"""The parameter column of the PosMLP paper's Table 3 (COCO, Mask R-CNN and RetinaNet, 1x), measured.
+"""The parameter column of the PosMLP paper's Table 3 (COCO, Mask R-CNN and RetinaNet, 1x).
 
-Each row of the table is data (``ROWS``): backbone, detector, the config that builds it and the
-paper's figure. The ResNet and PVT rows come from mmdet's own configs (``mmdet::...``), the
-CycleMLP and PosMLP rows from this package's (``mmdet_posmlp::...``). mmdet has no Mask R-CNN
-config for PVT: those rows are ``mask-rcnn_r50_fpn_1x_coco.py`` with the backbone of mmdet's
-RetinaNet PVT config and the FPN inputs PVT gives (64, 128, 320, 512); ``Row.note`` says so.
-
-Detectors are built without loading weights, on the meta device where their code allows it
-(sizes only, no memory), else on the CPU. Two counts per row: every parameter, and those that
-train (``requires_grad``). The paper's figures are the trainable ones: mmdet's ResNet configs
-freeze the stem and the first stage (``frozen_stages=1``, 0.23M), and only then do the ResNet
-rows agree with the paper (RetinaNet R-50: 37.97M in all, 37.74M trainable, paper 37.7M).
+mmdet has no Mask R-CNN config for PVT: those rows put its RetinaNet PVT config's backbone into
+``mask-rcnn_r50_fpn_1x_coco.py`` (``Row.note``). Detectors are built without weights, on the meta
+device where their code allows, else on the CPU. The paper counts parameters with requires_grad:
+mmdet's ResNet configs freeze the stem and first stage (``frozen_stages=1``, 0.23M); only then do
+ResNet rows match (RetinaNet R-50: 37.97M in all, 37.74M trainable, paper 37.7M).
 """
 import os.path as osp
 from dataclasses import dataclass
@@ -81,8 +75,7 @@ def row_config(row: Row):
 
 
 def build_row(row: Row) -> nn.Module:
-    """The detector of ``row``, no weights loaded: on the meta device where its modules allow
-    that (they may not, e.g. a constructor that reads a tensor's value), else on the CPU."""
+    """The detector of ``row`` without weights, on the meta device where its constructors allow."""
     cfg = row_config(row)
     try:
         with torch.device('meta'):
@@ -92,19 +85,15 @@ def build_row(row: Row) -> nn.Module:
 
 
 def measure(rows: Sequence[Row] = ROWS) -> List[Dict]:
-    """For each row: the row, its detector's parameters (``total``), those that train
-    (``trainable``), the backbone's, and the device it was built on."""
+    """Per row: the ``row``, ``total``, ``trainable``, ``backbone`` parameters and ``device``."""
     results = []
     for row in rows:
         model = build_row(row)
         params = list(model.parameters())
-        results.append(dict(
-            row=row,
-            total=sum(p.numel() for p in params),
-            trainable=sum(p.numel() for p in params if p.requires_grad),
-            backbone=sum(p.numel() for p in model.backbone.parameters()),
-            device=params[0].device.type,
-        ))
+        results.append(dict(row=row, total=sum(p.numel() for p in params),
+                            trainable=sum(p.numel() for p in params if p.requires_grad),
+                            backbone=sum(p.numel() for p in model.backbone.parameters()),
+                            device=params[0].device.type))
         del model
     return results
 

@@ -1,16 +1,10 @@
-"""Training curves from the scalars mmengine writes during training (tools/analysis/plot_logs.py,
-the demo and the backbone comparison).
+"""Training curves (loss, validation mAP) from the scalars mmengine writes during training.
 
-mmengine's LocalVisBackend appends one JSON object per line to
-``WORK_DIR/<timestamp>/vis_data/scalars.json``:
-
-- training iterations (every ``LoggerHook.interval``): ``{"lr": .., "loss": .., "loss_cls": ..,
-  "epoch": 1, "iter": 50, "step": 50, ...}``; ``step`` is the global iteration;
-- validation (after each validation epoch): ``{"coco/bbox_mAP": .., "coco/segm_mAP": ..,
-  "step": <epoch>, ...}``.
-
-A resumed run writes a new ``<timestamp>`` folder; all of them are read in time order and a
-later record replaces an earlier one with the same step.
+mmengine's LocalVisBackend appends to ``WORK_DIR/<timestamp>/vis_data/scalars.json`` one JSON object
+per line: a training record (``"loss"``, ``"loss_cls"``, ``"lr"``, ..., ``"step"`` the global
+iteration) every ``LoggerHook.interval`` iterations, a validation record (``"coco/bbox_mAP"``,
+``"coco/segm_mAP"``, ..., ``"step"`` the epoch) per validation. A resumed run writes a new
+``<timestamp>`` folder; all are read in time order, later records replacing earlier ones of a step.
 """
 import glob
 import json
@@ -73,10 +67,8 @@ def _label(ax, xlabel: str, ylabel: str, title: str) -> None:
 
 def plot_training_curves(work_dir: str, out: Optional[str] = None, title: Optional[str] = None,
                          dpi: int = 100) -> str:
-    """Write a PNG with the loss curve(s) per iteration and the val mAP per epoch.
-
-    Returns the PNG's path (default: ``<work_dir>/training_curves.png``).
-    """
+    """Write a PNG with the loss curve(s) per iteration and the val mAP per epoch; returns its
+    path (default: ``<work_dir>/training_curves.png``)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -125,8 +117,7 @@ def plot_training_curves(work_dir: str, out: Optional[str] = None, title: Option
 
 def plot_comparison(work_dirs: List[str], out: str, labels: Optional[List[str]] = None,
                     title: Optional[str] = None, dpi: int = 100) -> str:
-    """Several runs side by side: total training loss per iteration and every val mAP key per
-    epoch, one colour per run. Returns the PNG's path."""
+    """Several runs side by side, one colour each: training loss and val mAP; returns the PNG."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt

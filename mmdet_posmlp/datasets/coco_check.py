@@ -1,16 +1,10 @@
 """Check a COCO-format annotation file before mmdet reads it, and say exactly what is wrong.
 
-pycocotools and mmdet's CocoDataset fail on a malformed file with a bare ``KeyError: 'images'``,
-a JSONDecodeError that does not name the file, or, worse, load it and train on boxes that make
-no sense. :func:`check_coco_annotations` names the file, the entry (``annotations[17]``, with its
-id) and the field at fault, and lists up to ``max_problems`` problems at once.
-
-Checked: valid JSON; top-level ``images``, ``annotations`` and ``categories`` lists; images with
-a unique ``id``, a ``file_name`` and positive ``width`` / ``height``; categories with a unique
-``id`` and a ``name``; annotations with an ``image_id`` and ``category_id`` that exist, a
-``bbox`` of four finite numbers with non-negative width and height, and, when present, a
-``segmentation`` that is a list of polygons (each an even number of at least 6 numbers) or an
-RLE dict.
+pycocotools and mmdet's CocoDataset fail on a malformed file with a bare ``KeyError: 'images'``, a
+JSONDecodeError not naming the file, or, worse, train on nonsense boxes.
+:func:`check_coco_annotations` names the file, the entry (``annotations[17]``, with its id) and the
+faulty field, listing up to ``max_problems`` at once. Checked: JSON, top-level lists, every image,
+category and annotation (fields, unique ids, references, image sizes, boxes, polygon/RLE masks).
 """
 import json
 import math
@@ -35,8 +29,7 @@ def _entry(kind: str, i: int, item) -> str:
 
 
 def _objects(coco: dict, kind: str, fields, problems: list):
-    """(where, entry) of every entry of coco[kind] that is an object; what is not one, and the
-    fields an object lacks, go to `problems`."""
+    """(where, entry) per object in coco[kind]; non-objects and missing fields go to problems."""
     for i, item in enumerate(coco[kind]):
         where = _entry(kind, i, item)
         if not isinstance(item, dict):
@@ -61,10 +54,7 @@ def _check_segmentation(seg) -> str:
 
 
 def check_coco_annotations(path: str, max_problems: int = 10) -> dict:
-    """Raise AnnotationFormatError if ``path`` is not a usable COCO instances file.
-
-    Returns the parsed dict when it is.
-    """
+    """The parsed COCO instances file ``path``; AnnotationFormatError if it is not usable."""
     def fail(problems: List[str]):
         shown = problems[:max_problems]
         more = len(problems) - len(shown)
@@ -121,10 +111,8 @@ def check_coco_annotations(path: str, max_problems: int = 10) -> dict:
                             f'got {bbox!r}')
         elif 'bbox' in ann and (bbox[2] < 0 or bbox[3] < 0):
             problems.append(f'{where}: bbox width and height must be >= 0, got {bbox!r}')
-        if 'segmentation' in ann:
-            message = _check_segmentation(ann['segmentation'])
-            if message:
-                problems.append(f'{where}: {message}')
+        if 'segmentation' in ann and (message := _check_segmentation(ann['segmentation'])):
+            problems.append(f'{where}: {message}')
         if len(problems) > 10 * max_problems:
             break  # enough to act on; do not walk a large broken file to the end
     if problems:

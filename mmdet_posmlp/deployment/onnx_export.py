@@ -1,15 +1,11 @@
 """ONNX export of a backbone or single-stage detector, returned only once onnxruntime agrees.
 
-Exporters: ``'dynamo'`` (``torch.export``, then ``torch.onnx.export(program, dynamo=True)``;
-needs ``onnxscript``; static or dynamic sizes), ``'torchscript'`` (``torch.onnx.export(...,
-dynamo=False)``: static sizes only, :func:`resolve_exporter` says why; ``aten::threshold`` with
-a non-zero threshold, the flushed softmax, has no ONNX symbolic in torch, so one is registered
-for the export), ``'auto'`` (dynamo for dynamic sizes, else torchscript: faster, no
-onnxscript). The TorchScript tracer drops copies into views: a model that wrote its input into
-a view would give a graph that ignores its input, which the check's second input catches.
-
-A file that fails the check (``runtime.verify_onnx``) is removed, so that no unchecked file is
-left where a deployment would pick it up.
+Exporters: ``'dynamo'`` (``torch.export``, then ``torch.onnx.export(program, dynamo=True)``; needs
+``onnxscript``; static or dynamic sizes), ``'torchscript'`` (``torch.onnx.export(...,
+dynamo=False)``: static sizes only, :func:`resolve_exporter` says why), ``'auto'`` (dynamo for
+dynamic sizes, else torchscript: faster, no onnxscript). The TorchScript tracer drops copies into
+views: a model copying its input into a view would export a graph ignoring it, caught by the check's
+second input. A file failing the check (``runtime.verify_onnx``) is removed.
 """
 import importlib.util
 import os
@@ -56,7 +52,8 @@ def resolve_exporter(exporter: str, dynamic: bool) -> str:
 
 
 def _threshold_symbolic(g, x, threshold, value):
-    """aten::threshold(x, t, v) = x where x > t else v; torch has a symbolic for t = 0 only."""
+    """aten::threshold(x, t, v) = x where x > t else v, in the flushed softmax; torch has an ONNX
+    symbolic for t = 0 only, so this one is registered for the export."""
     return g.op('Where', g.op('Greater', x, g.op('CastLike', threshold, x)), x,
                 g.op('CastLike', value, x))
 
@@ -66,13 +63,12 @@ def _export_torchscript(target: nn.Module, part: str, x: torch.Tensor, out: str,
     torch.onnx.register_custom_op_symbolic('aten::threshold', _threshold_symbolic, opset)
     try:
         with torch.no_grad(), warnings.catch_warnings():
-            # TracerWarnings: the window layout is traced as constants, which is what a static
-            # export wants (and why dynamic exports are refused)
+            # TracerWarnings: the window layout is traced as constants, what a static export wants
             warnings.simplefilter('ignore', torch.jit.TracerWarning)
             # the gather of a clipped window's tokens (window_tokens: never negative indices)
             warnings.filterwarnings('ignore', 'Exporting aten::index operator of advanced')
-            # the wrapper in eval mode: the exporter restores the wrapper's mode afterwards,
-            # and a wrapper left in training mode would put the model back in training mode
+            # the wrapper in eval mode: the exporter restores the wrapper's mode afterwards, and
+            # a wrapper left in training mode would put the model back in training mode
             torch.onnx.export(ExportWrapper(target, part).eval(), (x,), out, dynamo=False,
                               opset_version=opset, input_names=[INPUT_NAME],
                               output_names=list(names), do_constant_folding=True)
@@ -84,9 +80,8 @@ def export_onnx(model: nn.Module, out: str, part: str = 'backbone',
                 size: Sequence[int] = (800, 1344), dynamic: bool = False,
                 opset: Optional[int] = None, exporter: str = 'auto', batch: int = 1,
                 verify: bool = True, log: Optional[Callable[[str], None]] = None) -> ExportReport:
-    """Export the backbone or detector (``part``) of ``model`` (put in eval mode) to the ONNX
-    file ``out`` and check it with onnxruntime (``runtime.verify_onnx``). On a failed check the
-    file is removed and VerificationError raised."""
+    """Export ``model``'s ``part`` (put in eval mode) to the ONNX file ``out`` and check it
+    (``runtime.verify_onnx``); a failed check removes the file and raises VerificationError."""
     import onnx
     log = log or (lambda s: None)
     size = check_size(size)
@@ -109,20 +104,18 @@ def export_onnx(model: nn.Module, out: str, part: str = 'backbone',
         ep, rule = export_program(target, size, part, dynamic, batch, mode='no_grad')
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', UserWarning)
-            program = torch.onnx.export(ep, (x,), dynamo=True, opset_version=opset,
-                                        input_names=[INPUT_NAME], output_names=names,
-                                        optimize=True, verbose=False)
+            program = torch.onnx.export(ep, (x,), dynamo=True, opset_version=opset, optimize=True,
+                                        input_names=[INPUT_NAME], output_names=names, verbose=False)
         program.save(out, external_data=False)
     export_s = time.perf_counter() - start
     proto = onnx.load(out)
     write_metadata(proto, dict(part=part, rule=rule.to_dict(), groups=groups, exporter=exporter))
     onnx.save(proto, out)
     report = ExportReport(
-        path=out, part=part, exporter=exporter,
+        path=out, part=part, exporter=exporter, rule=rule, groups=groups, output_names=names,
         opset=max(o.version for o in proto.opset_import if o.domain in ('', 'ai.onnx')),
-        rule=rule, groups=groups, output_names=names, file_bytes=os.path.getsize(out),
         nodes=len(proto.graph.node) + sum(len(f.node) for f in proto.functions),
-        export_s=export_s)
+        file_bytes=os.path.getsize(out), export_s=export_s)
     del proto
     if verify:
         try:
@@ -138,8 +131,7 @@ def export_from_config(config, checkpoint: Optional[str], out: str, part: str = 
                        opset: Optional[int] = None, exporter: str = 'auto',
                        cfg_options: Optional[dict] = None,
                        log: Optional[Callable[[str], None]] = print) -> ExportReport:
-    """What tools/deployment/export_onnx.py does: :func:`detector_io.load_detector`, then
-    :func:`export_onnx`; the exporter is checked before the model is built."""
+    """What tools/deployment/export_onnx.py does: ``load_detector``, then :func:`export_onnx`."""
     resolve_exporter(exporter, dynamic)
     model = load_detector(config, checkpoint, cfg_options, log=log)
     return export_onnx(model, out, part=part, size=size, dynamic=dynamic, opset=opset,

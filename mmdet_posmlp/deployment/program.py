@@ -1,16 +1,12 @@
 """What an export runs (the backbone, or the detector's tensor mode), and its ``torch.export``.
 
-The input is the preprocessed batch (normalised, padded by the data preprocessor); decoding and
-NMS stay in Python (``runtime.predict_with_onnx``). Only the plain model is exported: what
-``fuse()`` precomputes depends on the weights and window shapes, fixed in an exported graph, so
-constant folding and onnxruntime compute it once as well (:func:`export_target` says why a
-fused model is refused).
-
+The input is the preprocessed (normalised, padded) batch; decoding and NMS stay in Python
+(``runtime.predict_with_onnx``). Only the plain model is exported (:func:`export_target` says why).
 With a dynamic size rule, :class:`ExportWrapper` writes the input's height and width as
 ``L * k + r`` before the model runs, so that every map size is linear in k for torch.export's
 solver (nested floor divisions of H make its proofs too slow at detector sizes), and a size
-outside the rule fails in the exported program (a guard in torch.export; in onnxruntime, the
-split of each side into two parts sized from k) instead of computing something else.
+outside the rule fails in the exported program (a guard in torch.export; in onnxruntime, the split
+of each side into two parts sized from k) rather than computing something else.
 """
 import contextlib
 import dataclasses
@@ -32,8 +28,7 @@ def _check_part(part: str) -> None:
 
 
 def flatten_outputs(out) -> Tuple[List[torch.Tensor], List[int]]:
-    """A model's outputs -> (flat list of tensors, group lengths): 0 for a tensor (a backbone's
-    features), n for a list of n tensors (a dense head's cls_scores, bbox_preds, ...)."""
+    """Outputs -> (flat tensors, group lengths): 0 for a tensor, n for a list of n tensors."""
     items = [out] if isinstance(out, torch.Tensor) else list(out)
     for item in items:
         if not (isinstance(item, torch.Tensor) or isinstance(item, (list, tuple))
@@ -64,8 +59,7 @@ def output_names(groups: Sequence[int], part: str) -> List[str]:
 
 
 class ExportWrapper(nn.Module):
-    """The backbone, or the detector's tensor mode, with flat tensor outputs; with a dynamic
-    size rule, the input written as ``period * k + remainder`` first (module docstring)."""
+    """The backbone or the detector's tensor mode with flat outputs (dynamic: module docstring)."""
 
     def __init__(self, model: nn.Module, part: str = 'backbone', rule: Optional[SizeRule] = None):
         super().__init__()
@@ -80,10 +74,9 @@ class ExportWrapper(nn.Module):
             L, (rh, rw) = self.period, self.remainder
             kh, kw = (H - rh) // L, (W - rw) // L
             x = x.reshape(B, C, L * kh + rh, L * kw + rw)
-            # The input cut in two along each side and put back, the two sizes computed from k:
-            # in onnxruntime a size outside the rule fails there (sizes that do not add up to
-            # the side). The reshape does not check it (a no-op for the solver, dropped), nor
-            # does the model: its window layout, built from k, would gather a part of the map.
+            # Cut in two along each side and put back: in onnxruntime a size outside the rule fails
+            # here, the parts, sized from k, not adding up to the side (the reshape, a no-op for the
+            # solver, is dropped; the window layout, built from k, would gather a part of the map).
             # Not L k and r: the exporter writes L k as H - r, which always adds up.
             x = torch.cat(x.split([kh, (L - 1) * kh + rh], dim=2), dim=2)
             x = torch.cat(x.split([kw, (L - 1) * kw + rw], dim=3), dim=3)
@@ -91,8 +84,7 @@ class ExportWrapper(nn.Module):
 
 
 def export_target(model: nn.Module, part: str) -> nn.Module:
-    """The module an export of ``part`` runs: the backbone (of a detector, or the model itself
-    if it is one), or the detector. Refuses fused models and two-stage detectors."""
+    """The module an export of ``part`` runs; refuses fused models and two-stage detectors."""
     _check_part(part)
     fused = [n for n, m in model.named_modules() if getattr(m, 'fixed_mixing', None) is not None]
     if fused:
@@ -134,13 +126,11 @@ def _size_oblivious():
 def export_program(model: nn.Module, size: Sequence[int] = (800, 1344), part: str = 'backbone',
                    dynamic: bool = True, batch: int = 1,
                    mode: str = 'no_grad') -> Tuple[torch.export.ExportedProgram, SizeRule]:
-    """``torch.export`` of the backbone or detector of ``model`` (see :func:`export_target`)
-    in eval mode under ``mode`` ('no_grad' or 'inference_mode').
-
-    Dynamic: height and width are derived dims ``period * Dim + remainder`` (the period of
-    ``sizes.window_period``); the program is traced at a size with k >= 2 (a size of one window
-    count would be specialised) and accepts the sizes of the returned rule, whose lower bound
-    is the one torch.export proved. Raises ExportError if ``size`` itself is not accepted."""
+    """``torch.export`` of the backbone or detector of ``model`` (:func:`export_target`) in eval
+    mode under ``mode`` ('no_grad' or 'inference_mode'). Dynamic: H and W are derived dims
+    ``period * Dim + remainder`` (``sizes.window_period``), traced at a size with k >= 2 (a size of
+    one window count would be specialised); the program accepts the sizes of the returned rule,
+    whose lower bound is the one torch.export proved. ExportError if ``size`` is not one of them."""
     if mode not in GRAD_MODES:
         raise ExportError(f"mode must be 'no_grad' or 'inference_mode', got '{mode}'")
     size = check_size(size)
@@ -169,8 +159,7 @@ def export_program(model: nn.Module, size: Sequence[int] = (800, 1344), part: st
 
 
 def _program_minimum(ep: torch.export.ExportedProgram, rule: SizeRule) -> Tuple[int, int]:
-    """The smallest height and width the exported program accepts (from its range
-    constraints), within the rule's residue classes."""
+    """The least height and width the program accepts (range constraints), in the rule's classes."""
     name = ep.graph_signature.user_inputs[0]
     placeholder = next(n for n in ep.graph.nodes if n.op == 'placeholder' and n.name == name)
     out = []

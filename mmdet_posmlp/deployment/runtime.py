@@ -1,12 +1,12 @@
 """An exported model in onnxruntime: sessions, its check against PyTorch, detections from it.
 
-:func:`verify_onnx` runs onnxruntime against PyTorch (eval, float32, ``no_grad``) at the export
-size and, when dynamic, at the next size the rule accepts: ``max|onnx - torch| / max|torch|``
-must stay below :data:`TOLERANCE` for every output. A second random input must change every
-output by more than :data:`MIN_INPUT_EFFECT` and match there too, because a graph that ignores
-its input can match closely at one input. The part, size rule and output groups are stored in
-the file's metadata (key ``mmdet_posmlp``), so that :func:`run_onnx` refuses sizes outside the
-rule and :func:`predict_with_onnx` regroups the head's outputs from the file alone.
+:func:`verify_onnx` runs onnxruntime against PyTorch (eval, float32, ``no_grad``) at the export size
+and, when dynamic, at the next size the rule accepts: ``max|onnx - torch| / max|torch|`` must stay
+below :data:`TOLERANCE` for every output. A second random input must change every output by more
+than :data:`MIN_INPUT_EFFECT` and match there too, because a graph that ignores its input can match
+closely at one input. The part, size rule and output groups are stored in the file's metadata (key
+``mmdet_posmlp``), so that :func:`run_onnx` refuses sizes outside the rule and
+:func:`predict_with_onnx` regroups the head's outputs from the file alone.
 """
 import dataclasses
 import json
@@ -106,8 +106,7 @@ def onnx_session(path: str, threads: Optional[int] = None):
 
 
 def run_onnx(session, inputs: torch.Tensor, check_size: bool = True) -> List[torch.Tensor]:
-    """Run an exported model on a (B, C, H, W) batch; the flat outputs as tensors. The size is
-    checked against the rule the model was exported for."""
+    """Run an exported model on a (B, C, H, W) batch, its size checked against the model's rule."""
     if check_size:
         read_metadata(session)['rule'].check(*inputs.shape[-2:])
     arrays = session.run(None, {session.get_inputs()[0].name:
@@ -122,8 +121,7 @@ def _max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _compare(path: str, got: List[torch.Tensor], want: List[torch.Tensor], where: str):
-    """Per output, the relative difference of onnxruntime's ``got`` to PyTorch's ``want``,
-    after checking their number, shapes and finiteness."""
+    """Per output, the relative difference of ``got`` (onnxruntime) to ``want`` (PyTorch)."""
     if len(got) != len(want):
         raise VerificationError(f'{path}: {len(got)} outputs, PyTorch gives {len(want)}')
     for j, (a, b) in enumerate(zip(got, want)):
@@ -137,8 +135,7 @@ def _compare(path: str, got: List[torch.Tensor], want: List[torch.Tensor], where
 
 def verify_onnx(path: str, target: nn.Module, part: str, rule: SizeRule, batch: int = 1,
                 report: Optional[ExportReport] = None, session=None) -> ExportReport:
-    """Check an exported model against ``target`` (see the module docstring); raises
-    VerificationError with the figures when a check fails."""
+    """Check an exported model against ``target`` (module docstring); raises VerificationError."""
     session = session or onnx_session(path)
     sizes = [tuple(rule.size)] + ([rule.next_size(*rule.size)] if rule.dynamic else [])
     report = report or ExportReport(path, part, '?', 0, rule, [], [])
@@ -155,7 +152,6 @@ def verify_onnx(path: str, target: nn.Module, part: str, rule: SizeRule, batch: 
             raise VerificationError(
                 f'{path}: onnxruntime differs from PyTorch at {size[0]}x{size[1]}: max relative '
                 f'difference {diffs[worst]:.2e} (output {worst}) > {TOLERANCE:.0e}')
-    # a second input at the export size: every output must change, in PyTorch and in ONNX
     x = dummy_images(sizes[0], batch, seed=100, normalised=True)
     got, want = run_onnx(session, x), reference_outputs(target, part, x)
     got0, want0 = runs[0]
@@ -176,11 +172,10 @@ def verify_onnx(path: str, target: nn.Module, part: str, rule: SizeRule, batch: 
 
 def predict_with_onnx(session, detector: nn.Module, inputs: torch.Tensor,
                       data_samples: list, rescale: bool = True) -> list:
-    """Detections from an exported detector (``part='detector'``): onnxruntime runs backbone,
-    neck and head on the preprocessed batch ``inputs`` (what ``detector.data_preprocessor``
-    returns), and the head's ``predict_by_feat`` (mmdet, Python) decodes the boxes and runs
-    NMS, as ``detector.predict(inputs, data_samples)`` does. Returns the data samples with
-    ``pred_instances``."""
+    """Detections from an exported detector (``part='detector'``): onnxruntime runs backbone, neck
+    and head on the preprocessed batch ``inputs`` (what ``detector.data_preprocessor`` returns), the
+    head's ``predict_by_feat`` (mmdet, Python) decodes the boxes and runs NMS, as
+    ``detector.predict`` does; returns the data samples with ``pred_instances``."""
     meta = read_metadata(session)
     if meta['part'] != 'detector':
         raise ExportError(f"predict_with_onnx needs a model exported with part='detector', "

@@ -1,13 +1,12 @@
 """The input sizes an exported PosMLP accepts, and why they come in residue classes.
 
-A stage cuts its map into up to four regions of same-shaped windows (whole, right edge, bottom
-edge, corner): which regions exist and the size of the clipped windows are Python integers,
-fixed per size, so an exported program is specialised on that layout. The layout is the same
-for all sizes congruent to the export size modulo the *period* L, the least common multiple of
-stride x window over the stages (224 for PosMLP-T/S/B: 16 x 14 and 32 x 7), from two periods
-up: H = L * k + (H0 mod L), k >= 2 (at k = 0 or 1 some stage has no whole window or a single
-one, another layout). mmdet pads inputs to multiples of 32 only, so a deployment that feeds
-arbitrary images must pad to the rule's sizes, or export at a fixed size.
+A stage cuts its map into up to four regions of same-shaped windows (whole, right edge, bottom edge,
+corner): which regions exist and the size of the clipped windows are Python integers, fixed per
+size, so an exported program is specialised on that layout. That layout is the same for all sizes
+congruent to the export size modulo the period L (:func:`window_period`; 224 for PosMLP-T/S/B:
+16 x 14 and 32 x 7) from two periods up: H = L * k + (H0 mod L), k >= 2 (at k = 0 or 1 some stage
+has no whole window or a single one). mmdet pads inputs to multiples of 32 only, so a deployment
+that feeds arbitrary images must pad to the rule's sizes, or export at a fixed size.
 """
 import dataclasses
 import math
@@ -26,10 +25,8 @@ class ExportError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class SizeRule:
-    """Input heights and widths an exported model accepts.
-
-    Static: exactly ``size``. Dynamic: ``H = period * k + remainder[0]`` between ``minimum[0]``
-    and ``maximum[0]``, and the same for W."""
+    """Input sizes an exported model accepts: static, exactly ``size``; dynamic,
+    ``H = period * k + remainder[0]`` between ``minimum[0]`` and ``maximum[0]``, same for W."""
     size: Tuple[int, int]                        # the export size
     period: int = 0                              # 0: static
     remainder: Tuple[int, int] = (0, 0)
@@ -76,15 +73,12 @@ def _conv_stride(module: nn.Module) -> int:
 
 
 def window_period(model: nn.Module) -> int:
-    """The least common multiple of stride x window over the PosMLP stages of ``model``:
-    adding it to the input height (width) adds whole windows to every stage, so the cut into
-    regions stays the same; at least the network's total stride.
-
-    A stage's stride is that of the convolutions before it (the stem's) and in its own
-    downsampling, each a 3x3 stride-2 convolution with padding 1 (ceil(H / 2)), so stage i sees
-    ceil(H / stride_i). The convolutions are read, not the stem's class or a ``feature_info``:
-    they are the same before and after ``fuse()`` (which turns the stem into plain layers), and
-    the mmdet backbone has no ``feature_info``."""
+    """The period L (module docstring): the least common multiple of stride x window over the PosMLP
+    stages of ``model`` (adding it to H adds whole windows to every stage) and of the total stride.
+    A stage's stride is that of the convolutions before it (the stem's) and in its own downsampling,
+    each a 3x3 stride-2 convolution with padding 1, so stage i sees ceil(H / stride_i). The
+    convolutions are read, not the stem's class (``fuse()`` turns the stem into plain layers) or a
+    ``feature_info`` (the mmdet backbone has none)."""
     period, stride = 1, 1
     for m in model.modules():  # in order: the stem, then each stage and its downsampling
         if isinstance(m, PosMLPStage):
@@ -100,8 +94,7 @@ def window_period(model: nn.Module) -> int:
 
 
 def size_rule(model: nn.Module, size: Sequence[int], dynamic: bool) -> SizeRule:
-    """The sizes an export of ``model`` at ``size`` would accept (before torch.export refines
-    the lower bound, see :func:`export_program`)."""
+    """The sizes an export at ``size`` accepts (lower bound refined by :func:`export_program`)."""
     h, w = check_size(size)
     if not dynamic:
         return SizeRule((h, w))

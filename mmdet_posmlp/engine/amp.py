@@ -1,12 +1,10 @@
 """`--amp` where there is no GPU.
 
-mmengine's AmpOptimWrapper (what `--amp` selects) asserts a CUDA, NPU, MLU or MUSA device, and
-only once the data sets have loaded: on a CPU-only machine that is a raw AssertionError late.
-On a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX: Intel Cooper Lake, Sapphire Rapids
-and later, AMD Zen 4 and later) mixed precision is worth having: on the Xeon this was
-written on (AMX), a PosMLP-T backbone training step at 800x1344 ran about 1.6x faster under
-bfloat16 autocast than in float32. bfloat16 has
-float32's exponent range, so no loss scaling is needed. Elsewhere bfloat16 is emulated and
+mmengine's AmpOptimWrapper (what `--amp` selects) asserts a CUDA, NPU, MLU or MUSA device, late
+(after the data sets load) and as a raw AssertionError. On CPUs with native bfloat16 (AVX512-BF16 or
+AMX: Intel since Cooper Lake, AMD since Zen 4) it pays: on this project's AMX Xeon, a PosMLP-T
+backbone training step at 800x1344 ran about 1.6x faster under bfloat16 autocast than in float32,
+with no loss scaling (bfloat16 has float32's exponent range). Elsewhere bfloat16 is emulated and
 slower than float32, so `--amp` stops with an explanation before anything is built.
 """
 from contextlib import contextmanager
@@ -30,14 +28,12 @@ def cpu_has_native_bfloat16() -> bool:
 def has_accelerator() -> bool:
     from mmengine.device import (is_cuda_available, is_mlu_available, is_musa_available,
                                  is_npu_available)
-    return (is_cuda_available() or is_npu_available() or is_mlu_available()
-            or is_musa_available())
+    return is_cuda_available() or is_npu_available() or is_mlu_available() or is_musa_available()
 
 
 def amp_optim_wrapper(optim_wrapper: dict) -> dict:
-    """The optim_wrapper config for `--amp` on this machine: mmengine's AmpOptimWrapper with
-    dynamic loss scaling on a GPU, BFloat16AutocastOptimWrapper on a CPU with native bfloat16;
-    raises AmpUnavailableError otherwise."""
+    """The optim_wrapper config for `--amp` here: AmpOptimWrapper with dynamic loss scaling on a
+    GPU, BFloat16AutocastOptimWrapper on a CPU with native bfloat16, else AmpUnavailableError."""
     if has_accelerator():
         return dict(optim_wrapper, type='AmpOptimWrapper', loss_scale='dynamic')
     if not cpu_has_native_bfloat16():

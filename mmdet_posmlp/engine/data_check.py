@@ -1,11 +1,8 @@
-"""Stop at once, with directions, when the dataset a config reads is not on disk or its
-annotation file is malformed (:mod:`mmdet_posmlp.datasets.coco_check`).
+"""Stop at once, with directions, if a config's dataset is absent or malformed (coco_check.py).
 
 Without this, mmengine builds the whole detector (and loads ImageNet weights) before the first
-dataloader opens its annotation file and fails with a bare FileNotFoundError. The check reads
-the paths exactly as mmengine's ``BaseDataset`` resolves them (``data_root`` joined to
-``ann_file`` and to each ``data_prefix`` entry unless they are absolute), and the evaluators'
-``ann_file``, so it also follows ``--cfg-options`` overrides.
+dataloader opens its annotation file and fails with a bare FileNotFoundError. The paths (and the
+evaluators' ``ann_file``) are resolved as ``BaseDataset`` does, so ``--cfg-options`` apply.
 """
 import os
 import os.path as osp
@@ -30,6 +27,7 @@ COCO_HOWTO = (
     '    data/coco/val2017/     (5,000 images)\n'
     '  or link a copy that is elsewhere: ln -s /path/to/coco data/coco\n')
 
+
 class DataPath(NamedTuple):
     """One path a config reads: what it is, where it is set, and where it resolves to."""
     split: str  # 'train' | 'val' | 'test'
@@ -41,7 +39,7 @@ class DataPath(NamedTuple):
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """Raised before anything is built; ``str(e)`` is the full message with directions."""
+    """``str(e)`` is the full message with directions."""
 
     def __init__(self, message: str, missing: Sequence[DataPath]):
         super().__init__(message)
@@ -107,11 +105,8 @@ def _evaluator_paths(evaluator, split: str, key: str) -> List[DataPath]:
 
 
 def collect_data_paths(cfg, splits: Sequence[str]) -> List[DataPath]:
-    """Every local path that the dataloaders and evaluators of ``splits`` will open.
-
-    ``splits`` are among 'train', 'val' and 'test'; a split whose dataloader is not configured
-    (or, for 'val', whose ``val_cfg`` is None) contributes nothing.
-    """
+    """Every local path that the dataloaders and evaluators of ``splits`` ('train', 'val',
+    'test') will open; a split without dataloader (or, for 'val', ``val_cfg``) adds nothing."""
     paths = []
     for split in splits:
         loader = cfg.get(f'{split}_dataloader')
@@ -120,12 +115,10 @@ def collect_data_paths(cfg, splits: Sequence[str]) -> List[DataPath]:
         paths += _dataset_paths(loader.get('dataset'), split, f'{split}_dataloader.dataset')
         if split != 'train':
             paths += _evaluator_paths(cfg.get(f'{split}_evaluator'), split, f'{split}_evaluator')
-    unique, seen = [], set()
+    unique = {}
     for p in paths:
-        if (p.path, p.role, p.split) not in seen:
-            seen.add((p.path, p.role, p.split))
-            unique.append(p)
-    return unique
+        unique.setdefault((p.path, p.role, p.split), p)
+    return list(unique.values())
 
 
 def _exists(p: DataPath) -> bool:
@@ -196,7 +189,6 @@ def format_missing_message(cfg, paths: Sequence[DataPath], tool: str) -> str:
         f'{DEMO_COMMAND}\n')
 
 
-
 # Annotation files up to this size are parsed and checked in full before training starts
 # (COCO val2017: 25 MB, under a second); COCO train2017 (448 MB) would cost every process
 # seconds and gigabytes again, so larger files are left to mmdet.
@@ -205,14 +197,11 @@ MAX_CHECKED_ANNOTATION_BYTES = 256 * 2**20
 
 def check_data(cfg, splits: Sequence[str], tool: str = 'mmdet_posmlp') -> List[DataPath]:
     """Raise DatasetNotFoundError (with directions) if a path of ``splits`` is missing, or
-    AnnotationFormatError (naming the file and the entries at fault) if an annotation file of
-    at most MAX_CHECKED_ANNOTATION_BYTES is malformed.
-
-    Returns the checked paths when all is well.
-    """
+    AnnotationFormatError (naming the file and the entries at fault) if an annotation file of at
+    most MAX_CHECKED_ANNOTATION_BYTES is malformed; return the checked paths otherwise."""
     paths = collect_data_paths(cfg, splits)
-    if paths and not all(_exists(p) for p in paths):
-        missing = [p for p in paths if not _exists(p)]
+    missing = [p for p in paths if not _exists(p)]
+    if missing:
         raise DatasetNotFoundError(format_missing_message(cfg, paths, tool), missing)
     annotation_files = {osp.expanduser(p.path) for p in paths if p.is_file}
     for path in sorted(annotation_files):

@@ -1,23 +1,8 @@
-"""Training hooks that keep a long run from losing work or silently going wrong.
+"""Hooks registered in mmdet's HOOKS: the 1x configs use the first two, tools/test.py the third.
 
-- :class:`CrashSafeCheckpointHook`: mmengine's CheckpointHook, except that a process killed
-  while saving (SIGKILL, a full disk, a pre-empted node) leaves the previous checkpoint and
-  ``last_checkpoint`` usable. mmengine 0.10 deletes the oldest checkpoint *before* writing the
-  new one and writes the file in place, so with ``max_keep_ckpts=1`` a kill mid-write leaves no
-  usable checkpoint at all. Here the new file is written to ``<name>.part`` and renamed into
-  place (atomic on POSIX), ``last_checkpoint`` is replaced the same way, and only then are old
-  checkpoints removed.
-- :class:`NonFiniteLossHook`: stops the run at the first non-finite loss, naming the iteration
-  and the loss terms, or, under AMP, where the dynamic loss scaler skips steps whose gradients
-  overflow (mmengine's convention), reports every skipped step and stops only after
-  ``max_amp_skips`` skips in a row.
-
-- :class:`FuseBackboneHook`: before testing, the backbone's deployment step (``fuse()``: the
-  stem's BatchNorm folded into its convolutions, the mixing matrices kept per map size; see
-  models/fused.py).
-  tools/test.py adds it (``--no-fuse`` leaves it out); validation during training never fuses.
-
-All are registered in mmdet's HOOKS registry; the 1x configs use the first two.
+- :class:`CrashSafeCheckpointHook`: a kill while saving leaves the previous checkpoint usable;
+- :class:`NonFiniteLossHook`: stops at a non-finite loss (AMP: ``max_amp_skips`` skips in a row);
+- :class:`FuseBackboneHook`: the backbone's deployment step (``fuse()``) before testing.
 """
 import math
 import os
@@ -62,18 +47,19 @@ class AtomicLocalBackend(LocalBackend):
 class CrashSafeCheckpointHook(CheckpointHook):
     """CheckpointHook whose saving survives a kill at any moment (same arguments).
 
-    Local output directories are written through :class:`AtomicLocalBackend` unless
-    ``backend_args`` names another backend (remote storage keeps its own semantics).
-    """
+    mmengine 0.10 deletes the oldest checkpoint *before* writing the new one and writes the file in
+    place, so with ``max_keep_ckpts=1`` a kill mid-write (SIGKILL, a full disk, a pre-empted node)
+    leaves no usable checkpoint. Here the new file and ``last_checkpoint`` are written with
+    :func:`atomic_write` (unless ``backend_args`` names another backend: remote storage keeps its
+    own semantics), and only then are old checkpoints removed."""
 
     def __init__(self, *args, backend_args: Optional[dict] = None, **kwargs):
         super().__init__(*args, backend_args=backend_args or dict(backend=ATOMIC_BACKEND),
                          **kwargs)
 
     def _save_checkpoint_with_step(self, runner, step, meta):
-        # The new id is recorded before saving, so that the checkpoint's own message hub lists
-        # it (resuming from it then knows which files are its predecessors); files are deleted
-        # only once the new checkpoint and last_checkpoint are safely on disk.
+        # The new id is recorded before saving, so that the checkpoint's own message hub lists it
+        # (resuming from it then knows which files are its predecessors).
         if self.max_keep_ckpts > 0 and (not self.keep_ckpt_ids or self.keep_ckpt_ids[-1] != step):
             self.keep_ckpt_ids.append(step)
             runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
@@ -81,17 +67,16 @@ class CrashSafeCheckpointHook(CheckpointHook):
         self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
         runner.save_checkpoint(
-            self.out_dir, filename, self.file_client_args,
-            save_optimizer=self.save_optimizer,
-            save_param_scheduler=self.save_param_scheduler,
-            meta=meta, by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
+            self.out_dir, filename, self.file_client_args, save_optimizer=self.save_optimizer,
+            save_param_scheduler=self.save_param_scheduler, meta=meta, by_epoch=self.by_epoch,
+            backend_args=self.backend_args, **self.args)
         if not is_main_process():  # sharded saving: the main process does the bookkeeping
             return
         atomic_write(self.last_ckpt, osp.join(runner.work_dir, 'last_checkpoint'))
         self._drop_old_checkpoints(runner)
 
     def _drop_old_checkpoints(self, runner) -> None:
-        """The new checkpoint is safely on disk: now delete the oldest beyond max_keep_ckpts."""
+        """Delete the oldest checkpoints beyond max_keep_ckpts (the new one is safely on disk)."""
         if self.max_keep_ckpts <= 0:
             return
         while len(self.keep_ckpt_ids) > self.max_keep_ckpts:
@@ -115,13 +100,11 @@ class CrashSafeCheckpointHook(CheckpointHook):
 class NonFiniteLossHook(Hook):
     """Detect a NaN or infinite loss after every training iteration.
 
-    Without AMP the optimizer has already applied the step, so the weights in memory are
-    spoiled: the run stops (FloatingPointError) with the iteration, the loss terms and the
-    last checkpoint to resume from. Under AMP the dynamic loss scaler has skipped the step
-    (its gradients were not finite) and lowered the scale: that is mmengine's normal recovery,
-    so each skip is logged as a warning, and the run stops only when ``max_amp_skips`` steps in
-    a row were skipped (the loss itself, not the scale, is broken).
-    """
+    Without AMP the optimizer has already applied the step, so the weights in memory are spoiled:
+    the run stops (FloatingPointError) with the iteration, the loss terms and the last checkpoint to
+    resume from. Under AMP the dynamic loss scaler has skipped the step (non-finite gradients) and
+    lowered the scale, mmengine's normal recovery: each skip is logged as a warning, and the run
+    stops only after ``max_amp_skips`` skips in a row (the loss itself is broken)."""
 
     priority = 'VERY_HIGH'  # before the logger and the checkpoint hook see this iteration
 
@@ -163,13 +146,13 @@ class NonFiniteLossHook(Hook):
 
 @HOOKS.register_module()
 class FuseBackboneHook(Hook):
-    """Run the backbone's deployment step once the test checkpoint is loaded, before testing.
+    """Run the backbone's deployment step (``fuse()``: stem BatchNorm folded into its
+    convolutions, mixing matrices kept per map size; models/posmlp.py) before testing.
 
     The fused backbone gives the plain one's outputs (tests/test_posmlp_math.py) without
-    recomputing, every forward, what only the weights and the map size fix; it is
-    inference-only (a fused stage refuses to run with gradients), so the hook acts in
-    ``before_test`` (tools/test.py), never during training or its validation. Backbones
-    without ``fuse()`` are left alone."""
+    recomputing, every forward, what only the weights and the map size fix; it is inference-only (a
+    fused stage refuses gradients), so the hook acts in ``before_test`` only (tools/test.py adds it
+    unless ``--no-fuse``). Backbones without ``fuse()`` are left alone."""
 
     priority = 'LOWEST'
 

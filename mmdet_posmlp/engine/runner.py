@@ -1,14 +1,9 @@
-"""Config handling and Runner construction for tools/train.py and tools/test.py.
-
-The behaviour follows MMDetection 3.3's own tools/train.py and tools/test.py option for option,
-plus four things they lack:
+"""Config and Runner for tools/train.py, tools/test.py: mmdet 3.3's tools option for option, plus:
 
 - the plugin is registered (``import mmdet_posmlp``) even when a config has no custom_imports;
 - a missing dataset stops the tool before the model is built (:mod:`.data_check`);
-- checkpoints written by mmengine's CheckpointHook load under torch >= 2.6's safe unpickler
-  (:mod:`.safe_load`), for ``--resume`` and for testing;
-- distributed runs (``--launcher pytorch|slurm|mpi``) work on CPU-only machines
-  (:func:`setup_cpu_distributed`): gloo instead of nccl, DDP without device ids.
+- mmengine's checkpoints load under torch >= 2.6's safe unpickler (:mod:`.safe_load`);
+- distributed runs work on CPU-only machines (:func:`setup_cpu_distributed`).
 """
 import argparse
 import datetime
@@ -27,9 +22,8 @@ from ..safe_load import UnsafeCheckpointError, allow_mmengine_checkpoints, check
 from .amp import AmpUnavailableError, amp_optim_wrapper
 from .data_check import DatasetNotFoundError, check_data
 
-# What building a runner raises for a mistake of the user's (a missing data set or checkpoint,
-# malformed annotations, an unsafe checkpoint, --amp where no mixed precision runs): the tools
-# print the message, which says what to do, instead of a traceback.
+# What building a runner raises for a mistake of the user's: the tools print the message, which
+# says what to do, instead of a traceback.
 SETUP_ERRORS = (DatasetNotFoundError, AnnotationFormatError, UnsafeCheckpointError,
                 AmpUnavailableError, FileNotFoundError)
 
@@ -41,15 +35,10 @@ __all__ = ['SETUP_ERRORS', 'LAUNCHERS', 'load_config', 'configure_training', 'co
 LAUNCHERS: Sequence[str] = ('none', 'pytorch', 'slurm', 'mpi')
 
 
-def load_config(config: str,
-                cfg_options: Optional[dict] = None,
-                launcher: str = 'none',
+def load_config(config: str, cfg_options: Optional[dict] = None, launcher: str = 'none',
                 work_dir: Optional[str] = None) -> Config:
-    """Read ``config``, merge ``--cfg-options`` and set the launcher and work_dir.
-
-    work_dir priority, as in mmdet: ``work_dir`` argument > ``work_dir`` in the file >
-    ``./work_dirs/<config name>``.
-    """
+    """Read ``config``, merge ``--cfg-options`` and set the launcher and work_dir (priority, as
+    in mmdet: ``work_dir`` argument > ``work_dir`` in the file > ``./work_dirs/<config name>``)."""
     cfg = Config.fromfile(config)
     cfg.launcher = launcher
     if cfg_options:
@@ -61,9 +50,7 @@ def load_config(config: str,
     return cfg
 
 
-def configure_training(cfg: Config,
-                       amp: bool = False,
-                       auto_scale_lr: bool = False,
+def configure_training(cfg: Config, amp: bool = False, auto_scale_lr: bool = False,
                        resume: Optional[str] = None) -> Config:
     """Apply ``--amp``, ``--auto-scale-lr`` and ``--resume`` (a path, or 'auto') to ``cfg``."""
     if amp:  # before anything is built or read: a machine without mixed precision stops here
@@ -87,17 +74,11 @@ def configure_training(cfg: Config,
     return cfg
 
 
-def configure_testing(cfg: Config,
-                      checkpoint: str,
-                      show: bool = False,
-                      show_dir: Optional[str] = None,
-                      wait_time: float = 2.0) -> Config:
-    """Load ``checkpoint`` for testing and turn on drawing for ``--show`` / ``--show-dir``.
-
-    As in mmdet, drawing goes through the config's ``default_hooks.visualization``
-    (DetVisualizationHook): ``draw=True``, and ``test_out_dir=show_dir``, which the hook puts
-    under ``<work_dir>/<timestamp>/`` when it is a relative path.
-    """
+def configure_testing(cfg: Config, checkpoint: str, show: bool = False,
+                      show_dir: Optional[str] = None, wait_time: float = 2.0) -> Config:
+    """Load ``checkpoint`` for testing and, as mmdet does, turn on drawing for ``--show`` /
+    ``--show-dir`` in ``default_hooks.visualization``: ``draw=True``, and
+    ``test_out_dir=show_dir``, which the hook puts under ``<work_dir>/<timestamp>/`` if relative."""
     cfg.load_from = checkpoint
     if show or show_dir:
         hooks = cfg.get('default_hooks') or {}
@@ -116,9 +97,8 @@ def configure_testing(cfg: Config,
 
 
 def _dist_env_from_launcher(launcher: str, port: Optional[int] = None) -> None:
-    """Fill torch's env:// variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)
-    from what the launcher set: torchrun sets them itself; srun sets SLURM_*; mpirun (Open MPI)
-    sets OMPI_COMM_WORLD_*. Variables already in the environment are kept."""
+    """Fill torch's env:// variables (RANK, WORLD_SIZE, MASTER_ADDR, ...) from srun's SLURM_* or
+    Open MPI's OMPI_COMM_WORLD_* (torchrun sets them itself), keeping those already set."""
     env = os.environ
 
     def need(name):
@@ -154,27 +134,19 @@ def _dist_env_from_launcher(launcher: str, port: Optional[int] = None) -> None:
 
 
 def setup_cpu_distributed(cfg: Config) -> Optional[str]:
-    """Make a distributed ``cfg`` run on CPU-only machines; returns what was chosen (a line for
-    the log), or None when there is nothing to do.
+    """Make a distributed ``cfg`` run on CPU-only machines; returns a line for the log, or None
+    when there is nothing to do (not distributed, or an accelerator mmengine knows is present).
 
-    mmengine 0.10 assumes a GPU per process when ``launcher != 'none'``: its ``init_dist`` calls
-    ``torch.cuda.set_device`` and defaults to nccl, and ``Runner.wrap_model`` gives DDP
-    ``device_ids=[LOCAL_RANK]``, which DDP rejects for a CPU module. When no accelerator is
-    available (``mmengine.device.get_device() == 'cpu'``, e.g. no GPU or
-    ``CUDA_VISIBLE_DEVICES=-1``), this
+    mmengine 0.10 assumes a GPU per process: its ``init_dist`` calls ``torch.cuda.set_device`` and
+    defaults to nccl, and ``Runner.wrap_model`` gives DDP ``device_ids=[LOCAL_RANK]``, which DDP
+    rejects for a CPU module. So where ``mmengine.device.get_device() == 'cpu'``, this
 
-    - initialises the default process group itself, before the Runner is built, so that the
-      Runner's ``setup_env`` skips ``init_dist``: backend ``env_cfg.dist_cfg.backend`` unless
-      that is nccl (or unset), then gloo; ``dist_cfg.timeout`` (seconds) and ``port`` (slurm,
-      mpi) are honoured;
-    - sets ``model_wrapper_cfg`` so that DDP gets ``device_ids=None`` (and mmengine's defaults
-      otherwise: MMDistributedDataParallel, ``broadcast_buffers=False``, the config's
-      ``find_unused_parameters``); a config's own DDP-type ``model_wrapper_cfg`` only gets
-      ``device_ids=None`` added.
-
-    With a GPU (or another accelerator mmengine knows) nothing changes: nccl, one device per
-    process, as mmengine does it.
-    """
+    - initialises the process group before the Runner is built (its ``setup_env`` then skips
+      ``init_dist``): backend ``env_cfg.dist_cfg.backend`` unless that is nccl or unset, then
+      gloo; ``dist_cfg.timeout`` (seconds) and ``port`` (slurm, mpi) are honoured;
+    - gives DDP ``device_ids=None``: in mmengine's default ``model_wrapper_cfg``
+      (MMDistributedDataParallel, ``broadcast_buffers=False``, the config's
+      ``find_unused_parameters``), or added to a config's own DDP-type one."""
     launcher = cfg.get('launcher', 'none')
     if launcher == 'none':
         return None
@@ -204,8 +176,8 @@ def setup_cpu_distributed(cfg: Config) -> Optional[str]:
         dist.init_process_group(backend=backend, init_method='env://',
                                 rank=int(os.environ['RANK']),
                                 world_size=int(os.environ['WORLD_SIZE']), **dist_cfg)
-        how = (f'backend {backend}' + (' instead of nccl (which needs GPUs)' if backend != asked
-                                       else '') + ', process group initialised before the Runner')
+        instead = ' instead of nccl (which needs GPUs)' if backend != asked else ''
+        how = f'backend {backend}{instead}, process group initialised before the Runner'
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = backend
 
     wrapper = cfg.get('model_wrapper_cfg')
@@ -228,11 +200,8 @@ def setup_cpu_distributed(cfg: Config) -> Optional[str]:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """The Runner for ``cfg`` (``runner_type`` from the registry if the config names one).
-
-    A distributed ``cfg`` on a machine without GPUs is set up for gloo first
-    (:func:`setup_cpu_distributed`).
-    """
+    """The Runner for ``cfg`` (``runner_type`` from the registry if the config names one), set up
+    for gloo first where a distributed ``cfg`` meets no GPU (:func:`setup_cpu_distributed`)."""
     allow_mmengine_checkpoints()
     try:  # fewer repeated torch.compile recompilations, as mmdet's tools do
         from mmdet.utils import setup_cache_size_limit_of_dynamo
@@ -240,32 +209,20 @@ def build_runner(cfg: Config) -> Runner:
     except ImportError:
         pass
     cpu_dist = setup_cpu_distributed(cfg)
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if cpu_dist is not None:
-        logger = getattr(runner, 'logger', None)
-        if logger is not None:
-            logger.info(cpu_dist)
-        else:
-            print_log(cpu_dist, logger='current')
+        print_log(cpu_dist, logger=getattr(runner, 'logger', None) or 'current')
     return runner
 
 
-def build_train_runner(config: str,
-                       work_dir: Optional[str] = None,
-                       amp: bool = False,
-                       auto_scale_lr: bool = False,
-                       resume: Optional[str] = None,
-                       cfg_options: Optional[dict] = None,
-                       launcher: str = 'none',
+def build_train_runner(config: str, work_dir: Optional[str] = None, amp: bool = False,
+                       auto_scale_lr: bool = False, resume: Optional[str] = None,
+                       cfg_options: Optional[dict] = None, launcher: str = 'none',
                        check_dataset: bool = True) -> Runner:
     """Everything tools/train.py does before ``runner.train()``.
 
     Raises DatasetNotFoundError before building anything when the training or validation data
-    is missing, and FileNotFoundError / UnsafeCheckpointError for a bad ``--resume`` path.
-    """
+    is missing, and FileNotFoundError / UnsafeCheckpointError for a bad ``--resume`` path."""
     cfg = load_config(config, cfg_options, launcher, work_dir)
     configure_training(cfg, amp, auto_scale_lr, resume)
     if check_dataset:
@@ -275,26 +232,16 @@ def build_train_runner(config: str,
     return build_runner(cfg)
 
 
-def build_test_runner(config: str,
-                      checkpoint: str,
-                      work_dir: Optional[str] = None,
-                      out: Optional[str] = None,
-                      show: bool = False,
-                      show_dir: Optional[str] = None,
-                      wait_time: float = 2.0,
-                      cfg_options: Optional[dict] = None,
-                      launcher: str = 'none',
-                      check_dataset: bool = True,
-                      fuse: bool = True) -> Runner:
+def build_test_runner(config: str, checkpoint: str, work_dir: Optional[str] = None,
+                      out: Optional[str] = None, show: bool = False,
+                      show_dir: Optional[str] = None, wait_time: float = 2.0,
+                      cfg_options: Optional[dict] = None, launcher: str = 'none',
+                      check_dataset: bool = True, fuse: bool = True) -> Runner:
     """Everything tools/test.py does before ``runner.test()``.
 
-    ``fuse``: run the backbone's deployment step after the checkpoint is loaded
-    (FuseBackboneHook; same outputs, faster inference).
-
-    ``out`` (a .pkl path) adds mmdet's DumpDetResults to the test evaluator, as mmdet's tool
-    does. Raises DatasetNotFoundError / FileNotFoundError / UnsafeCheckpointError before the
-    model is built.
-    """
+    ``fuse``: run the backbone's deployment step once the checkpoint is loaded (FuseBackboneHook).
+    ``out`` (a .pkl path) adds DumpDetResults to the test evaluator, as mmdet's tool does. Raises
+    DatasetNotFoundError / FileNotFoundError / UnsafeCheckpointError before the model is built."""
     if out is not None and not out.endswith(('.pkl', '.pickle')):
         raise ValueError(f"--out must be a .pkl or .pickle file, got '{out}'")
     cfg = load_config(config, cfg_options, launcher, work_dir)
@@ -328,7 +275,6 @@ def add_launch_arguments(parser: argparse.ArgumentParser, dataset_keys: str) -> 
 
 
 def set_local_rank(local_rank: int) -> None:
-    """torch.distributed.launch passes --local-rank; mmengine reads LOCAL_RANK (torchrun sets
-    it itself)."""
+    """mmengine reads LOCAL_RANK; torch.distributed.launch passes --local-rank, torchrun sets it."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(local_rank)

@@ -1,19 +1,10 @@
-"""The models: timm classifiers (torch and timm only) and, where mmdet is installed, their
-MMDetection backbones and the neck.
-
-Always imported (each registers its classifiers with timm at its bottom):
-``posmlp`` (``posmlp_t/s/b``), ``hire_mlp`` (``hire_mlp_*``), ``vip`` (``vip_*``), ``s2mlp``
-(``s2mlp_*``), ``cycle_mlp`` (``cycle_mlp_b1`` ... ``b5``).
-
-Only where mmdet is installed (``mmdet_posmlp.dependencies.MMDET_AVAILABLE``), registered in
-mmdet's MODELS: ``backbones`` (``PosMLP``, ``HireMLP``, ``ViP``, ``S2MLP``, ``CycleMLP``, over
-the one base ``mmdet_backbone.FamilyBackbone``), ``simple_pyramid`` (``SimpleFeaturePyramid``)
-``losses`` (``Float32FocalLoss``) and ``roi_extractors`` (``Float32RoIExtractor``). Without mmdet, reading one of those names
-from this module raises an ImportError that says what to install.
+"""The models. Always imported, torch and timm only: the timm classifiers ``posmlp``, ``hire_mlp``,
+``vip``, ``s2mlp``, ``cycle_mlp``. Only with mmdet (``dependencies.MMDET_AVAILABLE``), registered in
+mmdet's MODELS: ``backbones``, ``simple_pyramid``, ``losses``, ``roi_extractors``; without it,
+reading ``PosMLP``, ... here raises an ImportError saying what to install.
 """
 from ..dependencies import MMDET_AVAILABLE, MMDET_NAMES, mmdet_names_getattr
-from . import cycle_mlp, hire_mlp, s2mlp, vip  # noqa: F401  (register cycle_mlp_*, hire_mlp_*, ...)
-# importing .posmlp registers posmlp_t / _s / _b with timm
+from . import cycle_mlp, hire_mlp, s2mlp, vip  # noqa: F401  (registers them with timm)
 from .posmlp import (ARCH_SETTINGS, GQPE, LRPE, MIXERS, DenseTokenMixer, PosMLPBlock,
                      PosMLPClassifier, PosMLPStage, PosSGU, resolve_arch)
 from .windows import window_layout

@@ -1,16 +1,9 @@
 """What every model family of the package shares, written once (torch and timm only).
 
 Each family file (posmlp.py, hire_mlp.py, vip.py, s2mlp.py, cycle_mlp.py) holds its own blocks,
-classifier, checkpoint filter and timm registration, and takes these from here:
-
-- ``per_stage``: an argument given once or per stage, checked against the number of stages;
-- ``drop_path_rates``: stochastic depth rising linearly from 0 over all blocks, split per stage
-  (timm's ``calculate_drop_path_rates``, which every family's official code computes);
-- ``init_trunc_normal``: the family of initialisations all five official codes use;
-- ``unwrap_state_dict``: the weights inside a checkpoint, whoever wrote it;
-- ``StagedClassifier``: the base class of every family's classifier, whose methods are timm's
-  model API; ``stage_layout``: where its stages are (the mmdet backbone reads it too);
-- ``default_cfg``, ``checkpoint_filter_fn`` and ``build_classifier``: timm registration.
+classifier, checkpoint filter and timm registration, and takes from here: argument helpers, the
+initialisation all five official codes use, checkpoint unwrapping, ``StagedClassifier`` (the base of
+every classifier, whose methods are timm's model API) and the timm registration helpers.
 """
 from typing import Dict, List, Optional, Sequence, Set, Tuple, Type, Union
 
@@ -40,7 +33,8 @@ def per_stage(value, num_stages: int, name: str, owner: str) -> tuple:
 
 
 def drop_path_rates(depths: Sequence[int], drop_path_rate: float) -> List[List[float]]:
-    """Block j of all blocks gets ``drop_path_rate * j / (total - 1)``; one list per stage."""
+    """Block j of all blocks gets ``drop_path_rate * j / (total - 1)``, as in every family's
+    official code; one list per stage."""
     rates = calculate_drop_path_rates(drop_path_rate, sum(depths), stagewise=False)
     out, start = [], 0
     for depth in depths:
@@ -51,10 +45,9 @@ def drop_path_rates(depths: Sequence[int], drop_path_rate: float) -> List[List[f
 
 def init_trunc_normal(module: nn.Module,
                       layers: Tuple[Type[nn.Module], ...] = (nn.Linear, nn.Conv2d)) -> None:
-    """Truncated normal (std 0.02) weights and zero biases for ``layers``; norms at (1, 0).
-
-    PosMLP and Hire-MLP draw their convolutions this way too; ViP, S2-MLP and CycleMLP leave
-    them at torch's default (their official codes do) and pass ``layers=(nn.Linear, ...)``."""
+    """Truncated normal (std 0.02) weights and zero biases for ``layers``; norms at (1, 0). PosMLP
+    and Hire-MLP draw their convolutions this way too; ViP, S2-MLP and CycleMLP leave them at
+    torch's default (their official codes do) and pass ``layers=(nn.Linear, ...)``."""
     for m in module.modules():
         if isinstance(m, layers):
             nn.init.trunc_normal_(m.weight, std=.02)
@@ -66,23 +59,21 @@ def init_trunc_normal(module: nn.Module,
             nn.init.zeros_(m.bias)
 
 
-# Where training scripts put the weights, in the order they are taken: the weights each family
-# published its accuracy with. timm's train.py and PosMLP's reference evaluate the EMA copy
-# ('state_dict_ema', next to 'state_dict'); DeiT-style scripts (Hire-MLP's, CycleMLP's) evaluate
-# 'model' and keep 'model_ema' beside it.
+# Where training scripts put the weights, first the ones each family published its accuracy with:
+# timm's train.py and PosMLP's reference evaluate the EMA copy ('state_dict_ema', beside
+# 'state_dict'); DeiT-style scripts (Hire-MLP's, CycleMLP's) evaluate 'model', not 'model_ema'.
 STATE_DICT_KEYS = ('state_dict_ema', 'state_dict', 'model', 'model_ema', 'module')
 
 
 def unwrap_state_dict(checkpoint, path: str = '<checkpoint>', owner: str = 'checkpoint'
                       ) -> Tuple[Dict[str, torch.Tensor], str]:
-    """The tensors of a loaded checkpoint and where they were found.
-
-    Takes the first non-empty dict under ``STATE_DICT_KEYS`` (or the checkpoint itself), keeps
-    only tensors, and strips a detector's ``backbone.`` prefix (dropping its neck and heads)
-    and DataParallel's ``module.``. Raises naming ``path`` when there is nothing to load."""
+    """The tensors of a loaded checkpoint and where they were found: the first non-empty dict under
+    ``STATE_DICT_KEYS`` (or the checkpoint itself), tensors only, without a detector's ``backbone.``
+    prefix (dropping its neck and heads) or DataParallel's ``module.``. Raises naming ``path`` when
+    there is nothing to load."""
     if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{owner}: '{path}' holds a {type(checkpoint).__name__}, not a dict of "
-                         'weights')
+        raise CheckpointError(f"{owner}: '{path}' holds a {type(checkpoint).__name__}, not a dict "
+                              'of weights')
     source = 'bare state dict'
     for key in STATE_DICT_KEYS:
         if isinstance(checkpoint.get(key), dict) and checkpoint[key]:
@@ -91,7 +82,7 @@ def unwrap_state_dict(checkpoint, path: str = '<checkpoint>', owner: str = 'chec
     tensors = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointError(f"{owner}: '{path}' has no tensors (top-level keys: "
-                         f'{list(checkpoint)[:10]})')
+                              f'{list(checkpoint)[:10]})')
     if all(k.startswith('module.') for k in tensors):
         tensors = {k[len('module.'):]: v for k, v in tensors.items()}
     if any(k.startswith('backbone.') for k in tensors):
@@ -100,12 +91,9 @@ def unwrap_state_dict(checkpoint, path: str = '<checkpoint>', owner: str = 'chec
     return tensors, source
 
 
-# ---- timm's model API ---------------------------------------------------------------------------
-
 def stage_layout(model: nn.Module) -> Tuple[str, List[int]]:
-    """The attribute that holds the stages and, of the stages it still holds (after pruning),
-    the index of each one's module in it (``feature_info[i]['module']`` names the module that
-    ends stage i: 'network.2', 'blocks.5')."""
+    """The attribute that holds the stages, and the index in it of the module that ends each stage
+    it still holds after pruning (``feature_info[i]['module']``: 'network.2', 'blocks.5')."""
     names = [f['module'].split('.') for f in model.feature_info]
     attr = names[0][0]
     held = len(getattr(model, attr))
@@ -126,26 +114,21 @@ class StagedClassifier(nn.Module):
     """A timm classifier laid out as ``patch_embed`` -> stage container -> ``norm`` ->
     ``global_pool`` -> ``head_drop`` -> ``head``, whose methods are timm's model API.
 
-    Why a base class, where timm writes these methods again in every model file: the five
-    families here share this one skeleton, and written per classifier the same methods were
-    more than 20 duplicated runs of code. A subclass builds, after ``super().__init__()``:
-    ``num_features`` (= ``head_hidden_size``), ``patch_embed``, the stage container,
-    ``feature_info``, ``norm`` and ``head_drop``, then calls ``reset_classifier(num_classes,
-    global_pool)``; it defines ``forward_stage_container`` and overrides what really differs.
+    A subclass builds, after ``super().__init__()``: ``num_features`` (= ``head_hidden_size``),
+    ``patch_embed``, the stage container, ``feature_info``, ``norm``, ``head_drop``, then calls
+    ``reset_classifier(num_classes, global_pool)``, and defines ``forward_stage_container``.
 
-    The stage container is an ``nn.Sequential`` of stage modules (each a Sequential of blocks,
-    or one block) with transitions between them; ``feature_info`` names the module that ends
-    each stage (``stage_layout``), which is all the methods need to know of it. Class
-    attributes say what differs between families:
+    The stage container is an ``nn.Sequential`` of stage modules (each a Sequential of blocks, or
+    one block) with transitions between them; ``feature_info`` names the module that ends each
+    stage (``stage_layout``), all the methods need to know of it. Class attributes:
 
     - ``pool_types``: the ``global_pool`` values the head takes;
     - ``input_fmt``: the layout of the model's maps, 'NCHW' or 'NHWC';
-    - ``isotropic``: one width throughout (S2-MLP): the container holds the blocks themselves,
-      each a stage of ``feature_info``, and the final norm fits every map and is never pruned;
-    - ``stages_checkpoint_themselves``: the stage modules checkpoint their own blocks (PosMLP's,
-      set by its ``set_grad_checkpointing``); ``grad_checkpointing`` then wraps nothing here,
-      since one checkpoint around a whole stage would recompute all its blocks at once.
-    """
+    - ``isotropic``: one width throughout (S2-MLP): the container holds the blocks themselves, each
+      a stage of ``feature_info``, and the final norm fits every map and is never pruned;
+    - ``stages_checkpoint_themselves``: the stage modules checkpoint their own blocks (PosMLP's);
+      ``grad_checkpointing`` then wraps nothing here: one checkpoint around a stage would recompute
+      all its blocks at once."""
     pool_types = ('', 'avg')
     input_fmt = 'NCHW'
     isotropic = False
@@ -156,21 +139,20 @@ class StagedClassifier(nn.Module):
         self.grad_checkpointing = False
 
     def forward_stage_container(self, x: torch.Tensor) -> torch.Tensor:
-        """The stage container, run as it is. Each subclass names its own: TorchScript looks
-        an attribute up by a literal name only."""
+        """The stage container, run as it is; each subclass names its own (TorchScript looks an
+        attribute up by a literal name only)."""
         raise NotImplementedError
 
     @torch.jit.ignore
     def no_weight_decay(self) -> Set[str]:
-        # no positional or token parameters; timm's optimizer factory exempts the 1-D ones
-        # (norms, biases) by itself
+        # no positional or token parameters; timm's optimizer exempts 1-D ones (norms, biases)
         return set()
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict:
-        """timm's ``group_matcher`` (layer-wise lr decay), stem to head: each block (coarse:
-        each module of the stage container), a transition before the blocks of the stage it
-        leads into, the final norm with the last block."""
+        """timm's ``group_matcher`` (layer-wise lr decay), stem to head: each block (coarse: each
+        module of the stage container), a transition before the blocks of the stage it leads
+        into, the final norm with the last block."""
         attr = stage_layout(self)[0]
         if self.isotropic:  # the container's modules are the blocks
             blocks = [(rf'^{attr}\.(\d+)', None), (r'^norm', (99999,))]
@@ -192,11 +174,9 @@ class StagedClassifier(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """timm's ``reset_classifier``, also used to build the head: ``global_pool``, one of
-        ``pool_types`` (timm's ``SelectAdaptivePool2d`` over ``input_fmt`` maps; None keeps
-        the current pool), and ``head``, a Linear on ``num_features`` (none for 0 classes).
-        Without pooling a Linear head classifies every position of an NHWC map, but cannot
-        take an NCHW map. Refusals change nothing."""
+        """timm's ``reset_classifier``, also used to build the head: ``global_pool`` one of
+        ``pool_types`` (None keeps the current pool) and a Linear ``head`` (none for 0 classes).
+        Without pooling it classifies every position of an NHWC map. Refusals change nothing."""
         owner = type(self).__name__
         if global_pool is None:
             global_pool = self.global_pool.pool_type
@@ -212,29 +192,16 @@ class StagedClassifier(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
+            self, x: torch.Tensor, indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
             intermediates_only: bool = False,
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """timm 1.0's ``forward_intermediates``: the maps of the selected stages.
-
-        Args:
-            indices: None for all stages, n for the last n, or a list of stage indices; negative
-                ones count from the last stage the model holds (after pruning too, as in timm).
-            norm: the final norm on the last stage's map, the only one it is sized for (on every
-                map when ``isotropic``: one width throughout).
-            stop_early: skip the stages after the last selected one.
-            output_fmt: 'NCHW' or 'NHWC' for the maps.
-            intermediates_only: return only the maps.
-
-        Returns:
-            The maps, or (final features, maps): the final norm is applied when the last stage
-            ran (always when ``isotropic``), which gives ``forward_features``'s map.
-        """
+        """timm 1.0's ``forward_intermediates``: the maps of the selected stages, or (final
+        features, maps), the final norm applied to the features when the last stage ran (always
+        when ``isotropic``), which gives ``forward_features``'s map. ``indices``: None for all
+        stages, n for the last n, or a list of stage indices; negative ones count from the last
+        stage the model holds (after pruning too, as in timm). ``norm``: the final norm on the last
+        stage's map, the only one it is sized for (on every map when ``isotropic``)."""
         if output_fmt not in ('NCHW', 'NHWC'):
             raise ValueError(f"{type(self).__name__}: output_fmt must be 'NCHW' or 'NHWC', got "
                              f'{output_fmt!r}')
@@ -266,7 +233,6 @@ class StagedClassifier(nn.Module):
                                   prune_norm: bool = False, prune_head: bool = True) -> List[int]:
         """timm's ``prune_intermediate_layers``: drop the stages (and transitions) after the last
         one in ``indices``, and the final norm / head if asked; returns the absolute indices.
-
         Dropping the last stage also drops the norm and the head, sized for it (not when
         ``isotropic``), and ``num_features`` becomes the last kept stage's width."""
         attr, ends = stage_layout(self)
@@ -287,8 +253,7 @@ class StagedClassifier(nn.Module):
 
     @torch.jit.ignore
     def forward_checkpointed(self, x: torch.Tensor) -> torch.Tensor:
-        """The stage container with activation checkpointing per block; transitions run as
-        they are."""
+        """The stage container, checkpointed per block; transitions run as they are."""
         attr, ends = stage_layout(self)
         checkpointed = not self.stages_checkpoint_themselves
         for k, module in enumerate(getattr(self, attr)):
@@ -320,8 +285,7 @@ def default_cfg(**kwargs) -> Dict:
 
 
 def checkpoint_filter_fn(state_dict: Dict, model: nn.Module) -> Dict[str, torch.Tensor]:
-    """timm's ``pretrained_filter_fn`` for a family whose official names are its model's own:
-    the weights ``unwrap_state_dict`` finds, as they are."""
+    """timm's ``pretrained_filter_fn`` where the official names are the model's: unwrapping only."""
     return unwrap_state_dict(state_dict)[0]
 
 
@@ -330,9 +294,8 @@ def build_classifier(cls: Type[nn.Module], variant: str, settings: Dict, pretrai
                      filter_fn=checkpoint_filter_fn, **kwargs):
     """A registered variant through timm's ``build_model_with_cfg``: its arch ``settings``
     (``kwargs`` override them), checkpoints through ``filter_fn`` (the family's own where its
-    official names are not its model's), and ``features_only`` through
-    ``forward_intermediates`` (the stages ``default_out_indices`` unless ``out_indices`` is
-    given)."""
+    official names are not its model's), and ``features_only`` through ``forward_intermediates``
+    (the stages ``default_out_indices`` unless ``out_indices`` is given)."""
     return build_model_with_cfg(
         cls, variant, pretrained, pretrained_filter_fn=filter_fn,
         feature_cfg=dict(feature_cls='getter', out_indices=default_out_indices),

@@ -1,10 +1,8 @@
-"""CycleMLP: A MLP-like Architecture for Dense Prediction (Chen et al., ICLR 2022,
-arXiv:2107.10224).
+"""CycleMLP: A MLP-like Architecture for Dense Prediction (Chen et al., ICLR 2022, arXiv:2107.10224)
 
-A four-stage MLP whose token mixer, Cycle FC, is a channel FC (a 1x1 convolution) in which
-input channel i is read at a position shifted by an offset that cycles with i. Neighbouring
-channels thus see neighbouring pixels: a spatial receptive field at the cost of a channel FC,
-at any input size (nothing is sized by the number of tokens).
+A four-stage MLP whose token mixer, Cycle FC, is a channel FC (a 1x1 convolution) that reads input
+channel i at a position shifted by an offset cycling with i: neighbouring channels see neighbouring
+pixels, a spatial receptive field at the cost of a channel FC, at any input size.
 
 Architecture, top to bottom (``CycleMLPClassifier``); maps are (B, H, W, C) inside the stages::
 
@@ -19,49 +17,30 @@ Architecture, top to bottom (``CycleMLPClassifier``); maps are (B, H, W, C) insi
     network.6    stage 4: depth[3] x CycleBlock(dim[3])
     norm         LayerNorm -> mean over all tokens -> head (Linear)
 
-The module tree (``patch_embed.proj``, ``network.{0..6}``, ``norm``, ``head``; in a block
-``norm1``, ``attn.{mlp_c, sfc_h, sfc_w, reweight.fc1/fc2, proj}``, ``norm2``, ``mlp.fc1/fc2``;
-each Cycle FC with ``weight`` (C, C, 1, 1), ``bias`` and the ``offset`` buffer (1, 2C, 1, 1))
-mirrors the official implementation (ShoufaChen/CycleMLP, ``cycle_mlp.py``) name for name, so
-its checkpoints load with ``strict=True``.
-
-CycleBlock (pre-norm, LayerNorm over channels)::
-
-    x = x + DropPath(CycleMixer(LN(x)))
-    x = x + DropPath(Mlp(LN(x)))          Mlp = Linear (dim -> r dim), GELU, Linear
+The module tree (the above; in a block ``norm1``, ``attn.{mlp_c, sfc_h, sfc_w, reweight.fc1/fc2,
+proj}``, ``norm2``, ``mlp.fc1/fc2``; each Cycle FC with ``weight`` (C, C, 1, 1), ``bias`` and the
+``offset`` buffer (1, 2C, 1, 1)) mirrors the official implementation (ShoufaChen/CycleMLP,
+``cycle_mlp.py``) name for name, so its checkpoints load with ``strict=True``.
 
 CycleMixer(x), x of C channels:
 
 * ``sfc_h`` = CycleFC kernel (1, 3): out[y, x, o] = b[o] + sum_i W[o, i] in[y, x + d_i, i];
-* ``sfc_w`` = CycleFC kernel (3, 1): the same with the offset on y (the official names: the
-  "h" branch has a 1 x 3 kernel, so it shifts along the *width*);
+* ``sfc_w`` = CycleFC kernel (3, 1): the same with the offset on y (the official names: the "h"
+  branch has a 1 x 3 kernel, so it shifts along the *width*);
 * ``mlp_c``: Linear(C, C, no bias);
-* reweighting: a = softmax over the three branches of Mlp(C -> C/4 -> 3C) on the spatial mean
-  of (h + w + c), output 3 i + k weighing branch k of channel i; out = proj(a_h h + a_w w + a_c c).
+* reweighting: a = softmax over the three branches of Mlp(C -> C/4 -> 3C) on the spatial mean of
+  (h + w + c), output 3 i + k weighing branch k of channel i; out = proj(a_h h + a_w w + a_c c).
 
-Cycle FC offsets, kernel size k along one axis: d_i = (i + k // 2) mod k - k // 2, i.e. for
-k = 3 the input channels read at offsets 0, +1, -1, 0, +1, -1, ... Positions outside the map
-read zero. The official code passes these offsets to torchvision's ``deform_conv2d``: with
-integer offsets its bilinear sampling is an exact per-channel shift with zero fill. Here no
-deformable convolution is used (see ``CycleFC`` and ``CycleMixer.forward``): a shift of every
-channel by the same d commutes with mixing those channels, so the input channels are taken in
-k groups (channel i is in group i mod k), each group is read through one slice of a zero-padded
-map, and one GEMM with the weight's columns in group order mixes them. The mixer does its three
-branches as one pad, one concatenation and one batched GEMM.
+Cycle FC offsets (kernel size k along one axis): d_i = (i + k // 2) mod k - k // 2, i.e.
+0, +1, -1, 0, ... for k = 3; positions outside the map read zero. The official code passes them to
+torchvision's ``deform_conv2d``, whose bilinear sampling at integer offsets is an exact per-channel
+shift with zero fill; no deformable convolution here (see ``CycleFC``, ``CycleMixer.branches``).
 
-Any input size: the stem needs H, W >= 3 (a 7 x 7 kernel over 2 pixels of padding); every later
-map, even 1 x 1, works (the offsets then read zeros).
+Any input size: the stem needs H, W >= 3 (7 x 7 kernel, padding 2); later maps, even 1 x 1, work.
 
-Variants (official: parameters with the 1000-way head / FLOPs at 224 / ImageNet top-1):
-cycle_mlp_b1 15,155,400 / 2.1G / 78.9 (dims 64-128-320-512, depths 2-2-4-2, mlp ratio 4),
-cycle_mlp_b2 26,802,504 / 3.9G / 81.6 (depths 2-3-10-3),
-cycle_mlp_b3 38,385,720 / 6.9G / 82.4 (depths 3-4-18-3, mlp ratios 8-8-4-4),
-cycle_mlp_b4 51,796,552 / 10.1G / 83.0 (depths 3-8-27-3, mlp ratios 8-8-4-4),
-cycle_mlp_b5 75,747,280 / 12.3G / 83.2 (dims 96-192-384-768, depths 3-4-24-3).
+Variants b1-b5: ``ARCH_SETTINGS``; official parameters, FLOPs and top-1 in ``cycle_mlp_b*``.
 
-This module imports only torch and timm. The MMDetection backbone ``CycleMLP`` (this classifier
-without head, each returned stage map through a new LayerNorm as in the official dense-prediction
-form, ``fork_feat``) lives in backbones.py, registered in mmdet's MODELS.
+This module imports only torch and timm; its MMDetection backbone, ``CycleMLP``, is in backbones.py.
 """
 from typing import Dict, List, Sequence, Tuple, Union
 
@@ -72,14 +51,11 @@ from timm.layers import DropPath, Mlp, to_2tuple
 from timm.models import generate_default_cfgs, register_model
 
 from . import common
-# the official names are the model's own; common.unwrap_state_dict takes 'model' before
-# 'model_ema', the weights the official evaluation (main.py --eval --resume) measured
-from .common import checkpoint_filter_fn  # noqa: F401
+from .common import checkpoint_filter_fn  # noqa: F401  (the official names are the model's)
 
-__all__ = [
-    'CycleMLPClassifier', 'CycleMixer', 'CycleFC', 'CycleBlock', 'CycleStem', 'CycleDownsample',
-    'cycle_offset', 'cycle_offsets', 'checkpoint_filter_fn', 'ARCH_SETTINGS',
-]
+__all__ = ['CycleMLPClassifier', 'CycleMixer', 'CycleFC', 'CycleBlock', 'CycleStem',
+           'CycleDownsample', 'cycle_offset', 'cycle_offsets', 'checkpoint_filter_fn',
+           'ARCH_SETTINGS']
 
 
 def cycle_offset(channel: int, kernel: int) -> int:
@@ -96,16 +72,13 @@ class CycleFC(nn.Module):
     """Cycle fully-connected layer (official ``CycleFC``) on (B, H, W, C) maps.
 
     ``kernel_size`` (1, k) offsets input channel i along the width, (k, 1) along the height, by
-    ``cycle_offsets``; then a channel FC with ``weight`` (C_out, C_in, 1, 1) and ``bias``.
-    The ``offset`` buffer holds the official deform_conv2d offsets, (dy_i, dx_i) at channels
-    (2i, 2i+1), so that official checkpoints load strictly; loading other offsets is refused,
-    since the computation uses the fixed cycle.
+    ``cycle_offsets``; then a channel FC with ``weight`` (C_out, C_in, 1, 1) and ``bias``. The
+    ``offset`` buffer holds the official deform_conv2d offsets, (dy_i, dx_i) at channels (2i, 2i+1),
+    so official checkpoints load strictly; other offsets are refused: the cycle is fixed.
 
-    Computed as: zero-pad the axis by (k // 2, k - 1 - k // 2); input channels r, r + k, r + 2k,
-    ... all share the offset of r, so one slice of the padded map per residue r reads them; the
-    k slices, concatenated, meet the weight with its columns in the same residue order
-    (``grouped_weight``) in one GEMM: pad, concatenation, linear.
-    """
+    Computed as: zero-pad the axis by (k // 2, k - 1 - k // 2); channels r, r + k, r + 2k, ... share
+    r's offset, so one slice of the padded map per residue reads them; the k slices, concatenated,
+    meet the weight (columns in the same residue order: ``grouped_weight``) in one GEMM."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, bias: bool = True):
         super().__init__()
@@ -113,8 +86,7 @@ class CycleFC(nn.Module):
         if min(kernel_size) != 1:
             raise ValueError(f'CycleFC: kernel_size must be (1, k) or (k, 1) with k >= 1, got '
                              f'{kernel_size}')
-        self.in_channels = in_channels
-        self.out_channels = out_channels
+        self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = kernel_size
         # NHWC: a (1, k) kernel moves along W (dim 2), a (k, 1) kernel along H (dim 1)
         self.axis = 2 if kernel_size[0] == 1 else 1
@@ -189,8 +161,8 @@ class CycleFC(nn.Module):
 
 
 class CycleMixer(nn.Module):
-    """The CycleMLP token mixer (official ``CycleMLP``, the block's ``attn``); see the module
-    docstring. (B, H, W, C) -> (B, H, W, C)."""
+    """The CycleMLP token mixer (official ``CycleMLP``, the block's ``attn``; see the module
+    docstring); (B, H, W, C) in and out."""
 
     def __init__(self, dim: int, qkv_bias: bool = False, proj_drop: float = 0.):
         super().__init__()
@@ -216,8 +188,7 @@ class CycleMixer(nn.Module):
         z = z.reshape(B * H * W, 3, C).transpose(0, 1)
         weight = torch.cat([self.sfc_h.grouped_weight(), self.sfc_w.grouped_weight(),
                             self.mlp_c.weight], dim=1)  # (C_out, 3 C_in), in z's order
-        bias_c = self.mlp_c.bias if self.mlp_c.bias is not None else \
-            self.sfc_h.bias.new_zeros(C)
+        bias_c = self.mlp_c.bias if self.mlp_c.bias is not None else self.sfc_h.bias.new_zeros(C)
         bias = torch.cat([self.sfc_h.bias, self.sfc_w.bias, bias_c]).reshape(3, 1, C)
         y = torch.baddbmm(bias, z, weight.reshape(C, 3, C).permute(1, 2, 0))
         return y.reshape(3, B, H, W, C)
@@ -233,7 +204,8 @@ class CycleMixer(nn.Module):
 
 
 class CycleBlock(nn.Module):
-    """x + DropPath(CycleMixer(LN(x))), then x + DropPath(Mlp(LN(x))); (B, H, W, C)."""
+    """x + DropPath(CycleMixer(LN(x))), then x + DropPath(Mlp(LN(x))), LN over channels and Mlp =
+    Linear (dim -> r dim), GELU, Linear; (B, H, W, C)."""
 
     def __init__(self, dim: int, mlp_ratio: float = 4., proj_drop: float = 0.,
                  drop_path: float = 0.):
@@ -259,16 +231,14 @@ class CycleStem(nn.Module):
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=7, stride=4, padding=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # a 7x7 kernel over 2 pixels of padding needs 3 input pixels to produce one output
         torch._assert(x.shape[-2] >= 3, 'CycleMLP needs an input of at least 3 x 3 pixels')
         torch._assert(x.shape[-1] >= 3, 'CycleMLP needs an input of at least 3 x 3 pixels')
         return self.proj(x).permute(0, 2, 3, 1)
 
 
 class CycleDownsample(nn.Module):
-    """Conv 3x3 / 2 (pad 1) between stages (official ``Downsample``); (B, H, W, C) in and out.
-
-    The permutes are views: the convolution reads and writes the channels-last layout."""
+    """Conv 3x3 / 2 (pad 1) between stages (official ``Downsample``); (B, H, W, C) in and out
+    (the permutes are views: the convolution reads and writes the channels-last layout)."""
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
@@ -279,34 +249,17 @@ class CycleDownsample(nn.Module):
 
 
 class CycleMLPClassifier(common.StagedClassifier):
-    """CycleMLP image classifier with timm's model API (see the module docstring) over
-    (B, H, W, C) maps; 'NCHW' intermediates are channels-last views of them (no copy)."""
+    """CycleMLP image classifier with timm's model API (see the module docstring) over NHWC maps;
+    'NCHW' intermediates are channels-last views of them (no copy). ``global_pool``: 'avg' (the
+    official head) or '' (a head per position); ``mlp_ratios``: per stage or one for all;
+    ``proj_drop_rate``: dropout after the mixer and inside the channel MLP."""
     input_fmt = 'NHWC'
 
-    def __init__(
-            self,
-            num_classes: int = 1000,
-            in_chans: int = 3,
-            global_pool: str = 'avg',
-            embed_dims: Sequence[int] = (64, 128, 320, 512),
-            depths: Sequence[int] = (2, 2, 4, 2),
-            mlp_ratios: Union[float, Sequence[float]] = 4.,
-            drop_rate: float = 0.,
-            proj_drop_rate: float = 0.,
-            drop_path_rate: float = 0.,
-    ):
-        """
-        Args:
-            num_classes: classes of the head; 0 removes it (forward returns pooled features).
-            in_chans: image channels.
-            global_pool: 'avg' (mean over all tokens, as the official head) or '' (no pooling:
-                the head, if any, classifies every position of the (B, H, W, C) map).
-            embed_dims, depths: channels and blocks per stage.
-            mlp_ratios: hidden width of the channel MLP, per stage or one for all.
-            drop_rate: dropout before the head.
-            proj_drop_rate: dropout after the mixer and inside the channel MLP.
-            drop_path_rate: stochastic depth, rising linearly from 0 over all blocks.
-        """
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3, global_pool: str = 'avg',
+                 embed_dims: Sequence[int] = (64, 128, 320, 512),
+                 depths: Sequence[int] = (2, 2, 4, 2),
+                 mlp_ratios: Union[float, Sequence[float]] = 4., drop_rate: float = 0.,
+                 proj_drop_rate: float = 0., drop_path_rate: float = 0.):
         super().__init__()
         owner = type(self).__name__
         n = len(depths)
@@ -332,8 +285,6 @@ class CycleMLPClassifier(common.StagedClassifier):
         self.norm = nn.LayerNorm(self.num_features)
         self.head_drop = nn.Dropout(drop_rate)
         self.reset_classifier(num_classes, global_pool)
-        # the official scheme: truncated normal for the Linear layers and Cycle FCs; the stem
-        # and downsample convolutions keep PyTorch's default initialisation there
         common.init_trunc_normal(self, layers=(nn.Linear, CycleFC))
 
     def forward_stage_container(self, x: torch.Tensor) -> torch.Tensor:
@@ -359,7 +310,6 @@ default_cfgs = generate_default_cfgs({
     'cycle_mlp_b5.in1k': _cfg(url=_RELEASE + 'CycleMLP_B5.pth', crop_pct=0.875),
 })
 
-# arch name -> CycleMLPClassifier arguments; variant cycle_mlp_{name} in timm
 ARCH_SETTINGS = {
     'b1': dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 4, 2), mlp_ratios=4),
     'b2': dict(embed_dims=(64, 128, 320, 512), depths=(2, 3, 10, 3), mlp_ratios=4),

@@ -1,8 +1,7 @@
 """Hire-MLP: Vision MLP via Hierarchical Rearrangement (Guo et al., CVPR 2022, arXiv:2108.13341).
 
-A four-stage, convolution-free-mixing MLP. Every spatial interaction happens in the token
-mixer `HireMLPMixer` through *rearrangement*: tokens are moved into the channel axis, mixed by
-ordinary 1x1 convolutions (channel MLPs) and moved back.
+A four-stage MLP whose token mixer, `HireMLPMixer`, mixes space only by *rearrangement*: tokens are
+moved into the channel axis, mixed by 1x1 convolutions (channel MLPs) and moved back.
 
 Architecture, top to bottom (``HireMLPClassifier``)::
 
@@ -17,49 +16,33 @@ Architecture, top to bottom (``HireMLPClassifier``)::
     network.6    stage 4: depth[3] x HireBlock(dim[3], pixel 2)
     norm         BatchNorm -> global average pool -> head (Linear)
 
-The module tree (``patch_embed``, ``network.{0..6}``, ``norm``, ``head``, and inside a block
-``norm1``/``attn``/``norm2``/``mlp``) mirrors the official implementation
-(ggjy/Hire-Wave-MLP.pytorch, ``mlp_based/hire_mlp.py``) name for name, so its checkpoints load
-with ``strict=True``. That is also why stages and downsamples alternate in one flat Sequential
-instead of living in per-stage modules.
-
-HireBlock (pre-norm, BatchNorm instead of LayerNorm, NCHW throughout)::
-
-    x = x + DropPath(HireMLPMixer(BN(x)))
-    x = x + DropPath(Mlp(BN(x)))          Mlp = 1x1 conv (dim -> 4 dim), GELU, 1x1 conv
+The module tree (the above; in a block ``norm1``/``attn``/``norm2``/``mlp``) mirrors the official
+implementation (ggjy/Hire-Wave-MLP.pytorch, ``mlp_based/hire_mlp.py``) name for name, so its
+checkpoints load with ``strict=True``; hence the one flat Sequential, not per-stage modules.
 
 HireMLPMixer(x), x with C channels, region size ``pixel`` = p, shift ``step`` = s:
 
 * height branch -- cross-region rearrangement: roll x by s rows (circularly) so that regions
   straddle the previous block's region borders; pad H circularly to a multiple of p; inner-region
-  rearrangement: fold every p consecutive rows into channels (C*p channels, H/p rows); channel MLP
-  1x1 conv C*p -> C/2 (no bias), BatchNorm, ReLU, 1x1 conv C/2 -> C*p (bias); unfold the rows,
-  crop to H, roll back by -s.
+  rearrangement: fold every p rows into channels (C*p channels, H/p rows); 1x1 conv C*p -> C/2 (no
+  bias), BatchNorm, ReLU, 1x1 conv C/2 -> C*p (bias); unfold, crop to H, roll back by -s.
 * width branch -- the same along W.
 * channel branch -- 1x1 conv C -> C.
 * split attention: a = softmax over the three branches of Mlp(C -> C/4 -> 3C) applied to the
   spatial mean of (h + w + c); out = proj(a_h * h + a_w * w + a_c * c), proj a 1x1 conv.
 
-Within a stage the shift alternates as s_j = (j mod step_stride) * step_dilation for block j,
-so blocks with s = 0 and s > 0 interleave, like Swin's shifted windows.
+Within a stage the shift alternates as s_j = (j mod step_stride) * step_dilation for block j, so
+blocks with s = 0 and s > 0 interleave, like Swin's shifted windows.
 
-Any input size: the stem needs H, W >= 3 (a clear error otherwise); every later map size, even
-1 x 1, works. The official code pads with ``F.pad(mode='circular')``, which refuses a pad larger
-than the padded dimension (e.g. a 1-row map with p = 3 needs 2 rows of padding); here the
-padding keeps wrapping around (index i of the padded axis reads i mod H), which is identical to
-the official result wherever the official code runs and its natural periodic continuation
-elsewhere. Rolls wrap modulo the size, so s >= H is fine too. BatchNorm in training mode still
-needs more than one value per channel (batch size > 1 for 1 x 1 maps): PyTorch raises then.
+Any input size: the stem needs H, W >= 3 (7 x 7 kernel, padding 2); every later map, even 1 x 1,
+works: ``circular_pad_end`` pads where the official circular ``F.pad`` refuses (1 row with p = 3
+needs 2 rows), rolls wrap modulo the size. Training-mode BatchNorm needs batch > 1 for 1 x 1 maps.
 
-Variants (published: parameters / MACs at 224 / ImageNet top-1; README of the official repo):
-hire_mlp_tiny 18M / 2.1G / 79.7 (dims 64-128-320-512, depths 2-2-4-2),
-hire_mlp_small 33M / 4.2G / 81.8-82.1 (depths 3-4-10-3),
-hire_mlp_base 58M / 8.1G / 83.1-83.2 (depths 4-6-24-3),
-hire_mlp_large 96M / 13.4-13.5G / 83.4-83.8 (dims 96-192-384-768, depths 4-6-24-3).
+Variants (published, README of the official repo: parameters / MACs at 224 / ImageNet top-1):
+tiny 18M / 2.1G / 79.7, small 33M / 4.2G / 81.8-82.1, base 58M / 8.1G / 83.1-83.2, large 96M /
+13.4-13.5G / 83.4-83.8; their dims and depths are ``ARCH_SETTINGS``.
 
-This module imports only torch and timm. The MMDetection backbone ``HireMLP`` (this classifier
-without head, returning the stage maps for an FPN, each through a new BatchNorm as in the
-authors' dense-prediction code) lives in backbones.py, registered in mmdet's MODELS.
+This module imports only torch and timm; its MMDetection backbone, ``HireMLP``, is in backbones.py.
 """
 from typing import Dict, Sequence, Union
 
@@ -71,17 +54,13 @@ from timm.models import generate_default_cfgs, register_model
 from . import common
 from .common import checkpoint_filter_fn  # noqa: F401  (the official names are the model's)
 
-__all__ = [
-    'HireMLPClassifier', 'HireMLPMixer', 'HireBlock', 'HireStem', 'HireDownsample',
-    'circular_pad_end', 'checkpoint_filter_fn', 'ARCH_SETTINGS',
-]
+__all__ = ['HireMLPClassifier', 'HireMLPMixer', 'HireBlock', 'HireStem', 'HireDownsample',
+           'circular_pad_end', 'checkpoint_filter_fn', 'ARCH_SETTINGS']
+
 
 def circular_pad_end(x: torch.Tensor, pad: int, dim: int) -> torch.Tensor:
-    """Append `pad` entries to `dim` that continue x periodically (entry i reads i mod size).
-
-    Equal to ``F.pad(x, ..., mode='circular')`` padded on the far side only, as the official
-    code does, but also defined when pad exceeds the size (F.pad refuses that).
-    """
+    """x with `pad` entries appended to `dim` that continue it periodically (entry i reads i mod
+    size): the official far-side circular ``F.pad``, also for pad > size, which F.pad refuses."""
     if pad == 0:
         return x
     size = x.shape[dim]
@@ -100,11 +79,8 @@ class HireMLPMixer(nn.Module):
         super().__init__()
         if pixel < 1 or step < 0:
             raise ValueError(f'pixel must be >= 1 and step >= 0, got pixel={pixel}, step={step}')
-        self.dim = dim
-        self.pixel = pixel
-        self.step = step
-        # the region MLPs squeeze C*pixel -> C/2; BN sits in the bottleneck, so the first conv
-        # has no bias of its own
+        self.dim, self.pixel, self.step = dim, pixel, step
+        # BN sits in the C*pixel -> C/2 bottleneck, so the first conv has no bias of its own
         self.mlp_h1 = nn.Conv2d(dim * pixel, dim // 2, 1, bias=False)
         self.mlp_h1_norm = nn.BatchNorm2d(dim // 2)
         self.mlp_h2 = nn.Conv2d(dim // 2, dim * pixel, 1)
@@ -122,7 +98,7 @@ class HireMLPMixer(nn.Module):
         return f'pixel={self.pixel}, step={self.step}'
 
     def rearrange_in(self, x: torch.Tensor, axis: int) -> torch.Tensor:
-        """Shift by `step` along `axis` (2 = H, 3 = W), pad to whole regions, fold regions into C."""
+        """Shift by `step` along `axis` (2 = H, 3 = W), pad to whole regions, fold them into C."""
         if self.step != 0:
             x = torch.roll(x, self.step, axis)
         p = self.pixel
@@ -159,14 +135,14 @@ class HireMLPMixer(nn.Module):
         c = self.mlp_c(x)
 
         a = (h + w + c).mean((2, 3), keepdim=True)
-        a = self.reweight(a).reshape(B, C, 3).softmax(dim=2)
-        a = a.reshape(B, C, 3, 1, 1)
+        a = self.reweight(a).reshape(B, C, 3).softmax(dim=2).reshape(B, C, 3, 1, 1)
         x = h * a[:, :, 0] + w * a[:, :, 1] + c * a[:, :, 2]
         return self.proj_drop(self.proj(x))
 
 
 class HireBlock(nn.Module):
-    """x + DropPath(mixer(BN(x))), then x + DropPath(Mlp(BN(x)))."""
+    """x + DropPath(HireMLPMixer(BN(x))), then x + DropPath(Mlp(BN(x))), Mlp = 1x1 conv (dim ->
+    r dim), GELU, 1x1 conv: pre-norm with BatchNorm instead of LayerNorm, NCHW throughout."""
 
     def __init__(self, dim: int, pixel: int = 2, step: int = 0, mlp_ratio: float = 4.,
                  proj_drop: float = 0., drop_path: float = 0.):
@@ -184,7 +160,7 @@ class HireBlock(nn.Module):
 
 
 class HireStem(nn.Module):
-    """Overlapping patch embedding: Conv 7x7 / 4 (pad 2) -> BN -> ReLU (official ``patch_embed``)."""
+    """Overlapping patch embedding (official ``patch_embed``): Conv 7x7 / 4 (pad 2), BN, ReLU."""
 
     def __init__(self, in_chans: int, dim: int):
         super().__init__()
@@ -193,7 +169,6 @@ class HireStem(nn.Module):
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # a 7x7 kernel over 2 pixels of padding needs 3 input pixels to produce one output
         torch._assert(x.shape[-2] >= 3, 'Hire-MLP needs an input of at least 3 x 3 pixels')
         torch._assert(x.shape[-1] >= 3, 'Hire-MLP needs an input of at least 3 x 3 pixels')
         return self.act(self.norm(self.proj(x)))
@@ -213,39 +188,19 @@ class HireDownsample(nn.Module):
 
 
 class HireMLPClassifier(common.StagedClassifier):
-    """Hire-MLP image classifier with timm's model API (see the module docstring)."""
+    """Hire-MLP image classifier with timm's model API (see the module docstring for ``pixel``,
+    ``step_stride`` and ``step_dilation``). ``global_pool``: '', 'avg', 'max' or 'avgmax' (''
+    only with num_classes=0); ``proj_drop_rate``: dropout after the mixer and in the channel MLP."""
     # the pooling types whose output has num_features channels, so the official head still fits
     pool_types = ('', 'avg', 'max', 'avgmax')
 
-    def __init__(
-            self,
-            num_classes: int = 1000,
-            in_chans: int = 3,
-            global_pool: str = 'avg',
-            embed_dims: Sequence[int] = (64, 128, 320, 512),
-            depths: Sequence[int] = (2, 2, 4, 2),
-            pixel: Sequence[int] = (4, 3, 3, 2),
-            step_stride: Sequence[int] = (2, 2, 3, 2),
-            step_dilation: Sequence[int] = (2, 2, 1, 1),
-            mlp_ratio: Union[float, Sequence[float]] = 4.,
-            drop_rate: float = 0.,
-            proj_drop_rate: float = 0.,
-            drop_path_rate: float = 0.,
-    ):
-        """
-        Args:
-            num_classes: classes of the head; 0 removes it (forward returns pooled features).
-            in_chans: image channels.
-            global_pool: one of '', 'avg', 'max', 'avgmax' ('' only with num_classes=0).
-            embed_dims, depths: channels and blocks per stage.
-            pixel: region size (rows / columns folded together) per stage.
-            step_stride, step_dilation: block j of a stage shifts by
-                (j % step_stride) * step_dilation tokens.
-            mlp_ratio: hidden width of the channel MLP, per stage or one for all.
-            drop_rate: dropout before the head.
-            proj_drop_rate: dropout after the mixer and inside the channel MLP.
-            drop_path_rate: stochastic depth, rising linearly from 0 over all blocks.
-        """
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3, global_pool: str = 'avg',
+                 embed_dims: Sequence[int] = (64, 128, 320, 512),
+                 depths: Sequence[int] = (2, 2, 4, 2), pixel: Sequence[int] = (4, 3, 3, 2),
+                 step_stride: Sequence[int] = (2, 2, 3, 2),
+                 step_dilation: Sequence[int] = (2, 2, 1, 1),
+                 mlp_ratio: Union[float, Sequence[float]] = 4., drop_rate: float = 0.,
+                 proj_drop_rate: float = 0., drop_path_rate: float = 0.):
         super().__init__()
         n = len(depths)
         owner = type(self).__name__
@@ -274,7 +229,6 @@ class HireMLPClassifier(common.StagedClassifier):
         self.norm = nn.BatchNorm2d(self.num_features)
         self.head_drop = nn.Dropout(drop_rate)
         self.reset_classifier(num_classes, global_pool)
-        # as the official training: truncated normal 0.02 for every conv and linear
         common.init_trunc_normal(self)
 
     def forward_stage_container(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,13 +1,8 @@
-"""Build-time checks of a backbone's ``pretrained`` and ``init_cfg`` arguments (PosMLP and the
-family backbones alike), as mmdet's Swin and PVT check theirs.
+"""Build-time checks of a backbone's ``pretrained`` and ``init_cfg``, as mmdet's Swin and PVT do.
 
-mmengine's BaseModule stores ``init_cfg`` unchecked and reads it only in ``init_weights()``,
-after the whole detector is built, where a typo surfaces as a KeyError deep in mmengine, or
-not at all (a 'Pretrained' without a checkpoint loads nothing). Here each mistake raises when
-the backbone is built, naming the argument: ``pretrained`` not a str or None; ``pretrained``
-and ``init_cfg`` both set; ``init_cfg`` not a dict, a list of dicts or None; an entry without a
-``type`` or of a type that no weight initializer is registered under; a 'Pretrained' entry
-without a ``checkpoint``, with a non-string one, or more than one 'Pretrained' entry.
+mmengine's BaseModule reads ``init_cfg`` unchecked, only in ``init_weights()`` after the detector is
+built, where a typo is a KeyError deep in mmengine, or passes silently (a 'Pretrained' without a
+checkpoint loads nothing). Here a mistake raises when built, naming the argument.
 """
 from typing import List, Optional, Tuple, Union
 
@@ -36,8 +31,8 @@ def _is_pretrained(entry: dict) -> bool:
 
 
 def check_init_args(owner: str, pretrained, init_cfg) -> InitCfg:
-    """The ``init_cfg`` to give BaseModule (``pretrained`` turned into a 'Pretrained' entry), or
-    a TypeError / ValueError that names the argument at fault. ``owner`` starts the message."""
+    """The ``init_cfg`` to give BaseModule (``pretrained`` turned into a 'Pretrained' entry), or a
+    TypeError / ValueError that names the argument at fault. ``owner`` starts the message."""
     if pretrained is not None:
         if not isinstance(pretrained, str):
             raise TypeError(f'{owner}: pretrained must be a checkpoint path (str) or None, got '
@@ -62,8 +57,7 @@ def check_init_args(owner: str, pretrained, init_cfg) -> InitCfg:
     pretrained_entries = []
     for name, entry in entries:
         if not isinstance(entry, dict):
-            raise TypeError(f'{owner}: {name} must be a dict, got {type(entry).__name__} '
-                            f'{entry!r}')
+            raise TypeError(f'{owner}: {name} must be a dict, got {type(entry).__name__} {entry!r}')
         if 'type' not in entry:
             raise ValueError(f"{owner}: {name} has no 'type' (e.g. 'Pretrained', 'Kaiming'): "
                              f'{entry!r}')
@@ -89,8 +83,7 @@ def check_init_args(owner: str, pretrained, init_cfg) -> InitCfg:
 
 
 def split_pretrained(init_cfg: InitCfg) -> Tuple[Optional[str], InitCfg]:
-    """(the 'Pretrained' entry's checkpoint or None, the other entries or None) of a checked
-    init_cfg."""
+    """(the 'Pretrained' checkpoint or None, the other entries or None) of a checked init_cfg."""
     if init_cfg is None:
         return None, None
     entries = [init_cfg] if isinstance(init_cfg, dict) else list(init_cfg)

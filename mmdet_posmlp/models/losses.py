@@ -1,20 +1,15 @@
-"""Losses for the project's detectors, registered in mmdet's MODELS.
+"""``Float32FocalLoss`` (mmdet's MODELS): mmdet's ``FocalLoss`` in float32 whatever autocast does.
 
-``Float32FocalLoss``: mmdet's ``FocalLoss``, computed in float32 whatever autocast does.
+Why: on a GPU, mmdet's ``FocalLoss`` (sigmoid, class-index targets) runs mmcv's compiled op
+``sigmoid_focal_loss``, a plain autograd Function that autocast neither casts nor knows about;
+mmcv 2.1 dispatches its CUDA kernel for float32, float64 and float16 only (mmcv issue #3061,
+``AT_DISPATCH_FLOATING_TYPES_AND_HALF``). Under ``AmpOptimWrapper(dtype='bfloat16')`` the head's
+output is bfloat16: a RetinaNet stops at its first step with "... not implemented for 'BFloat16'".
 
-Why: on a GPU, mmdet's ``FocalLoss`` (sigmoid, class-index targets) runs mmcv's compiled
-``sigmoid_focal_loss`` op, and mmcv 2.1's CUDA kernel is dispatched for float32, float64 and
-float16 only (``AT_DISPATCH_FLOATING_TYPES_AND_HALF``; mmcv issue #3061). Under
-``AmpOptimWrapper(dtype='bfloat16')`` the classification head's output is bfloat16, and a
-RetinaNet stops at its first step with "... not implemented for 'BFloat16'". The op is a plain
-autograd Function, which autocast neither casts nor knows about.
-
-What it changes: ``pred`` in float16 or bfloat16 is cast to float32 (float32 and float64 are
-left as they are) and the loss runs with autocast disabled, so every operation of the loss (the
-CUDA op, or the pure-PyTorch path elsewhere) computes in float32; the gradient flows back
-through the cast to the head in the head's own dtype. Everything else (arguments, reduction,
-avg_factor, the choice of kernel) is mmdet's. Only the loss is float32: the backbone, neck and
-head keep running in the autocast dtype. In float32 training it is mmdet's FocalLoss exactly.
+What it changes: ``pred`` in float16 or bfloat16 is cast to float32 and the loss runs with autocast
+disabled, so all of the loss (the CUDA op, or the pure-PyTorch path elsewhere) computes in float32;
+the gradient flows back through the cast to the head in its own dtype. Only the loss is float32;
+everything else (reduction, avg_factor, the choice of kernel) is mmdet's.
 """
 from contextlib import nullcontext
 from typing import Optional
@@ -39,17 +34,11 @@ def autocast_disabled(device_type: str):
 
 @MODELS.register_module()
 class Float32FocalLoss(FocalLoss):
-    """mmdet's ``FocalLoss`` computed in float32 (see the module docstring for why).
+    """mmdet's ``FocalLoss`` computed in float32 (see the module docstring for why): a drop-in for
+    ``type='FocalLoss'`` with the same arguments, and the same result in float32 training."""
 
-    A drop-in for ``type='FocalLoss'``: same arguments (``use_sigmoid``, ``gamma``, ``alpha``,
-    ``reduction``, ``loss_weight``, ``activated``), same result in float32 training.
-    """
-
-    def forward(self,
-                pred: torch.Tensor,
-                target: torch.Tensor,
-                weight: Optional[torch.Tensor] = None,
-                avg_factor: Optional[float] = None,
+    def forward(self, pred: torch.Tensor, target: torch.Tensor,
+                weight: Optional[torch.Tensor] = None, avg_factor: Optional[float] = None,
                 reduction_override: Optional[str] = None) -> torch.Tensor:
         if pred.is_floating_point() and torch.finfo(pred.dtype).bits < 32:
             pred = pred.float()  # float64 is left as it is

@@ -1,30 +1,25 @@
 """The one MMDetection backbone base of every family (PosMLP, Hire-MLP, ViP, S2-MLP, CycleMLP).
 
-A backbone wraps its family's timm classifier (``self.model``), built without head and pruned
-after the last stage asked for (``prune_intermediate_layers``), so every parameter it holds is
-used and the detector trains under DDP without unused-parameter checks. A subclass (all are in
-backbones.py) only says which classifier, which archs, which output norms and which checkpoint
-filter reads its weights; the stages are found through the classifier's ``feature_info``
-(``common.stage_layout``). Everything else lives here:
+A backbone wraps its family's timm classifier (``self.model``), headless and pruned after the last
+stage asked for (``prune_intermediate_layers``): every parameter it holds is used, so DDP needs no
+unused-parameter checks. Stages come from ``feature_info`` (``common.stage_layout``). Shared:
 
-- ``out_indices``: stages whose maps ``forward`` returns, NCHW, through the classifier's
-  ``forward_intermediates(..., intermediates_only=True)``; negative indices count from the end.
-- ``out_norm``: a new norm layer ``norm{i}`` per returned map (only for families that ask).
+- ``out_indices``: stages whose maps ``forward`` returns, NCHW; negative indices count from the end.
+- ``out_norm``: a new norm layer ``norm{i}`` per returned map (only for families that ask). Why: a
+  stage output is the un-normalised residual stream (the classifier normalises only the last stage)
+  and its scale differs from stage to stage, while an FPN adds the laterals of neighbouring stages.
 - ``frozen_stages``: -1 trains all; 0 freezes the stem; k also freezes stages 1..k (with the
-  transition that leads into each, and their output norms). Frozen parts have no gradients and
-  stay in eval mode.
-- ``norm_eval``: the classifier's BatchNorm layers stay in eval mode while training (their
-  ImageNet statistics are kept). New output norms are exempt: they have no statistics to keep.
+  transition that leads into each, and their output norms): no gradients, always in eval mode.
+- ``norm_eval``: the classifier's BatchNorms stay in eval mode while training, keeping their
+  ImageNet statistics (ViP, S2-MLP, CycleMLP have none); new output norms (none to keep) are exempt.
 - ``with_cp``: activation checkpointing per block, through ``set_grad_checkpointing``.
-- ``init_cfg=dict(type='Pretrained', checkpoint=...)`` (alone or in a list, applied after the
-  other entries): reads the file with torch's safe unpickler and the package's one allowlist
-  (safe_load.py), takes the weights out of whatever wraps them (``common.unwrap_state_dict``:
-  EMA first, a detector's ``backbone.`` keys), passes the classifier's through the family's
-  ``checkpoint_filter_fn`` (the reference's names, window resizing), drops the head and
-  whatever the pruned backbone does not hold, logs what was resized, missing and unexpected,
-  and raises naming the path for a missing file, an unreadable file, tensors whose shapes
-  disagree (another variant) or a checkpoint of another model.
-- ``fuse()``: the deployment step, every module's own ``fuse()`` (timm's ``reparameterize_model``).
+- ``drop_path_rate`` (a classifier argument): stochastic depth, rising linearly over all blocks.
+- ``init_cfg=dict(type='Pretrained', checkpoint=...)`` (alone or in a list, applied after the other
+  entries): reads the file with torch's safe unpickler (safe_load.py), unwraps it
+  (``common.unwrap_state_dict``: EMA first, a detector's ``backbone.`` keys), maps it through the
+  family's ``checkpoint_filter_fn`` (reference names, window resizing), drops what the pruned
+  backbone lacks, logs what was resized, missing and unexpected, and raises, naming the path, for a
+  missing or unreadable file, disagreeing shapes (another variant) or another model's checkpoint.
 - Invalid arguments raise at build time, naming the argument.
 """
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
@@ -53,11 +48,9 @@ class FamilyBackbone(BaseModule):
 
     - ``classifier_cls``: the classifier (timm API: ``feature_info``, ``forward_intermediates``,
       ``prune_intermediate_layers``, ``set_grad_checkpointing``, a ``patch_embed`` stem);
-    - ``arch_settings``: arch name -> classifier arguments; ``arch_keys``: the arguments an
-      arch dict may give;
+    - ``arch_settings``: arch name -> classifier kwargs; ``arch_keys``: keys an arch dict may use;
     - ``checkpoint_filter``: reads the family's official checkpoints (a staticmethod);
-    - ``out_norm_layer``: the norm built per output when ``out_norm=True`` (None: not offered);
-    """
+    - ``out_norm_layer``: the norm built per output when ``out_norm=True`` (None: not offered)."""
 
     classifier_cls: Type[nn.Module]
     arch_settings: Dict[str, dict] = {}
@@ -66,20 +59,13 @@ class FamilyBackbone(BaseModule):
     out_norm_layer: Optional[Callable[[int], nn.Module]] = None
     final_norm_to_output = False  # the classifier's final norm initialises the last output's
 
-    def __init__(self,
-                 arch: Union[str, dict],
-                 in_channels: int = 3,
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
-                 out_norm: bool = False,
-                 frozen_stages: int = -1,
-                 norm_eval: bool = False,
-                 with_cp: bool = False,
-                 pretrained: Optional[str] = None,
-                 init_cfg: Optional[dict] = None,
+    def __init__(self, arch: Union[str, dict], in_channels: int = 3,
+                 out_indices: Sequence[int] = (0, 1, 2, 3), out_norm: bool = False,
+                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
+                 pretrained: Optional[str] = None, init_cfg: Optional[dict] = None,
                  **classifier_kwargs):
         name = type(self).__name__
-        init_cfg = self._check_init_cfg(pretrained, init_cfg)
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(init_cfg=self._check_init_cfg(pretrained, init_cfg))
 
         kwargs = dict(self._resolve_arch(arch), **classifier_kwargs)
         kwargs.update(in_chans=in_channels, num_classes=0, global_pool='')
@@ -119,7 +105,6 @@ class FamilyBackbone(BaseModule):
         self.with_cp = with_cp
         self.out_norm = bool(out_norm)
 
-        # keep the stages up to the last one returned; no final norm, no head
         self.model.prune_intermediate_layers(list(self.out_indices), prune_norm=True,
                                              prune_head=True)
         self.model.set_grad_checkpointing(with_cp)
@@ -128,7 +113,6 @@ class FamilyBackbone(BaseModule):
                 self.add_module(f'norm{i}', self.out_norm_layer(self.num_features[i]))
         self._freeze_stages()
 
-    # ------------------------------------------------------------------ arguments
     @classmethod
     def _check_init_cfg(cls, pretrained, init_cfg) -> Union[dict, List[dict], None]:
         """init_cfg with ``pretrained`` folded in; raises naming the argument (init_args.py)."""
@@ -150,7 +134,6 @@ class FamilyBackbone(BaseModule):
             return dict(arch)
         raise TypeError(f'{name}: arch must be a name or a dict, got {type(arch).__name__}')
 
-    # ------------------------------------------------------------------ stages
     def stage_modules(self) -> List[List[nn.Module]]:
         """The modules of each stage kept after pruning, the transition into it included."""
         attr, ends = stage_layout(self.model)
@@ -183,7 +166,6 @@ class FamilyBackbone(BaseModule):
                     m.eval()
         return self
 
-    # ------------------------------------------------------------------ weights
     def init_weights(self) -> None:
         # the classifier initialised itself when built (its family's scheme)
         path, others = split_pretrained(self.init_cfg)
@@ -198,13 +180,11 @@ class FamilyBackbone(BaseModule):
             self._is_init = True
 
     def load_pretrained(self, path: str) -> Dict[str, List[str]]:
-        """Load ImageNet (or backbone, or detector) weights from `path`; returns what was
-        dropped, resized and missing."""
+        """Load ImageNet/backbone/detector weights; return what was dropped, resized and missing."""
         name = type(self).__name__
         raw, source = unwrap_state_dict(load_checkpoint_file(path, owner=name), path, name)
-        # a backbone checkpoint holds this wrapper's output norms next to the classifier's
-        # names ('model.' prefixed, or bare as PosMLP's backbone wrote them before it shared
-        # this class); everything else is the classifier's, for the family's filter
+        # a backbone checkpoint holds this wrapper's output norms beside the classifier's names
+        # ('model.'-prefixed, or bare in older PosMLP backbone checkpoints)
         own = {k: v for k, v in raw.items() if k.split('.')[0] in self._output_norms()}
         sd = {k[len('model.'):] if k.startswith('model.') else k: v
               for k, v in raw.items() if k not in own}
@@ -241,8 +221,7 @@ class FamilyBackbone(BaseModule):
             raise CheckpointError(f"{name}: '{path}' is another {name} variant: "
                                   f'{len(mismatched)} tensors disagree in shape: '
                                   + '; '.join(mismatched[:6]))
-        result = self.load_state_dict({k: sd[k] for k in matched}, strict=False)
-        missing = list(result.missing_keys)
+        missing = list(self.load_state_dict({k: sd[k] for k in matched}, strict=False).missing_keys)
         print_log(f"{name}: loaded {len(matched)} tensors from '{path}' ({source}); dropped the "
                   f'head ({len(head)}) and {len(unused)} the backbone does not use (final norm, '
                   'stages after the last output)', logger='current')
@@ -265,17 +244,12 @@ class FamilyBackbone(BaseModule):
         by timm's ``reparameterize_model``; call it after loading the final weights."""
         return reparameterize_model(self, inplace=True).eval()
 
-    # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if x.dim() != 4:
             raise ValueError(f'{type(self).__name__} expects (B, C, H, W) images, got shape '
                              f'{tuple(x.shape)}')
-        maps = self.model.forward_intermediates(
-            x, indices=list(self.out_indices), stop_early=True, output_fmt='NCHW',
-            intermediates_only=True)
-        outs = []
-        for i, y in zip(self.out_indices, maps):
-            if self.out_norm:
-                y = getattr(self, f'norm{i}')(y)
-            outs.append(y.contiguous())
-        return tuple(outs)
+        maps = self.model.forward_intermediates(x, indices=list(self.out_indices), stop_early=True,
+                                                output_fmt='NCHW', intermediates_only=True)
+        if self.out_norm:
+            maps = [getattr(self, f'norm{i}')(y) for i, y in zip(self.out_indices, maps)]
+        return tuple(y.contiguous() for y in maps)

@@ -1,7 +1,7 @@
 """PosMLP: gated MLPs whose token mixing comes from relative positional encodings.
 
-Wang et al., "Parameterization of Cross-Token Relations with Relative Positional Encoding
-for Vision MLP", ACM MM 2022. This file is the whole architecture, top to bottom:
+Wang et al., "Parameterization of Cross-Token Relations with Relative Positional Encoding for
+Vision MLP", ACM MM 2022. This file is the whole architecture, top to bottom:
 
     ConvStem (stride 4)
     -> 4 x PosMLPStage:   Downsample (stages 2-4)  -> tokens in window order (to_windows)
@@ -13,24 +13,13 @@ for Vision MLP", ACM MM 2022. This file is the whole architecture, top to bottom
     TokenMix:     per channel group g, a window-sized matrix P_g mixes the tokens of every
                   window; P_g comes from GQPE (default), LRPE, or a dense learned matrix (SGU).
 
-Parameter names follow the reference implementation so its checkpoints load as they are.
+Parameter names and state dicts follow the reference implementation, so its checkpoints load as
+they are (its interleaved channel groups are contiguous here, see PosMLPBlock).
 
-Shaped for what a GPU sees (few kernels, aligned GEMMs). A stage keeps its map's tokens as
-one (T, C) matrix in window order, clipped windows kept unpadded in regions of same-shaped
-windows (windows.py); everything token-wise runs once over the matrix, and only the token
-mixing per region: one batched product over a region's hidden activations, kept channel-major,
-(rC, T), whose elementwise steps run as Triton kernels on CUDA (posmlp_kernels.py). The mixing
-matrices of all the blocks of a stage are computed together, once per forward
-(stacked_mixing).
-
-Channel groups are interleaved in the reference (channel c in group c % groups); here they are
-contiguous, and state dicts keep the reference's layout (PosMLPBlock).
-
-One forward, for training and evaluation alike, on any device and under autocast (the GEMMs
-in the autocast dtype; LayerNorm statistics and GQPE's scores and softmax in float32, without
-a matmul that TF32 could touch). What only pays off at deployment is the explicit `fuse()`
-step: each module's own (`ConvStem.fuse`, `PosMLPStage.fuse`), walked by timm's
-`reparameterize_model`.
+Shaped for what a GPU sees (few kernels, aligned GEMMs: windows.py, stacked_mixing; Triton kernels
+on CUDA, posmlp_kernels.py). One forward for training and evaluation, on any device and under
+autocast (GEMMs in the autocast dtype; LayerNorm statistics and GQPE's softmax in float32).
+Deployment-only work is in each module's explicit `fuse()`, walked by timm's `reparameterize_model`.
 """
 import contextlib
 import math
@@ -48,8 +37,7 @@ from . import posmlp_kernels as kernels
 from .windows import (RegionIndex, StageWindows, WindowLayout, chunk_layouts, from_windows,
                       gather_rows, stage_windows, to_windows)
 from .common import (CheckpointError, StagedClassifier, build_classifier, default_cfg,
-                     drop_path_rates, init_trunc_normal, per_stage,
-                     unwrap_state_dict)
+                     drop_path_rates, init_trunc_normal, per_stage, unwrap_state_dict)
 
 LN_EPS = 1e-6
 
@@ -90,7 +78,8 @@ def resolve_arch(arch, **overrides) -> dict:
     setting = {k: tuple(v) for k, v in arch.items()}
     lengths = {k: len(v) for k, v in setting.items()}
     if len(set(lengths.values())) != 1:
-        raise ValueError(f'PosMLP: arch entries must all have one value per stage, got lengths {lengths}')
+        raise ValueError(f'PosMLP: arch entries must all have one value per stage, got lengths '
+                         f'{lengths}')
     for i, (dim, ratio, g) in enumerate(zip(setting['embed_dims'], setting['mlp_ratios'],
                                             setting['groups'])):
         hidden = int(dim * ratio)
@@ -99,8 +88,8 @@ def resolve_arch(arch, **overrides) -> dict:
                              f'gated channels (embed_dim {dim} x mlp_ratio {ratio} / 2)')
     for i in range(1, len(setting['embed_dims'])):
         if setting['embed_dims'][i] % setting['embed_dims'][i - 1]:
-            raise ValueError(f'PosMLP: embed_dims[{i}]={setting["embed_dims"][i]} must be a multiple '
-                             f'of embed_dims[{i - 1}]={setting["embed_dims"][i - 1]} '
+            raise ValueError(f'PosMLP: embed_dims[{i}]={setting["embed_dims"][i]} must be a '
+                             f'multiple of embed_dims[{i - 1}]={setting["embed_dims"][i - 1]} '
                              '(the downsampling conv is depthwise)')
     if any(w < 1 for w in setting['windows']):
         raise ValueError(f'PosMLP: windows must be positive, got {setting["windows"]}')
@@ -123,10 +112,9 @@ def autocast_off(device: torch.device):
 # --------------------------------------------------------------------------- token mixers
 # A mixer owns the per-token bias (named as in the reference) and gives mixing matrices P,
 # out[m] = sum_n P[m, n] * u[n] + bias[m], for the windows of each region: P restricted to the
-# region's tokens (a clipped window's), the softmax taken over them alone. GQPE and LRPE
-# depend on relative positions only; the bias and the dense mixer index absolute positions.
-# A stage asks for the matrices of all its blocks at once (`stacked_matrices`, one batched
-# computation per stage and forward instead of one per block), in float32 or wider.
+# region's tokens (a clipped window's), the softmax taken over them alone. GQPE and LRPE depend
+# on relative positions only; the bias and the dense mixer index absolute positions. A stage
+# asks for the matrices of all its blocks at once (`stacked_matrices`), in float32 or wider.
 
 def _stack(mixers: Sequence[nn.Module], name: str) -> torch.Tensor:
     return torch.stack([getattr(m, name) for m in mixers])
@@ -139,27 +127,25 @@ class _QuadraticSoftmax(torch.autograd.Function):
     """Per region, P = softmax over n of s[m, n] = r[n] + (A p_m) . p_n, with probabilities
     below the square root of float32's smallest normal set to zero, forward and backward.
 
-    GQPE's score -1/2 (d - delta)^T A (d - delta), d = p_n - p_m, is that plus terms in m
-    alone, which the softmax over n cancels; so the (m, n) matrix is two broadcast
-    multiply-adds of per-token vectors, elementwise: exact float32 even where a user turns
-    TF32 matmuls on (a score error of 1e-3 moves a probability by as much).
+    GQPE's score -1/2 (d - delta)^T A (d - delta), d = p_n - p_m, is that plus terms in m alone,
+    which the softmax over n cancels; so the (m, n) matrix is two broadcast multiply-adds of
+    per-token vectors, elementwise: exact float32 even where a user turns TF32 matmuls on (a
+    score error of 1e-3 moves a probability by as much).
 
-    The flush: far tokens get probabilities near 1e-40 at init; on x86 their products run in
-    the subnormal range, an order of magnitude slower (one mixing product took 3.5 s instead of
-    0.14 s on an Intel Xeon), and so would autograd's softmax gradient computed from the
-    unflushed output. The values changed are below 1.1e-19, far under the precision of a row
-    that sums to one. Against the same forward with autograd's backward, a PosMLP-T training
-    step (AMD EPYC, whose subnormals cost less) takes 1.02x the time and 1.05x the peak memory
-    without this Function (`python benchmarks/autograd_functions.py`, 2026-12-07)."""
+    The flush: far tokens get probabilities near 1e-40 at init; on x86 their products run in the
+    subnormal range, an order of magnitude slower (one mixing product: 3.5 s instead of 0.14 s on
+    an Intel Xeon), as would autograd's softmax gradient of the unflushed output. The values
+    changed are below 1.1e-19, far under the precision of a row that sums to one. A PosMLP-T
+    training step with autograd's backward instead (AMD EPYC, whose subnormals cost less) takes
+    1.02x the time and 1.05x the peak memory (benchmarks/autograd_functions.py, 2026-12-07)."""
 
     @staticmethod
     def forward(ctx, r, Ap, positions, sizes):
         # positions (sum n, 2) is one tensor and sizes Python ints: the jit tracer (mmengine's
-        # FLOP count, the TorchScript ONNX exporter) crashes on a Function given a list of
-        # tensors made inside the trace, or sizes from numel(), which it returns as tensors
+        # FLOP count, the TorchScript ONNX exporter) crashes on a Function given a list of tensors
+        # made inside the trace, or sizes from numel(), which it returns as tensors
         P = []
-        for r_i, Ap_i, p in zip(r.split(sizes, -1), Ap.split(sizes, -2),
-                                positions.split(sizes)):
+        for r_i, Ap_i, p in zip(r.split(sizes, -1), Ap.split(sizes, -2), positions.split(sizes)):
             s = torch.addcmul(r_i.unsqueeze(-2), Ap_i[..., 0:1], p[:, 0])
             s = s.addcmul_(Ap_i[..., 1:2], p[:, 1])
             P.append(F.threshold(torch.softmax(s, dim=-1), _FLUSH_FLOOR, 0.0))
@@ -181,19 +167,17 @@ class _QuadraticSoftmax(torch.autograd.Function):
 
 
 class GQPE(nn.Module):
-    """Generalized quadratic positional encoding (the default of the released models).
-
+    """Generalized quadratic positional encoding (the default of the released models):
     score[m, n] = -1/2 (d - delta)^T A (d - delta),  d = (col_n - col_m, row_m - row_n),
-    A = S S^T;  P[m, :] = softmax over n. Six parameters per group, whatever the window.
-    """
+    A = S S^T;  P[m, :] = softmax over n. Six parameters per group, whatever the window."""
     init_std = 0.01
 
     def __init__(self, window: int, groups: int):
         super().__init__()
         self.window, self.groups, self.num_tokens = window, groups, window * window
         self.attention_centers = nn.Parameter(torch.zeros(groups, 2).normal_(0.0, self.init_std))
-        self.attention_spreads = nn.Parameter(
-            torch.eye(2).repeat(groups, 1, 1) + torch.zeros(groups, 2, 2).normal_(0.0, self.init_std))
+        noise = torch.zeros(groups, 2, 2).normal_(0.0, self.init_std)
+        self.attention_spreads = nn.Parameter(torch.eye(2).repeat(groups, 1, 1) + noise)
         self.token_proj_n_bias = nn.Parameter(torch.zeros(1, self.num_tokens, 1))
 
     @staticmethod
@@ -256,27 +240,23 @@ MIXER_CLASSES = {'gqpe': GQPE, 'lrpe': LRPE, 'sgu': DenseTokenMixer}
 
 def stacked_mixing(mixers: Sequence[nn.Module], layout: 'WindowLayout',
                    dtype: torch.dtype) -> List[Tuple[torch.Tensor, ...]]:
-    """For each mixer (the blocks of a stage on one grid), the (P, bias) of every region of
-    the layout, in the compute dtype: (P_0, bias_0, P_1, bias_1, ...). One stacked
-    computation for all the blocks, then per-block views; cast once."""
+    """For each mixer (the blocks of a stage on one grid), the (P, bias) of every region of the
+    layout, in the compute dtype: (P_0, bias_0, P_1, bias_1, ...). One stacked computation for
+    all the blocks, then per-block views; cast once."""
     mixers = list(mixers)
     Ps = type(mixers[0]).stacked_matrices(mixers, layout.indices)
     bias = _stack(mixers, 'token_proj_n_bias').flatten(1).index_select(1, layout.bias_tokens)
     per_region = []
     for P, b in zip(Ps, bias.split([r.tokens.numel() for r in layout.indices], 1)):
-        per_region.append(P.to(dtype).unbind(0))
-        per_region.append(b.to(dtype).unbind(0))
+        per_region += [P.to(dtype).unbind(0), b.to(dtype).unbind(0)]
     return list(zip(*per_region))
-
-
-def _regions(starts: Sequence[int]):
-    return zip(starts[:-1], starts[1:])
 
 
 def gated_token_mix(h: torch.Tensor, starts: Sequence[int], starts_t: Optional[torch.Tensor],
                     mixing: Sequence[torch.Tensor]):
     """(y, U, M): y = TokenMix(u) * v with [u; v] = GELU(h), for h (2C', Tp) channel-major in
-    window order; U (u) and M (the mixed u) region-major, what the backward needs."""
+    window order; U (u) and M (the mixed u) region-major (each region's (C', T_r) block
+    contiguous, what its batched product needs), what the backward needs."""
     # inputs already in the compute dtype
     with autocast_off(h.device):
         gated = h.shape[0] // 2
@@ -284,35 +264,27 @@ def gated_token_mix(h: torch.Tensor, starts: Sequence[int], starts_t: Optional[t
         tracing = torch.jit.is_tracing()  # the tracer drops writes into views (ONNX export)
         M = None if tracing else torch.empty_like(U)
         parts = []
-        for i, (s, e) in enumerate(_regions(starts)):
+        for i, (s, e) in enumerate(zip(starts[:-1], starts[1:])):
             P, bias = mixing[2 * i], mixing[2 * i + 1]
             groups, n = P.shape[0], P.shape[-1]
             u = U[gated * s:gated * e].view(groups, -1, n)
-            if tracing:
-                parts.append(torch.baddbmm(bias.view(1, 1, n), u, P.transpose(1, 2)).flatten())
-            else:
-                torch.baddbmm(bias.view(1, 1, n), u, P.transpose(1, 2),
-                              out=M[gated * s:gated * e].view(groups, -1, n))
+            out = None if tracing else M[gated * s:gated * e].view(groups, -1, n)
+            parts.append(torch.baddbmm(bias.view(1, 1, n), u, P.transpose(1, 2), out=out))
         if tracing:
-            M = torch.cat(parts)
+            M = torch.cat([part.flatten() for part in parts])
         return kernels.gate_out(M, h, starts, starts_t), U, M
 
 
 class _GeluGatedTokenMix(torch.autograd.Function):
-    """gated_token_mix with its own backward.
+    """gated_token_mix with its own backward, whose elementwise steps (posmlp_kernels: GELU into
+    region-major, the gate, their gradients) each read and write every element once.
 
-    The token mixing runs region by region on u "region-major" (each region's (C', T_r) block
-    contiguous, what its batched product needs), into one buffer M of the same layout; the
-    elementwise steps around the products (posmlp_kernels: GELU into region-major, the gate, and
-    their gradients) each read and write every element once: Triton kernels on CUDA, PyTorch
-    elsewhere. Backward keeps h and M; on CUDA u is recomputed from h (one elementwise pass)
-    instead of kept, which saves a quarter of the block's largest activations; on the CPU,
-    where GELU's erf costs more than the memory, it is kept. Autograd would keep GELU(h) whole
-    and turn the u / v row slices and the region column slices into zero-filled gradients the
-    size of h; here the gradient of h is written into one buffer. Measured against the same
-    forward under plain autograd, a PosMLP-T training step (CPU, batch 2, 512x768) takes
-    1.12x the time and 1.13x the peak memory without this Function
-    (`python benchmarks/autograd_functions.py`, 2026-12-07); the Triton kernels need it."""
+    Backward keeps h and M; on CUDA u is recomputed from h (one elementwise pass), saving a quarter
+    of the block's largest activations; on the CPU, where GELU's erf costs more than the memory, it
+    is kept. Autograd would keep GELU(h) whole and turn the u / v row slices and the region column
+    slices into zero-filled gradients the size of h; here h's gradient is one buffer. With plain
+    autograd, a PosMLP-T training step (CPU, batch 2, 512x768) takes 1.12x the time and 1.13x the
+    peak memory (benchmarks/autograd_functions.py, 2026-12-07); the Triton kernels need it."""
 
     @staticmethod
     def forward(ctx, h, starts, starts_t, *mixing):
@@ -334,25 +306,23 @@ class _GeluGatedTokenMix(torch.autograd.Function):
                 U = kernels.gelu_regions(h, starts, starts_t)
             grad_U = torch.empty_like(U)
             grad_mixing = []
-            for i, (s, e) in enumerate(_regions(starts)):
+            for i, (s, e) in enumerate(zip(starts[:-1], starts[1:])):
                 P = mixing[2 * i]
                 groups, n = P.shape[0], P.shape[-1]
                 g = G[gated * s:gated * e].view(groups, -1, n)
                 torch.bmm(g, P, out=grad_U[gated * s:gated * e].view(groups, -1, n))
                 need_P, need_bias = ctx.needs_input_grad[3 + 2 * i: 5 + 2 * i]
-                grad_mixing.append(torch.bmm(g.transpose(1, 2),
-                                             U[gated * s:gated * e].view(groups, -1, n))
-                                   if need_P else None)
+                u = U[gated * s:gated * e].view(groups, -1, n)
+                grad_mixing.append(torch.bmm(g.transpose(1, 2), u) if need_P else None)
                 grad_mixing.append(g.sum(dim=(0, 1)) if need_bias else None)
             kernels.gelu_grad_regions(grad_U, h, starts, starts_t, grad_h)
         return (grad_h, None, None, *grad_mixing)
 
 
 class PosSGU(nn.Module):
-    """Positional spatial gating unit: TokenMix(u) * v, with no norm inside the gate.
-
-    It takes the hidden activations before the block's GELU (see _GeluGatedTokenMix) and the
-    mixing matrices that its stage computed for all its blocks (`stacked_mixing`)."""
+    """Positional spatial gating unit: TokenMix(u) * v, with no norm inside the gate. It takes
+    the hidden activations before the block's GELU (see _GeluGatedTokenMix) and the mixing
+    matrices that its stage computed for all its blocks (`stacked_mixing`)."""
 
     def __init__(self, dim: int, window: int, groups: int, mixer: str = 'gqpe'):
         super().__init__()
@@ -366,8 +336,7 @@ class PosSGU(nn.Module):
         """h: (2 * gate_dim, T) channel-major, groups contiguous, tokens in window order."""
         if torch.compiler.is_compiling() and not torch.is_grad_enabled():
             # the same forward without the Function: torch.compile (2.14) mis-binds a Function's
-            # arguments under no_grad when some of them require gradients (parameters), and
-            # broke the graph at every block
+            # arguments under no_grad when some require gradients (parameters): a break per block
             return gated_token_mix(h, layout.starts, layout.starts_tensor, mixing)[0]
         return _GeluGatedTokenMix.apply(h, layout.starts, layout.starts_tensor, *mixing)
 
@@ -375,9 +344,8 @@ class PosSGU(nn.Module):
 # --------------------------------------------------------------------------- block and stage
 
 class DropPath(nn.Module):
-    """Stochastic depth per image: the residual x + y with y dropped for whole images (and
-    scaled by 1 / keep for the others), one draw per block and forward, whichever regions and
-    grid of windows the image's tokens are in."""
+    """Stochastic depth per image: x + y with y dropped for whole images (scaled by 1 / keep for
+    the others), one draw per block and forward, whichever regions the image's tokens are in."""
 
     def __init__(self, drop_prob: float = 0.0):
         super().__init__()
@@ -394,11 +362,6 @@ class DropPath(nn.Module):
         return f'drop_prob={self.drop_prob}'
 
 
-def _group_contiguous_order(channels: int, groups: int) -> torch.Tensor:
-    """Index list that sorts interleaved groups (c in group c % groups) into contiguous blocks."""
-    return torch.arange(channels).view(channels // groups, groups).t().flatten()
-
-
 class PosMLPBlock(nn.Module):
     """One gated MLP: x + DropPath(Dropout(proj_c_s(PosSGU(GELU(proj_c_e(norm(x)))))))."""
 
@@ -413,10 +376,10 @@ class PosMLPBlock(nn.Module):
         self.proj_c_s = nn.Linear(hidden // 2, dim)
         self.drop = nn.Dropout(drop)
         self.drop_path = DropPath(drop_path)
-        # The reference interleaves the gate's channel groups (c in group c % groups); the
-        # parameters hold them contiguous, what the batched mixing wants, and state dicts the
-        # reference's layout, converted when saved and loaded (nothing gathered per step)
-        half = _group_contiguous_order(hidden // 2, groups)
+        # the parameters keep the gate's channel groups contiguous (for the batched mixing), state
+        # dicts the reference's interleaved layout (channel c in group c % groups): converted when
+        # saved and loaded, not per step
+        half = torch.arange(hidden // 2).view(-1, groups).t().flatten()  # grouped order
         self._hidden_order = torch.cat([half, half + hidden // 2])
         self._gate_order = half
         self.register_state_dict_post_hook(PosMLPBlock._to_reference_layout)
@@ -431,8 +394,8 @@ class PosMLPBlock(nn.Module):
     @staticmethod
     def _to_reference_layout(block, state_dict, prefix, local_metadata):
         for key, dim, order in block._layouts(prefix):
-            # keep_vars=True (torch.jit's tracer matches the module's own variables by
-            # identity): given as they are, in the grouped layout
+            # keep_vars=True (torch.jit's tracer matches the module's own variables by identity):
+            # given as they are, in the grouped layout
             if key in state_dict and not isinstance(state_dict[key], nn.Parameter):
                 t = state_dict[key]
                 state_dict[key] = t.index_select(dim, torch.argsort(order).to(t.device))
@@ -466,10 +429,9 @@ class Downsample(nn.Module):
         self.norm = nn.LayerNorm(out_dim, eps=LN_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # contiguous NCHW, not the channels-last view a stage returns: cuDNN's weight gradient
-        # of this depthwise conv on channels-last input took 60% of a GPU training step (H200,
-        # bf16, batch 8: 288 wgrad kernels of 0.6 ms), where PyTorch's NCHW depthwise kernels
-        # are used otherwise
+        # contiguous NCHW, not the channels-last view a stage returns: cuDNN's weight gradient of
+        # this depthwise conv on channels-last input took 60% of a GPU training step (H200, bf16,
+        # batch 8: 288 wgrad kernels of 0.6 ms); on NCHW PyTorch's own depthwise kernels run
         x = self.conv(x.contiguous())
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
@@ -497,9 +459,9 @@ class ConvStem(nn.Module):
     @torch.no_grad()
     def fuse(self) -> nn.Sequential:
         """Deployment: each BatchNorm's running statistics and affine folded into its conv, as
-        plain layers (conv, GELU, conv, GELU, conv). The weights are kept channels-last, the
-        native layout of oneDNN's and cuDNN's convolutions, which then run without a layout
-        change (on the CPU, half the stem's time at 800x1344)."""
+        plain layers (conv, GELU, conv, GELU, conv). The weights are kept channels-last, the native
+        layout of oneDNN's and cuDNN's convolutions, which then run without a layout change (on
+        the CPU, half the stem's time at 800x1344)."""
         layers = []
         for i, (proj, norm) in enumerate(zip(self.projs, self.norms)):
             scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
@@ -513,9 +475,9 @@ class ConvStem(nn.Module):
 
 
 # Deployment on the CPU: a fused stage runs each block over chunks of whole windows whose hidden
-# activations take about this many bytes, so that a chunk's passes (norm, expansion, GELU,
-# mixing, gate, output, residual) read what the previous one wrote from the cache instead of
-# memory. Windows mix only among themselves, so the chunks give the whole map's result.
+# activations take about this many bytes, so that a chunk's passes (norm, expansion, GELU, mixing,
+# gate, output, residual) read what the previous one wrote from the cache instead of memory.
+# Windows mix only among themselves, so the chunks give the whole map's result.
 CPU_CHUNK_BYTES = 8 << 20
 
 
@@ -528,8 +490,7 @@ def _chunks_pay(x: torch.Tensor) -> bool:
 
 def _blockwise_in_chunks(block: 'PosMLPBlock', tokens: torch.Tensor, layout: WindowLayout,
                          mixing: Sequence[torch.Tensor]) -> torch.Tensor:
-    """block(tokens, layout, mixing), inference only, chunk by chunk (CPU_CHUNK_BYTES of hidden
-    activations), written back into `tokens`."""
+    """block(tokens, layout, mixing), inference only, chunk by chunk, written into `tokens`."""
     rows = CPU_CHUNK_BYTES // (block.hidden * tokens.element_size())
     for start, end, region, part in chunk_layouts(layout, rows):
         tokens[start:end] = block(tokens[start:end], part, mixing[2 * region:2 * region + 2])
@@ -544,15 +505,11 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 class PosMLPStage(nn.Module):
-    """Optional downsampling, then `depth` blocks on the windows of the map.
-
-    The stage puts its map's tokens into window order once (a gather by a precomputed index),
-    computes the mixing matrices of all its blocks in one stacked step, runs the blocks on the
-    (T, C) token matrix, and puts the tokens back. Without `shift` all blocks share one grid of
-    windows. With `shift` (not in the reference: Swin's idea, no new parameters) every second
-    block works on the grid moved by half a window down and right, so that information crosses
-    window borders within a stage; windows cut by the map's edges mix their own real tokens
-    only (see window_regions)."""
+    """Optional downsampling, then `depth` blocks on the map's windows: its tokens put into window
+    order once, all the blocks' mixing matrices computed in one stacked step, the blocks run on the
+    (T, C) token matrix, the tokens put back. Without `shift` all blocks share one window grid. With
+    `shift` (not in the reference: Swin's idea, no new parameters) every second block uses the grid
+    moved by half a window down and right: information crosses window borders within a stage."""
 
     def __init__(self, in_dim: Optional[int], dim: int, depth: int, window: int, groups: int,
                  mlp_ratio: float, mixer: str = 'gqpe', drop: float = 0.0,
@@ -583,10 +540,8 @@ class PosMLPStage(nn.Module):
         B, _, H, W = x.shape
         windows = stage_windows(B, H, W, self.window, self.shift, x.device)
         dtype = compute_dtype(x)
-        if self.fixed_mixing is None:
-            mixing = self.mixing(windows, dtype)
-        else:
-            mixing = self._fixed_mixing(windows, (B, H, W, x.device, dtype), dtype)
+        mixing = (self.mixing(windows, dtype) if self.fixed_mixing is None
+                  else self._fixed_mixing(windows, (B, H, W, x.device, dtype), dtype))
         num_grids = len(windows.grids)
         tokens = to_windows(x, windows.grids[0])
         for i, block in enumerate(self.encoder):
@@ -604,9 +559,9 @@ class PosMLPStage(nn.Module):
 
     # ---- deployment
     def fuse(self) -> 'PosMLPStage':
-        """Deployment step: the mixing matrices depend on the weights and the map's size only,
-        so once the weights are final they are computed once per size and kept. Inference
-        only: a fused stage refuses to run with gradients."""
+        """Deployment step: the mixing matrices depend on the weights and the map's size only, so
+        once the weights are final they are computed once per size and kept. Inference only: a
+        fused stage refuses to run with gradients."""
         self.fixed_mixing = {}
         return self
 
@@ -644,25 +599,17 @@ class PosMLPClassifier(StagedClassifier):
     """The ImageNet classifier, with the reference's parameter names (timm: posmlp_t/s/b).
 
     ConvStem -> levels (4 x PosMLPStage) -> norm (LayerNorm over channels) -> global pool ->
-    dropout -> head, with timm's model API (``StagedClassifier``): ``forward_features`` /
-    ``forward_head``, ``forward_intermediates`` / ``prune_intermediate_layers``
-    (``features_only=True`` builds a ``feature_cls='getter'`` net on them),
-    ``set_grad_checkpointing``, ``group_matcher``, ``no_weight_decay``, ``get_classifier`` /
-    ``reset_classifier``.
+    dropout -> head, with timm's model API (``StagedClassifier``; ``features_only=True`` builds a
+    ``feature_cls='getter'`` net on ``forward_intermediates``). Any input size: the windows clip
+    at the right and bottom edges (see ``window_regions``); nothing is sized by ``img_size``.
 
-    Any input size: the windows clip at the right and bottom edges (see ``window_regions``),
-    so ``img_size`` is accepted for timm's API and ignored; nothing is sized by it.
-
-    Export (docs/export.md): ``torch.compile``, torch.export and the jit tracer capture the
-    model; ``torch.jit.script`` cannot type the window layouts (NamedTuples of variable-length
-    tuples) nor the custom autograd Functions, and stops with "Can not create tuple with None
-    type". FX: ``PosMLPStage`` is a timm leaf ("notrace")
-    module, since windows need the map's concrete size; any stage output is a node.
-    """
+    Export (docs/export.md): ``torch.compile``, torch.export and the jit tracer capture the model;
+    ``torch.jit.script`` cannot type the window layouts (NamedTuples of variable-length tuples)
+    nor the custom autograd Functions, and stops with "Can not create tuple with None type". FX:
+    ``PosMLPStage`` is a timm leaf ("notrace") module (windows need the map's concrete size):
+    any stage output is a node, nothing inside one."""
     pool_types = ('', 'avg', 'max')
-    # PosMLPStage checkpoints each of its blocks (with_cp, set by set_grad_checkpointing)
     stages_checkpoint_themselves = True
-    # every mixer's positional parameters: GQPE, LRPE, dense (SGU), and their per-token bias
     positional_params = ('attention_centers', 'attention_spreads', 'token_proj_n_bias',
                          'window_relative_position_bias_table', 'token_proj_n_weight')
 
@@ -676,7 +623,6 @@ class PosMLPClassifier(StagedClassifier):
             arch: 'tiny' | 'small' | 'base' (or 't' | 's' | 'b'), or a dict as ARCH_SETTINGS.
             embed_dims, depths, windows, groups, mlp_ratios: the arch's settings, overridden
                 (one value for every stage, or one per stage).
-            in_chans: image channels.
             num_classes: classes of the head; 0 removes it (forward returns pooled features).
             mixer: token mixer of every block, one of MIXERS.
             drop_rate: dropout before the head (and inside the blocks, as the reference).
@@ -685,9 +631,8 @@ class PosMLPClassifier(StagedClassifier):
                 num_classes=0: forward then returns the normalised (B, C, H, W) map).
             with_cp: activation checkpointing per block (``set_grad_checkpointing``).
             img_size: accepted for timm's API (int or (H, W)) and ignored: any size runs.
-            shift: every second block on windows moved by half a window (PosMLPStage); not
-                in the reference, no new parameters.
-        """
+            shift: every second block on windows moved by half a window (PosMLPStage; not in the
+                reference, no new parameters)."""
         super().__init__()
         if kwargs:
             raise TypeError(f'PosMLPClassifier: unexpected arguments {sorted(kwargs)}')
@@ -716,16 +661,16 @@ class PosMLPClassifier(StagedClassifier):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> Set[str]:
-        """Names of the positional parameters (every mixer's), exempt from weight decay as in
-        the reference training and configs/_posmlp_det_recipe.py. Norm weights and biases are
-        1-D, which timm's optimizer factory exempts by itself."""
+        """Names of the positional parameters (every mixer's), exempt from weight decay as in the
+        reference training and configs/_posmlp_det_recipe.py. Norm weights and biases are 1-D,
+        which timm's optimizer factory exempts by itself."""
         return {name for name, _ in self.named_parameters()
                 if name.rsplit('.', 1)[-1] in self.positional_params}
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        """Parameter groups, stem to head, for layer-wise lr decay: a stage's downsampling
-        joins its first block (coarse: whole stages); the final norm joins the last block."""
+        """Parameter groups, stem to head, for layer-wise lr decay: a stage's downsampling joins
+        its first block (coarse: whole stages); the final norm joins the last block."""
         return dict(
             stem=r'^patch_embed',
             blocks=r'^levels\.(\d+)' if coarse else [
@@ -745,30 +690,30 @@ class PosMLPClassifier(StagedClassifier):
         return self.levels(x)
 
     def fuse(self) -> 'PosMLPClassifier':
-        """Deployment step, in place and inference only (call it after loading the final
-        weights): the stem becomes plain convolutions with its BatchNorm folded in
-        (``ConvStem.fuse``) and each stage keeps its mixing matrices per map size
-        (``PosMLPStage.fuse``), walked by timm's ``reparameterize_model``."""
+        """Deployment step, in place and inference only (call it after loading the final weights):
+        ``ConvStem.fuse`` and ``PosMLPStage.fuse``, walked by timm's ``reparameterize_model``."""
         return reparameterize_model(self, inplace=True).eval()
 
 
-# FX: a stage partitions its map into windows by the map's concrete size (see the class docstring)
-register_notrace_module(PosMLPStage)
+register_notrace_module(PosMLPStage)  # FX: see the PosMLPClassifier docstring
 
 
 # --------------------------------------------------------------------------- checkpoints
 
 # Window-derived buffers the reference stored: the model rebuilds them for its own windows.
 DERIVED_BUFFERS = ('rel_indices', 'window_relative_position_index')
+
+
 def timm_adapts(key: str, have: torch.Size, want: torch.Size) -> bool:
-    """Whether timm adapts this tensor after the filter: the classifier for another
-    num_classes (it drops it) and the first conv for another in_chans (it sums or repeats the
-    input channels); the pretrained cfg's 'classifier' and 'first_conv'. Any other difference
-    in their shapes is another variant's."""
+    """Whether timm adapts this tensor after the filter: the classifier for another num_classes (it
+    drops it) and the first conv for another in_chans (it sums or repeats the input channels); the
+    pretrained cfg's 'classifier' and 'first_conv'. Other shape differences mean another variant."""
     differs = [d for d in range(len(have)) if len(have) != len(want) or have[d] != want[d]]
     if key.startswith('head.'):
         return differs == [0]
     return key == 'patch_embed.projs.0.weight' and differs == [1]
+
+
 NOT_RESIZABLE_WHY = (
     "the dense 'sgu' mixer learns one free weight for every (output token, input token) pair "
     'of a window, at absolute positions, whereas GQPE (6 parameters per group, whatever the '
@@ -846,7 +791,8 @@ def checkpoint_filter_fn(state_dict: Dict, model: nn.Module) -> Dict[str, torch.
     return sd
 
 
-def infer_arch_and_mixer(sd: Dict[str, torch.Tensor], path: str = '<checkpoint>') -> Tuple[str, str]:
+def infer_arch_and_mixer(sd: Dict[str, torch.Tensor],
+                         path: str = '<checkpoint>') -> Tuple[str, str]:
     """('tiny' | 'small' | 'base', mixer) of a PosMLP state dict, from its stem width and the
     mixer's parameter names."""
     width = sd.get('patch_embed.projs.2.weight', sd.get('model.patch_embed.projs.2.weight'))
@@ -863,8 +809,8 @@ def infer_arch_and_mixer(sd: Dict[str, torch.Tensor], path: str = '<checkpoint>'
 
 
 # --------------------------------------------------------------------------- timm registration
-# timm.create_model('posmlp_t' | 'posmlp_s' | 'posmlp_b'). Parameter names are the reference
-# implementation's, so its ImageNet checkpoints load with `pretrained_cfg_overlay=dict(file=PATH)`.
+# timm.create_model('posmlp_t' | 'posmlp_s' | 'posmlp_b'); the reference's ImageNet checkpoints
+# load with `pretrained_cfg_overlay=dict(file=PATH)`.
 
 default_cfgs = generate_default_cfgs({
     variant: default_cfg(pool_size=(7, 7), first_conv='patch_embed.projs.0', license='apache-2.0')

@@ -1,17 +1,15 @@
-"""``Float32RoIExtractor``: mmdet's ``SingleRoIExtractor`` with RoIAlign in float32 where the
-features are bfloat16, registered in mmdet's MODELS.
+"""``Float32RoIExtractor`` (mmdet's MODELS): ``SingleRoIExtractor``; bfloat16 RoIAlign in float32.
 
-Why: mmcv 2.1's RoIAlign is compiled for float32, float64 and float16 only, on the GPU and on
-the CPU (``AT_DISPATCH_FLOATING_TYPES_AND_HALF`` in roi_align_cuda.cu and roi_align.cpp), and,
-a plain autograd Function, is neither cast nor known by autocast. Under ``--amp`` with
-bfloat16 (``AmpOptimWrapper(dtype='bfloat16')`` on a GPU, ``BFloat16AutocastOptimWrapper`` on
-a CPU) the FPN's maps are bfloat16 and a Mask R-CNN stops at its first RoI with "expected
-scalar type Float but found BFloat16". And mmdet casts the RoIs to the features' dtype: box
-corners in bfloat16 (8 bits of mantissa) are off by up to 4 pixels at x = 1000.
+Why: mmcv 2.1's RoIAlign (roi_align_cuda.cu, roi_align.cpp) is dispatched for float32, float64 and
+float16 only (``AT_DISPATCH_FLOATING_TYPES_AND_HALF``), on GPU and CPU; a plain autograd Function,
+it is neither cast nor known by autocast. Under ``--amp`` with bfloat16 (GPU or CPU) the FPN's maps
+are bfloat16; a Mask R-CNN stops at its first RoI: "expected scalar type Float but found BFloat16".
+mmdet also casts the RoIs to the features' dtype: bfloat16 box corners (8-bit mantissa) are off by
+up to 4 pixels at x = 1000.
 
-What it changes: bfloat16 maps are cast to float32 for the RoIAlign (the RoIs stay float32),
-with autocast off inside; the RoI features come out float32 and the heads' first layers cast
-them back under autocast. float16 and float32 go through mmdet's code as they are.
+What it changes: bfloat16 maps are cast to float32 for the RoIAlign (the RoIs stay float32), with
+autocast off inside; the RoI features come out float32 and the heads' first layers cast them back
+under autocast. float16 and float32 go through mmdet's code as they are.
 """
 from typing import Optional, Tuple
 
@@ -33,5 +31,4 @@ class Float32RoIExtractor(SingleRoIExtractor):
         if feats[0].dtype != torch.bfloat16:
             return super().forward(feats, rois, roi_scale_factor)
         with autocast_disabled(feats[0].device.type):
-            return super().forward(tuple(f.float() for f in feats), rois.float(),
-                                   roi_scale_factor)
+            return super().forward(tuple(f.float() for f in feats), rois.float(), roi_scale_factor)

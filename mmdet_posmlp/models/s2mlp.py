@@ -11,36 +11,29 @@ There is no official code; this file follows the paper and is written for this p
         (4 Linear layers, 2 LayerNorm, 2 GELU, 2 skips per block, as in the paper)
     norm -> global average pool -> head
 
-SpatialShift: the channels are cut into 4 equal groups (boundaries c/4, c/2, 3c/4); group 1 is
-shifted by +1 along the width, group 2 by -1 along the width, group 3 by +1 along the height,
-group 4 by -1 along the height. At the border the vacated row/column keeps its old value: the
-paper's pseudo-code (its Algorithm 1, on T of shape w x h x c) is
+SpatialShift moves 4 equal channel groups by one token each, along the width and the height; the
+vacated border row/column keeps its old value, as in the paper's Algorithm 1 (T is w x h x c):
     T[1:, :, :c/4]       = T[:w-1, :, :c/4]         # width +1
     T[:w-1, :, c/4:c/2]  = T[1:, :, c/4:c/2]        # width -1
     T[:, 1:, c/2:3c/4]   = T[:, :h-1, c/2:3c/4]     # height +1
     T[:, :h-1, 3c/4:]    = T[:, 1:, 3c/4:]          # height -1
-so index 0 of a +1 shift is not written and keeps T[0] (a copy of the edge, neither a
-wrap-around nor a zero), as public re-implementations also do. Here the
-shift is computed out of place from the input, which is what the in-place slices mean (each
-right-hand side is read before it is written, as numpy does for overlapping slices).
+so index 0 of a +1 shift keeps T[0] (a copy of the edge, neither a wrap-around nor a zero), as
+public re-implementations also do. Here the shift is computed out of place, which is what the
+in-place slices mean (numpy, too, reads each right-hand side before writing overlapping slices).
 
-Settings (p, c, r, N). The paper's text gives c = 384 for deep, c = 768, N = 12 and r = 4 for
-wide, and the figures 51M / 9.7G (deep, PosMLP's table) and about 71M / 14G (wide); the rest is
-chosen to meet them (multiply-adds at 224):
+Settings (p, c, r, N): the paper's text gives c = 384 (deep); c = 768, N = 12, r = 4 (wide);
+51M / 9.7G (deep, PosMLP's table), about 71M / 14G (wide). The rest meets those (MACs at 224):
 - p = 16 for both: FLOPs / params is the token count, 9.7G / 51M ~ 14G / 71M ~ 196 = (224/16)^2
   (p = 14 would make wide 18.2G). Wide is then 72.24M, 13.99G.
 - deep: r = 4, N = 34, 50.96M, 9.88G (0.1% and 1.9% off). At N = 36 no r reaches 51M (r 3:
   43.29M; r 4, the ResMLP-36 shape: 53.92M); r 3, N 42 (50.39M, 9.77G) fits too, further from
   36 blocks. ``timm.create_model('s2mlp_deep', depth=36)`` builds the 36-block model.
 
-Any input size: the shift and the Linear layers do not depend on the map size; an image whose
-side is not a multiple of p is zero-padded at the bottom/right to the next multiple before the
-patch embedding (zero is the dataset mean after normalization), so the single output map is
-ceil(H / p) x ceil(W / p) at stride p and no pixel is dropped.
+Any input size: the shift and the Linear layers do not depend on the map size; sides not a multiple
+of p are zero-padded at the bottom/right before the patch embedding (zero is the dataset mean after
+normalization), so the one output map is ceil(H / p) x ceil(W / p) at stride p, no pixel dropped.
 
-This module imports only torch and timm. The MMDetection backbone ``S2MLP`` (this classifier
-without head, returning block outputs; detectors read the last one through
-``SimpleFeaturePyramid``) lives in backbones.py, registered in mmdet's MODELS.
+This module imports only torch and timm; its MMDetection backbone, ``S2MLP``, is in backbones.py.
 """
 
 import torch
@@ -60,7 +53,6 @@ def spatial_shift(x: torch.Tensor) -> torch.Tensor:
     C = x.shape[-1]
     g1, g2, g3 = C // 4, C // 2, C * 3 // 4
     a, b, c, d = x[..., :g1], x[..., g1:g2], x[..., g2:g3], x[..., g3:]
-    # out[i] = in[i - 1] for i >= 1, out[0] = in[0]: the first column is kept, not wrapped
     a = torch.cat([a[:, :, :1], a[:, :, :-1]], dim=2)   # width +1
     b = torch.cat([b[:, :, 1:], b[:, :, -1:]], dim=2)   # width -1
     c = torch.cat([c[:, :1], c[:, :-1]], dim=1)         # height +1
@@ -121,26 +113,13 @@ class S2MLPClassifier(common.StagedClassifier):
     input_fmt = 'NHWC'
     isotropic = True
 
-    def __init__(
-            self,
-            patch_size: int = 16,
-            embed_dim: int = 384,
-            depth: int = 34,
-            mlp_ratio: float = 4.,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
-            drop_rate: float = 0.,
-            proj_drop_rate: float = 0.,
-            drop_path_rate: float = 0.,
-            norm_layer=nn.LayerNorm,
-            act_layer=nn.GELU,
-    ):
+    def __init__(self, patch_size: int = 16, embed_dim: int = 384, depth: int = 34,
+                 mlp_ratio: float = 4., in_chans: int = 3, num_classes: int = 1000,
+                 global_pool: str = 'avg', drop_rate: float = 0., proj_drop_rate: float = 0.,
+                 drop_path_rate: float = 0., norm_layer=nn.LayerNorm, act_layer=nn.GELU):
         super().__init__()
         self.num_features = self.head_hidden_size = embed_dim
 
-        # the paper's patch-wise fully-connected layer (a p x p stride-p conv) and LayerNorm;
-        # an image whose side is not a multiple of p is zero-padded at the bottom / right
         self.patch_embed = PatchEmbed(None, patch_size, in_chans, embed_dim, norm_layer,
                                       output_fmt='NHWC', dynamic_img_pad=True)
         dpr = common.drop_path_rates([depth], drop_path_rate)[0]
@@ -161,7 +140,6 @@ class S2MLPClassifier(common.StagedClassifier):
 
 # ---- timm registration --------------------------------------------------------------------
 
-# no weights were published; the tag says so
 default_cfgs = generate_default_cfgs({
     f's2mlp_{arch}.untrained': common.default_cfg(pool_size=(14, 14), crop_pct=0.875,
                                                   paper_ids='arXiv:2106.07477')

@@ -1,22 +1,21 @@
 """A simple feature pyramid: a detector's multi-scale maps from ONE backbone map.
 
-The idea is ViTDet's (Li et al., "Exploring Plain Vision Transformer Backbones for Object
-Detection", ECCV 2022): a single-scale (isotropic, or last-stage) backbone map is resampled to
-each pyramid level by a short branch of its own, with no top-down or lateral fusion.
+From ViTDet (Li et al., "Exploring Plain Vision Transformer Backbones for Object Detection", ECCV
+2022): the map is resampled to each level by a branch of its own, no top-down or lateral fusion.
 
     input: the LAST map of the backbone outputs, C channels, stride s
     per scale factor f:
         f = 4:    ConvTranspose 2x2/2 (C -> C/2) -> norm -> GELU -> ConvTranspose 2x2/2 (-> C/4)
         f = 2:    ConvTranspose 2x2/2 (C -> C/2)
         f = 1:    identity
-        f = 1/k:  max-pool k x k, stride k, ceil mode (k = 2, 4, 8)
+        f = 1/k:  max-pool k x k, stride k, ceil mode (k = 2, 4, 8): h x w -> ceil(h/k) x ceil(w/k),
+                  so odd sizes keep their last row and column
         then:     Conv 1x1 -> out_channels, norm;  Conv 3x3 -> out_channels, norm
     extra levels (num_outs > len(scale_factors)): max-pool 1x1 stride 2 of the previous output,
     as mmdet's FPN does without extra convs (RetinaNet's P6 / P7).
 
-Output map i has stride s / f_i, and the detector must be told so: the anchor generator's
-`strides` and the RoI extractor's `featmap_strides` are the backbone stride divided by each
-scale factor, then doubled for each extra level:
+Output map i has stride s / f_i, doubled for each extra level; the detector must be told so (the
+anchor generator's `strides`, the RoI extractor's `featmap_strides`):
 
     | backbone (map used)        | s  | scale_factors         | num_outs | strides                |
     |----------------------------|----|-----------------------|----------|------------------------|
@@ -27,16 +26,11 @@ scale factor, then doubled for each extra level:
     | S2-MLP p = 16, RetinaNet   | 16 | (2, 1, 0.5)           | 5        | 8, 16, 32, 64, 128     |
     | ViT-style p = 16 (ViTDet)  | 16 | (4, 2, 1, 0.5)        | 5        | 4, 8, 16, 32, 64       |
 
-Sizes: a map of h x w gives f h x f w for f >= 1 and ceil(h / k) x ceil(w / k) for f = 1/k,
-so odd sizes keep their last row and column.
-
-Norm: LayerNorm over the channels of each position (`LN2d`, the default), as ViTDet: it does
-not depend on the batch (detection trains with 2 images per GPU, too few for BatchNorm), and
-unlike GroupNorm(32) it accepts any width (the x4 branch of a 192-channel map has 48 channels).
-It is timm's `LayerNorm2d`, an `nn.LayerNorm`, so optimizer rules by type (the recipe's
-`norm_decay_mult`) find it.
-Any mmcv norm (`GN`, `BN`, `SyncBN`) can be given instead; `LN` means the same as `LN2d` here.
-Convolutions followed by a norm have no bias.
+Norm: `LN2d` (the default; `LN` is the same), a LayerNorm over each position's channels, as ViTDet:
+independent of the batch (detection trains with 2 images per GPU, too few for BatchNorm), and unlike
+GroupNorm(32) it takes any width (the x4 branch of a 192-channel map has 48 channels). It is timm's
+`LayerNorm2d`, an `nn.LayerNorm`, so optimizer rules by type (the recipe's `norm_decay_mult`) find
+it. Any mmcv norm (`GN`, `BN`, `SyncBN`) may replace it. Convolutions before a norm have no bias.
 """
 from collections import OrderedDict
 from typing import List, Optional, Sequence, Tuple, Union
@@ -77,7 +71,6 @@ def _resample(scale: float, channels: int, norm_cfg: dict) -> Tuple[nn.Module, i
         return nn.Identity(), channels
     k = round(1.0 / scale) if scale > 0 else 0
     if k in (2, 4, 8) and abs(scale * k - 1.0) < 1e-9:
-        # ceil mode keeps the last row/column of an odd map (size ceil(h / k))
         return nn.MaxPool2d(k, stride=k, ceil_mode=True), channels
     raise ValueError(f'scale factor {scale} is not one of 4, 2, 1, 0.5, 0.25, 0.125')
 
@@ -88,24 +81,15 @@ class SimpleFeaturePyramid(BaseModule):
 
     Args:
         in_channels (int | Sequence[int]): Channels of the backbone outputs; the last is used.
-        out_channels (int): Channels of every output map.
-        scale_factors (Sequence[float]): One output per factor, in this order
-            (4, 2, 1, 0.5, 0.25, 0.125 allowed).
-        num_outs (int, optional): Total outputs; those beyond the factors are max-pooled
-            (stride 2) from the previous output. Default: len(scale_factors).
-        norm_cfg (dict): Norm after each conv (and inside the x4 branch). Default LN2d.
-        init_cfg (dict | list[dict], optional): Initialization config.
-    """
+        scale_factors (Sequence[float]): One output each, in order, among 4, 2, 1, 0.5, 0.25, 0.125.
+        num_outs (int, optional): Total outputs, extra levels included. Default: len(scale_factors).
+        norm_cfg (dict): Norm after each conv (and inside the x4 branch)."""
 
-    def __init__(self,
-                 in_channels: Union[int, Sequence[int]],
-                 out_channels: int = 256,
+    def __init__(self, in_channels: Union[int, Sequence[int]], out_channels: int = 256,
                  scale_factors: Sequence[float] = (2.0, 1.0, 0.5, 0.25),
-                 num_outs: Optional[int] = None,
-                 norm_cfg: dict = dict(type='LN2d', eps=1e-6),
+                 num_outs: Optional[int] = None, norm_cfg: dict = dict(type='LN2d', eps=1e-6),
                  init_cfg: Union[dict, List[dict], None] = dict(
-                     type='Xavier', layer=['Conv2d', 'ConvTranspose2d'],
-                     distribution='uniform')):
+                     type='Xavier', layer=['Conv2d', 'ConvTranspose2d'], distribution='uniform')):
         super().__init__(init_cfg=init_cfg)
         if not isinstance(in_channels, int):
             in_channels = list(in_channels)[-1]

@@ -1,9 +1,8 @@
 """Vision Permutator (ViP): MLPs that mix tokens along height and width by permuting channels.
 
-Hou et al., "Vision Permutator: A Permutable MLP-Like Architecture for Visual Recognition",
-IEEE TPAMI (arXiv 2106.12368). Official code: houqb/VisionPermutator, `models/vip.py`.
-This file is the whole architecture, written for this project; parameter names and shapes are
-the official ones, so the official ImageNet checkpoints load with strict=True.
+Hou et al., "Vision Permutator: A Permutable MLP-Like Architecture for Visual Recognition", TPAMI
+(arXiv 2106.12368). Written for this project with the parameter names and shapes of the official
+code (houqb/VisionPermutator, `models/vip.py`): its ImageNet checkpoints load with strict=True.
 
     PatchEmbed:    Conv p x p, stride p (p = 7)                       NCHW image -> NHWC tokens
     network:       [stage, (Downsample), stage, stage, stage]         (flat, as upstream)
@@ -24,41 +23,25 @@ the official ones, so the official ImageNet checkpoints load with strict=True.
         out = proj(h * a0 + w * a1 + c * a2).
     mlp_h / mlp_w / mlp_c have no bias in every published variant (qkv_bias=False).
 
-Variants (official `vip_s7` / `vip_m7` / `vip_l7`; maps at strides 7 and 14):
+Variants ``vip_s7`` / ``vip_m7`` / ``vip_l7`` (``ARCH_SETTINGS``; maps at strides 7 and 14):
+25,114,984 / 55,272,488 / 87,784,936 parameters (published: 25M / 55M / 88M), what the official code
+builds, same keys, shapes and order (its comment `# 55534632` at vip_m7 is 512 x 512 too many).
 
-    | model  | dims                | depths       | segment_dim     | transition | params     |
-    |--------|---------------------|--------------|-----------------|------------|------------|
-    | vip_s7 | 192, 384, 384, 384  | 4, 3, 8, 3   | 32, 16, 16, 16  | after 1    | 25,114,984 |
-    | vip_m7 | 256, 256, 512, 512  | 4, 3, 14, 3  | 32, 32, 16, 16  | after 2    | 55,272,488 |
-    | vip_l7 | 256, 512, 512, 512  | 8, 8, 16, 4  | 32, 16, 16, 16  | after 1    | 87,784,936 |
+Any input size. mlp_h is a fixed C x C matrix over H * S values, so the official model runs only at
+map side == segment count s (32 x 32 tokens at 224 px, 16 x 16 after the transition). Here height
+(width) mixing runs in non-overlapping windows of s rows (columns): the map is zero-padded at the
+bottom (right) to a multiple of s, each window mixed by the unchanged official matrix, the padding
+cropped off. Mixing is linear, so padded zeros add nothing to real tokens' outputs (whatever the
+bias); the reweighting mean is over the real tokens, as upstream; at side == s this is exactly the
+official computation. Why not resize the weights: a weight of mlp_h links two rows of an s-row field
+of view; windows keep that meaning, while interpolating the s x s row-mixing to, say, the 115 rows
+of an 800 px image stretches every learned relation 3.6x (not measured: that needs ImageNet-trained
+ViP weights). Cost: at most s - 1 padding rows per axis per stage, in the height/width branches only
+(800 x 1333: stage 1 115 -> 128 rows, 191 -> 192 columns; after the transition 58 -> 64, 96 -> 96).
+Sides not a multiple of 7 are zero-padded at the bottom/right before the patch embedding, odd maps
+before the 2x2 transition: maps are ceil(H / 7) and ceil(H / 14) tokens high, no pixel dropped.
 
-(published: 25M / 55M / 88M. The counts are what the official code builds, with the same
-state-dict keys, shapes and order; its comment `# 55534632` at vip_m7 is 512 x 512 too many.)
-
-Any input size. mlp_h is a fixed C x C matrix over H * S values, so the official model only
-runs when the map side equals the segment count s (32 x 32 tokens at 224 px for the first
-stage, 16 x 16 after the transition). Here the height (width) mixing runs inside consecutive
-runs of s rows (columns), i.e. in non-overlapping s x s windows: the map is zero-padded at the
-bottom (right) to a multiple of s, every window is mixed with the unchanged official matrix,
-and the padding is cropped off. Mixing is linear in its inputs, so padded zero tokens add
-nothing to the real tokens' outputs (whatever the bias; outputs at padded positions are
-discarded), and the reweighting mean is taken over the real tokens of the whole map, as
-upstream. At the training size (side == s) there is one window and the computation is
-exactly the official one. Why windows rather than resizing the weights: a weight of mlp_h
-connects two row positions of an s-row field of view; windows keep that meaning and the
-field of view the model was trained with, while interpolating the s x s row-mixing to, say,
-the 115 rows of an 800 px detection image stretches every learned relation 3.6x. (Not
-measured against resized weights: that needs ImageNet-trained ViP weights.) Cost: the
-padding rows, at most s - 1 per axis per stage, in the height/width branches only (800 x 1333:
-stage 1 has 115 -> 128 rows, 191 -> 192 columns; after the transition 58 -> 64, 96 -> 96).
-
-Images whose side is not a multiple of 7 are zero-padded at the bottom/right before the
-patch embedding, and an odd map is zero-padded before the 2x2 transition, so the maps are
-ceil(H / 7) and ceil(H / 14) tokens high and no pixel is dropped.
-
-This module imports only torch and timm. The MMDetection backbone ``ViP`` (this classifier
-without head, returning the stage maps; detectors read the last, stride 14, through
-``SimpleFeaturePyramid``) lives in backbones.py, registered in mmdet's MODELS.
+This module imports only torch and timm; its MMDetection backbone, ``ViP``, is in backbones.py.
 """
 from typing import Dict, List, Sequence, Union
 
@@ -97,11 +80,8 @@ class Downsample(nn.Module):
 
 
 class WeightedPermuteMLP(nn.Module):
-    """ViP's token mixer: height, width and channel Linear branches, mixed by learned weights.
-
-    The height/width branches run in windows of `segment_dim` rows/columns (see the module
-    docstring); on a map of side `segment_dim` this is the official computation.
-    """
+    """ViP's token mixer: height, width and channel Linear branches, mixed by learned weights;
+    height/width mixing runs in windows of `segment_dim` rows/columns (see the module docstring)."""
 
     def __init__(self, dim: int, segment_dim: int, qkv_bias: bool = False, proj_drop: float = 0.):
         super().__init__()
@@ -186,33 +166,20 @@ ARCH_SETTINGS = {
 
 
 class ViPClassifier(common.StagedClassifier):
-    """Vision Permutator with timm's model API.
-
-    Features are NHWC inside and out of `forward_features`; `forward_intermediates` returns one
-    map per stage (NCHW by default). Stride of each stage: patch_size x 2^(transitions so far).
-    ``global_pool``: 'avg' (mean over tokens) or '' (a head per position).
-    """
+    """Vision Permutator with timm's model API, on NHWC maps; `forward_intermediates` returns one
+    map per stage, at stride patch_size x 2^(transitions so far). ``global_pool``: 'avg' (mean
+    over tokens) or '' (a head per position)."""
     input_fmt = 'NHWC'
 
-    def __init__(
-            self,
-            depths: Sequence[int] = (4, 3, 8, 3),
-            embed_dims: Sequence[int] = (192, 384, 384, 384),
-            segment_dim: Sequence[int] = (32, 16, 16, 16),
-            transitions: Sequence[bool] = (True, False, False, False),
-            mlp_ratios: Union[float, Sequence[float]] = 3.,
-            patch_size: int = 7,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
-            qkv_bias: bool = False,
-            skip_lam: float = 1.0,
-            drop_rate: float = 0.,
-            proj_drop_rate: float = 0.,
-            drop_path_rate: float = 0.,
-            norm_layer=nn.LayerNorm,
-            act_layer=nn.GELU,
-    ):
+    def __init__(self, depths: Sequence[int] = (4, 3, 8, 3),
+                 embed_dims: Sequence[int] = (192, 384, 384, 384),
+                 segment_dim: Sequence[int] = (32, 16, 16, 16),
+                 transitions: Sequence[bool] = (True, False, False, False),
+                 mlp_ratios: Union[float, Sequence[float]] = 3., patch_size: int = 7,
+                 in_chans: int = 3, num_classes: int = 1000, global_pool: str = 'avg',
+                 qkv_bias: bool = False, skip_lam: float = 1.0, drop_rate: float = 0.,
+                 proj_drop_rate: float = 0., drop_path_rate: float = 0., norm_layer=nn.LayerNorm,
+                 act_layer=nn.GELU):
         super().__init__()
         n = len(depths)
         owner = type(self).__name__
@@ -222,7 +189,6 @@ class ViPClassifier(common.StagedClassifier):
                 ('transitions', transitions), ('mlp_ratios', mlp_ratios)))
         self.num_features = self.head_hidden_size = embed_dims[-1]
 
-        # images whose side is not a multiple of p are zero-padded at the bottom / right
         self.patch_embed = PatchEmbed(None, patch_size, in_chans, embed_dims[0],
                                       output_fmt='NHWC', dynamic_img_pad=True)
         dpr = common.drop_path_rates(depths, drop_path_rate)
@@ -247,7 +213,6 @@ class ViPClassifier(common.StagedClassifier):
         self.norm = norm_layer(embed_dims[-1])
         self.head_drop = nn.Dropout(drop_rate)
         self.reset_classifier(num_classes, global_pool)
-        # as upstream: the convolutions keep PyTorch's default initialisation
         common.init_trunc_normal(self, layers=(nn.Linear,))
 
     def forward_stage_container(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,18 +1,9 @@
 """Windows: how PosMLP cuts a stage's map into windows and keeps its tokens in window order.
 
-A stage keeps its map's tokens as one (T, C) matrix in *window order* (``WindowLayout``): the
-windows that the map's edges clip are kept, unpadded, in up to four regions of same-shaped
-windows (nine with a shifted grid), region after region; the token mixing runs per region, the
-rest of a block once over the matrix. Everything here depends only on the map's size and the
-window, so it is built once per size and device (``per_size_cache``) and reused by every block
-and step:
-
-- ``window_regions``: the regions of one grid of windows over a map;
-- ``region_index``: what a mixer needs of a region's windows (token positions, relative offsets);
-- ``window_layout``: the row of every token, the regions' starts, the images (drop path);
-- ``stage_windows``: the grids of a stage (the plain one and, with ``shift``, the moved one);
-- ``to_windows`` / ``from_windows`` / ``gather_rows``: the gathers into and out of window order;
-- ``chunk_layouts``: a layout cut into chunks of whole windows (deployment on the CPU).
+A stage keeps its map's tokens as one (T, C) matrix in *window order* (``WindowLayout``):
+edge-clipped windows kept unpadded, in up to four regions of same-shaped windows (nine with a
+shifted grid). All of it depends only on the map's size and the window: built once per size and
+device (``per_size_cache``) for every block and step; ``chunk_layouts`` serves CPU deployment.
 """
 import functools
 from typing import Iterator, List, NamedTuple, Optional, Tuple
@@ -25,15 +16,13 @@ __all__ = ['per_size_cache', 'Region', 'window_regions', 'window_tokens', 'Regio
 
 
 def per_size_cache(maxsize: int):
-    """Memoise ``build(*sizes, device)`` per arguments, where they are Python ints.
-
-    Symbolic sizes (torch.export with dynamic H and W) are built in the traced program instead,
-    and nothing is cached while torch.export or torch.compile traces (the tensors made then are
-    fake, and a cache would hand them to later eager calls). torch's jit tracer gives a shape's
-    sizes as 0-dim tensors: they are read as ints (its trace records one layout anyway, see
-    deployment/sizes.py). The tensors are built as ordinary ones even under
-    torch.inference_mode: a later call with autograd saves index tensors for backward, which
-    inference tensors cannot be."""
+    """Memoise ``build(*sizes, device)`` per arguments, where they are Python ints. Symbolic sizes
+    (torch.export with dynamic H and W) are built in the traced program instead, and nothing is
+    cached while torch.export or torch.compile traces (the tensors made then are fake, and a cache
+    would hand them to later eager calls). torch's jit tracer gives a shape's sizes as 0-dim
+    tensors: they are read as ints (its trace records one layout anyway, see deployment/sizes.py).
+    The tensors are built as ordinary ones even under torch.inference_mode: a later call with
+    autograd saves them for backward, which inference tensors cannot be."""
     def decorate(build):
         cached = functools.lru_cache(maxsize=maxsize)(build)
 
@@ -53,8 +42,7 @@ def per_size_cache(maxsize: int):
 
 class Region(NamedTuple):
     """A block of same-shaped windows of a (B, C, H, W) map: the whole windows, or the ones
-    clipped by an edge of the map. Its tokens are ordered (image, window row, window col,
-    token row, token col)."""
+    clipped by an edge of the map. Tokens ordered (image, window row, window col, row, col)."""
     batch: int
     top: int           # first pixel row and column of the region in the map
     left: int
@@ -75,13 +63,13 @@ class Region(NamedTuple):
 
 
 def _bands(size: int, window: int, shift: int) -> List[Tuple[int, int, int, int]]:
-    """(start, windows, tokens per window, first token) of the bands of windows along one side
-    of a map, for a grid of windows moved by `shift` tokens: a leading band of the last `shift`
-    rows of a window, the whole windows, a trailing band clipped by the edge; empty ones out."""
+    """(start, windows, tokens per window, first token) of the bands of windows along one side of
+    a map, for a grid of windows moved by `shift` tokens: a leading band of the last `shift` rows
+    of a window, the whole windows, a trailing band clipped by the edge; empty ones out."""
     # plain integer arithmetic, which symbolic sizes (torch.export with dynamic H, W, see
-    # deployment/) keep simple: no min() (a Min carried through every later shape) and no
-    # divmod or % (the clipped band comes out an integer when the size is linear in whole
-    # windows, where a Mod would stay symbolic)
+    # deployment/) keep simple: no min() (a Min carried through every later shape) and no divmod
+    # or % (the clipped band comes out an integer when the size is linear in whole windows, where
+    # a Mod would stay symbolic)
     lead = size if size < shift else shift
     full = (size - lead) // window
     edge = size - lead - window * full
@@ -92,16 +80,15 @@ def _bands(size: int, window: int, shift: int) -> List[Tuple[int, int, int, int]
 
 def window_regions(batch: int, height: int, width: int, window: int,
                    shift: int = 0) -> List[Region]:
-    """How a map is cut into windows of `window` x `window` tokens, as regions of same-shaped
-    windows, band by band of rows: with `shift` = 0 the whole windows, the right edge, the
-    bottom edge and the corner; with a shift (the grid moved down and right by `shift` tokens,
-    as Swin's shifted windows) up to nine.
+    """How a map is cut into `window` x `window` windows, as regions of same-shaped windows, band by
+    band of rows: with `shift` = 0 the whole windows, the right edge, the bottom edge and the
+    corner; with a shift (the grid moved down and right by `shift` tokens, as Swin's) up to nine.
 
-    Windows that the map cuts are clipped to it instead of padded: they hold only real tokens,
-    and mix them with the matching block of the full window's matrix (softmax over that block
-    for GQPE). That is what the reference computes with zero padding kept out of the mixing,
-    without spending anything on padding; with a shift, what Swin's cyclic shift and attention
-    mask compute, without the wrap-around."""
+    Windows that the map cuts are clipped to it instead of padded: they hold only real tokens, and
+    mix them with the matching block of the full window's matrix (softmax over that block for
+    GQPE). That is what the reference computes with zero padding kept out of the mixing, without
+    spending anything on padding; with a shift, what Swin's cyclic shift and attention mask
+    compute, without the wrap-around."""
     return [Region(batch, top, left, win_rows, win_cols, rows, cols, row0, col0)
             for top, win_rows, rows, row0 in _bands(height, window, shift)
             for left, win_cols, cols, col0 in _bands(width, window, shift)]
@@ -126,8 +113,7 @@ class RegionIndex(NamedTuple):
 @per_size_cache(maxsize=256)
 def region_index(window: int, rows: int, cols: int, row0: int, col0: int,
                  device: torch.device) -> RegionIndex:
-    """The RegionIndex of windows of rows x cols tokens from (row0, col0) of a full window of
-    `window` x `window`."""
+    """The RegionIndex of windows of rows x cols tokens from (row0, col0) of a full window."""
     tokens = window_tokens(window, rows, cols, row0, col0, device)
     row = torch.div(tokens, window, rounding_mode='floor')
     col = tokens - row * window
@@ -145,16 +131,15 @@ def region_index(window: int, rows: int, cols: int, row0: int, col0: int,
 class WindowLayout(NamedTuple):
     """Where the tokens of a stage are, for one grid of windows over a (B, H, W) map.
 
-    A stage keeps its tokens as one (T, C) matrix, T = B * H * W, in *window order*: region
-    by region (see window_regions), and inside a region image by image, window by window, each
-    window's tokens row-major. Everything token-wise (norm, both Linears, GELU, gate, residual,
-    drop path) runs once over that matrix; only the token mixing needs the regions, each a
-    contiguous block of rows whose windows all have the same shape.
+    Window order: region by region (see window_regions), and inside a region image by image,
+    window by window, each window's tokens row-major. Everything token-wise (norm, both Linears,
+    GELU, gate, residual, drop path) runs once over the (T, C) matrix, T = B * H * W; only the
+    token mixing needs the regions, each a contiguous block of rows of same-shaped windows.
 
     The matrix has `rows` rows: T rounded up to a multiple of 8 with rows of zeros after the
-    regions, which nothing mixes with and nothing reads back, so that the weight gradients of
-    the Linears (GEMMs whose reduction runs over the rows) suit tensor cores; exact, since
-    the extra rows get zero gradients. (Symbolic sizes, under torch.export, are not rounded.)"""
+    regions, which nothing mixes with and nothing reads back, so that the weight gradients of the
+    Linears (GEMMs whose reduction runs over the rows) suit tensor cores; exact, since the extra
+    rows get zero gradients. (Symbolic sizes, under torch.export, are not rounded.)"""
     regions: Tuple[Region, ...]
     starts: Tuple[int, ...]       # first row of each region, then T
     rows: int                     # rows of the token matrix: T, or T rounded up to 8
@@ -163,8 +148,7 @@ class WindowLayout(NamedTuple):
     image: torch.Tensor           # (rows,) image of each token (stochastic depth per image)
     indices: Tuple[RegionIndex, ...]  # per region, what the mixers need of its windows' shape
     bias_tokens: torch.Tensor     # the regions' window tokens one after another (the biases)
-    starts_tensor: Optional[torch.Tensor]  # `starts` as int32 on the device, for the kernels
-                                           # (None for symbolic sizes: export runs PyTorch's path)
+    starts_tensor: Optional[torch.Tensor]  # int32 `starts` for the kernels (None if symbolic)
 
     @property
     def batch(self) -> int:
@@ -174,8 +158,7 @@ class WindowLayout(NamedTuple):
 @per_size_cache(maxsize=64)
 def window_layout(batch: int, height: int, width: int, window: int, shift: int,
                   device: torch.device) -> WindowLayout:
-    """The WindowLayout of a map, built once per size and device: its index tensors are then
-    reused by every block and step (no index arithmetic per call)."""
+    """The WindowLayout of a map (cached: no index arithmetic per call)."""
     regions = window_regions(batch, height, width, window, shift)
     pixels = torch.arange(batch * height * width, device=device).view(batch, height, width)
     orders, starts = [], [0]
@@ -185,7 +168,8 @@ def window_layout(batch: int, height: int, width: int, window: int, shift: int,
                       .permute(0, 1, 3, 2, 4).flatten())
         starts.append(starts[-1] + r.size)
     order = torch.cat(orders)
-    inverse = torch.empty_like(order).index_copy_(0, order, torch.arange(order.numel(), device=device))
+    inverse = torch.empty_like(order)
+    inverse.index_copy_(0, order, torch.arange(order.numel(), device=device))
     # a window shape is the same for every size of an export's rule: under torch.export the
     # solver gives it as a SymInt of a constant, which int() reads without a guard (and which
     # region_index's cache could not hash); a shape that did vary would be specialised here
@@ -203,10 +187,9 @@ def window_layout(batch: int, height: int, width: int, window: int, shift: int,
 
 
 def gather_rows(x: torch.Tensor, index: torch.Tensor, rows: int) -> torch.Tensor:
-    """(rows, C): x[index] and then zero rows up to `rows`. Plain autograd: a Function with the
-    scatter by the same index as its backward measured no faster and no smaller on a PosMLP-T
-    training step (benchmarks/autograd_functions.py, 2026-12-07: 0.99x the time, 1.00x the
-    peak memory)."""
+    """(rows, C): x[index], then zero rows up to `rows`. Plain autograd: a Function with the scatter
+    by the same index as its backward measured no faster or smaller on a PosMLP-T training step
+    (benchmarks/autograd_functions.py, 2026-12-07: 0.99x the time, 1.00x the peak memory)."""
     picked = x.index_select(0, index)
     if rows == index.shape[0]:
         return picked
@@ -228,7 +211,7 @@ def from_windows(tokens: torch.Tensor, layout: WindowLayout, height: int,
 class StageWindows(NamedTuple):
     """The grids of windows of a stage: the plain one and, with shift, the moved one."""
     grids: Tuple[WindowLayout, ...]
-    into: Tuple[torch.Tensor, ...]  # into[g]: the rows of the other grid's tokens that give grid g's
+    into: Tuple[torch.Tensor, ...]  # into[g]: rows of the other grid's tokens giving grid g's
 
 
 @per_size_cache(maxsize=64)
@@ -251,9 +234,9 @@ def _chunk_plan(starts: Tuple[int, ...], window_tokens: Tuple[int, ...],
 
 
 def chunk_layouts(layout: WindowLayout, rows: int) -> Iterator[Tuple[int, int, int, WindowLayout]]:
-    """(first row, end row, region, the chunk's own one-region layout) of chunks of at most
-    `rows` rows (at least one window) that cut each region only between windows: what a block
-    needs to run on the chunk alone (inference: no images for drop path, no gathers)."""
+    """(first row, end row, region, the chunk's own one-region layout) of chunks of at most `rows`
+    rows (at least one window) that cut each region only between windows: what a block needs to
+    run on the chunk alone (inference: no images for drop path, no gathers)."""
     window_tokens = tuple(len(index.tokens) for index in layout.indices)
     for start, end, region in _chunk_plan(layout.starts, window_tokens, rows):
         yield start, end, region, WindowLayout(
