@@ -264,7 +264,7 @@ def gated_token_mix(h: torch.Tensor, starts: Sequence[int], starts_t: Optional[t
         tracing = torch.jit.is_tracing()  # the tracer drops writes into views (ONNX export)
         M = None if tracing else torch.empty_like(U)
         parts = []
-        for i, (s, e) in enumerate(zip(starts[:-1], starts[1:])):
+        for i, (s, e) in enumerate(kernels.region_spans(starts)):
             P, bias = mixing[2 * i], mixing[2 * i + 1]
             groups, n = P.shape[0], P.shape[-1]
             u = U[gated * s:gated * e].view(groups, -1, n)
@@ -306,7 +306,7 @@ class _GeluGatedTokenMix(torch.autograd.Function):
                 U = kernels.gelu_regions(h, starts, starts_t)
             grad_U = torch.empty_like(U)
             grad_mixing = []
-            for i, (s, e) in enumerate(zip(starts[:-1], starts[1:])):
+            for i, (s, e) in enumerate(kernels.region_spans(starts)):
                 P = mixing[2 * i]
                 groups, n = P.shape[0], P.shape[-1]
                 g = G[gated * s:gated * e].view(groups, -1, n)

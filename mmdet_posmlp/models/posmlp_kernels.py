@@ -68,13 +68,15 @@ def use_kernels(t: torch.Tensor) -> bool:
 
 # --------------------------------------------------------------------------- PyTorch path
 
-def _regions(starts: Sequence[int]):
+def region_spans(starts: Sequence[int]):
+    """(start, end) of each region, from the region starts (end of the last included)."""
     return zip(starts[:-1], starts[1:])
 
 
 def _region_blocks(buffer: torch.Tensor, channels: int, starts: Sequence[int]):
     """The (channels, T_r) views of a region-major buffer."""
-    return [buffer[channels * s:channels * e].view(channels, e - s) for s, e in _regions(starts)]
+    return [buffer[channels * s:channels * e].view(channels, e - s)
+            for s, e in region_spans(starts)]
 
 
 def _eager() -> bool:
@@ -95,9 +97,9 @@ def _gelu_grad_into(grad: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> N
 def _torch_gelu_regions(h: torch.Tensor, starts: Sequence[int]) -> torch.Tensor:
     C = h.shape[0] // 2
     if torch.jit.is_tracing():  # the tracer (TorchScript ONNX export) drops writes into views
-        return torch.cat([F.gelu(h[:C, s:e]).flatten() for s, e in _regions(starts)])
+        return torch.cat([F.gelu(h[:C, s:e]).flatten() for s, e in region_spans(starts)])
     U = h.new_empty(C * starts[-1])
-    for (s, e), block in zip(_regions(starts), _region_blocks(U, C, starts)):
+    for (s, e), block in zip(region_spans(starts), _region_blocks(U, C, starts)):
         torch.ops.aten.gelu.out(h[:C, s:e], out=block)
     return U
 
@@ -106,12 +108,12 @@ def _torch_gate_out(M: torch.Tensor, h: torch.Tensor, starts: Sequence[int]) -> 
     C = h.shape[0] // 2
     if _eager():
         y = h.new_empty(C, h.shape[1])
-        for (s, e), block in zip(_regions(starts), _region_blocks(M, C, starts)):
+        for (s, e), block in zip(region_spans(starts), _region_blocks(M, C, starts)):
             torch.mul(block, F.gelu(h[C:, s:e]), out=y[:, s:e])
         y[:, starts[-1]:].zero_()
         return y
     parts = [block * F.gelu(h[C:, s:e])
-             for (s, e), block in zip(_regions(starts), _region_blocks(M, C, starts))]
+             for (s, e), block in zip(region_spans(starts), _region_blocks(M, C, starts))]
     if h.shape[1] > starts[-1]:
         parts.append(h.new_zeros(C, h.shape[1] - starts[-1]))
     return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
@@ -121,7 +123,7 @@ def _torch_gate_grad_v(grad_y: torch.Tensor, M: torch.Tensor, h: torch.Tensor,
                        starts: Sequence[int], grad_h: torch.Tensor) -> torch.Tensor:
     C = h.shape[0] // 2
     G = h.new_empty(C * starts[-1])
-    for (s, e), m, g in zip(_regions(starts), _region_blocks(M, C, starts),
+    for (s, e), m, g in zip(region_spans(starts), _region_blocks(M, C, starts),
                             _region_blocks(G, C, starts)):
         h_v, gy = h[C:, s:e], grad_y[:, s:e]
         torch.mul(gy, F.gelu(h_v), out=g)
@@ -133,7 +135,7 @@ def _torch_gate_grad_v(grad_y: torch.Tensor, M: torch.Tensor, h: torch.Tensor,
 def _torch_gelu_grad_regions(grad_U: torch.Tensor, h: torch.Tensor, starts: Sequence[int],
                              grad_h: torch.Tensor) -> None:
     C = h.shape[0] // 2
-    for (s, e), g in zip(_regions(starts), _region_blocks(grad_U, C, starts)):
+    for (s, e), g in zip(region_spans(starts), _region_blocks(grad_U, C, starts)):
         _gelu_grad_into(g, h[:C, s:e], grad_h[:C, s:e])
     grad_h[:C, starts[-1]:].zero_()
 
