@@ -179,7 +179,10 @@ def test_report(tmp_path):
     sweep = text.split('## Learning-rate sweep')[1].split('##')[0]
     assert '| PosMLP-T | 0.100 / 0.200 | **0.300 / 0.600** | 0.200 / 0.700 | 3e-4 |' in sweep
     variants = text.split('## Published recipes')[1].split('##')[0]
-    assert '| ResNet-50 | 1.25e-3 | sgd |' in variants and '| 0.050 / 0.150 | not run |' in variants
+    # no plain run at 1.25e-3: the variant is set beside the backbone's best plain run
+    assert '| ResNet-50 | 1.25e-3 | sgd |' in variants
+    assert '| 0.050 / 0.150 | 0.100 / 0.250 (at 1e-4) |' in variants
+    assert comparison.PUBLISHED_RECIPES in variants
     every = text.split('## Every run')[1]
     assert '| PosMLP-T | 3e-4 | 1 | 0.250, 0.500 | 0.200 / 0.500 | 2.000 / 1.800 | in one go |' \
         in every
