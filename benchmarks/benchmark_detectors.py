@@ -55,10 +55,11 @@ FAMILY = ('retinanet_posmlp_t', 'retinanet_swin_t', 'retinanet_hire_mlp_tiny', '
 
 
 # ------------------------------------------------------------------ worker side
-# mmdet's Swin-T Mask R-CNN with the RoI extractor of ours (configs/_mask_rcnn_1x.py), which
-# runs RoIAlign in float32 under bfloat16 autocast (mmcv 2.1 has no bfloat16 RoIAlign): the same
-# as mmdet's otherwise
-SAME_ROI_EXTRACTOR = {'model.roi_head.bbox_roi_extractor.type': 'Float32RoIExtractor',
+# mmdet's Swin-T Mask R-CNN with the RoI extractor and RPN head of ours (configs/_mask_rcnn_1x.py),
+# which run RoIAlign and the proposals' NMS in float32 under bfloat16 autocast (mmcv 2.1 has no
+# bfloat16 kernels for them): the same as mmdet's otherwise
+SAME_FLOAT32_PARTS = {'model.rpn_head.type': 'Float32RPNHead',
+                      'model.roi_head.bbox_roi_extractor.type': 'Float32RoIExtractor',
                       'model.roi_head.mask_roi_extractor.type': 'Float32RoIExtractor'}
 
 
@@ -67,7 +68,7 @@ def build_detector(name: str):
     from mmdet_posmlp.detector_io import load_detector
     options = {'model.backbone.init_cfg': None}
     if name.startswith('mask_rcnn'):
-        options.update(SAME_ROI_EXTRACTOR)
+        options.update(SAME_FLOAT32_PARTS)
     model = load_detector(CONFIGS[name], cfg_options=options)
     model.init_weights()
     return model, model.cfg

@@ -13,8 +13,9 @@ What importing the package does depends on what is installed. Always (needs only
 Where mmdet is installed (`mmdet_posmlp.dependencies.MMDET_AVAILABLE`), in addition:
 
 - registers in mmdet's MODELS the backbones `PosMLP`, `HireMLP`, `ViP`, `S2MLP`, `CycleMLP`, the
-  neck `SimpleFeaturePyramid`, and `Float32FocalLoss` / `Float32RoIExtractor` (mmcv's focal loss
-  and RoIAlign in float32 under bfloat16, which mmcv 2.1 compiles no kernel for);
+  neck `SimpleFeaturePyramid`, and `Float32FocalLoss` / `Float32RoIExtractor` / `Float32RPNHead`
+  (mmcv's focal loss, RoIAlign and the proposals' nms in float32 under bfloat16, which mmcv 2.1
+  compiles no kernel for);
 - registers the hooks of engine/hooks.py in HOOKS and BFloat16AutocastOptimWrapper (`--amp` on
   CPUs, engine/amp.py) in OPTIM_WRAPPERS;
 - adds FLOP handles for PosMLP's custom autograd Functions (analysis/flop_handles.py), so that

@@ -5,7 +5,9 @@ _base_ = [
     './_posmlp_det_recipe.py'
 ]
 
-# mmcv 2.1's RoIAlign has no bfloat16 kernel: under --amp with bfloat16 it runs in float32
-# (mmdet_posmlp/models/roi_extractors.py); float16 and float32 are mmdet's own extractor
-model = dict(roi_head=dict(bbox_roi_extractor=dict(type='Float32RoIExtractor'),
+# mmcv 2.1's RoIAlign and nms have no bfloat16 kernels: under --amp with bfloat16 they run in
+# float32, the proposals decoded from float32 anchors (mmdet_posmlp/models/roi_extractors.py,
+# rpn_head.py); float16 and float32 are mmdet's own extractor and RPN head
+model = dict(rpn_head=dict(type='Float32RPNHead'),
+             roi_head=dict(bbox_roi_extractor=dict(type='Float32RoIExtractor'),
                            mask_roi_extractor=dict(type='Float32RoIExtractor')))
