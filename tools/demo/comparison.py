@@ -126,7 +126,8 @@ VARIANTS: Dict[str, Variant] = {
         ('optim_wrapper.optimizer._delete_=True', 'optim_wrapper.optimizer.type=SGD',
          'optim_wrapper.optimizer.momentum=0.9', 'optim_wrapper.optimizer.weight_decay=0.0001')),
 }
-# Published recipes and the first recipe, each against its plain run at the same lr and seed.
+# Published recipes and the first recipe, each against its plain run at the same lr and seed,
+# or else at the backbone's best lr.
 VARIANT_RUNS = (('pvt_small', 1e-3, 'warmup50'), ('resnet50', 1.25e-3, 'sgd'),
                 ('swin_t', 1.25e-3, 'sgd'))
 # What the published detection recipes (mmdet 3's configs, batch 16, from ImageNet weights) do
@@ -659,12 +660,13 @@ def format_table(results: Dict[Run, dict]) -> str:
 
 def format_variants(results: Dict[Run, dict]) -> str:
     rows = []
+    best = best_runs(results)
     for run, f in results.items():
         if run.variant:
             plain_lr = run.lr
             plain = results.get(Run(run.name, run.lr, run.seed))
-            if plain is None and seed0_runs(run.name, results):
-                plain_lr = choose_lr(seed0_runs(run.name, results))
+            if plain is None and run.name in best:
+                plain_lr = best[run.name][0]
                 plain = results.get(Run(run.name, plain_lr, run.seed))
             rows.append([run.backbone.label, format_lr(run.lr), run.variant,
                          VARIANTS[run.variant].why, _test_cell(f),
